@@ -1,0 +1,48 @@
+"""`mawsflow`: one subcommand per pipeline step.
+
+Each step lives in `mawsflow.steps.<module>` and exposes `main(argv) -> int`. Step modules are
+imported only when their subcommand runs, so `mawsflow --help` is instant and a step's heavy
+dependencies (torch, transformers, nltk) load only where they are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from mawsflow import __version__
+
+# Subcommand → (module under mawsflow.steps, one line for `mawsflow --help`), in pipeline order.
+STEPS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mawsflow",
+        description=(
+            "MAWS (MAE pre-pretraining -> WSP -> LiT -> transfer) as pipeline steps. "
+            "Every step reads and writes s3:// or local URIs; run `mawsflow <step> --help` "
+            "for its options."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"mawsflow {__version__}")
+    sub = parser.add_subparsers(dest="step", metavar="<step>", title="steps")
+    for name, (_, help_line) in STEPS.items():
+        sub.add_parser(name, help=help_line, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in STEPS:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    module = importlib.import_module(f"mawsflow.steps.{STEPS[argv[0]][0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The command-line shape every recipe-driven step shares.
+
+`mawsflow <step> --recipe NAME [--variant V] [--preset tiny|demo] [--set key=value …]`
+resolves a typed recipe (mawsflow.recipes) and hands it to the step's `run`. `--print-config`
+shows the resolved recipe without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mawsflow.log import setup_logging
+from mawsflow.recipes import PRESETS, describe, load_recipe
+from mawsflow.typed_config import ConfigError
+
+
+def recipe_parser(
+    prog: str, description: str, *, recipes: Sequence[str]
+) -> argparse.ArgumentParser:
+    """A parser with the shared recipe options; steps add their own arguments to it."""
+    parser = argparse.ArgumentParser(
+        prog=f"mawsflow {prog}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            f"  mawsflow {prog} --preset tiny --print-config\n"
+            f"  mawsflow {prog} --recipe {recipes[0]} --set optimizer.lr=1e-4 "
+            "--set model.arch=vit_b16\n\n"
+            "Any key of the resolved recipe can be set with --set; see --print-config."
+        ),
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=list(recipes),
+        default=recipes[0],
+        help=f"which of the paper's recipes to start from (default: {recipes[0]})",
+    )
+    parser.add_argument("--variant", help="a named column of the recipe's table, e.g. inat18")
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="shrink sizes and lengths: tiny (tests) or demo (the local demo run)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one recipe value, e.g. --set schedule.batch_size=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved recipe and exit"
+    )
+    return parser
+
+
+def run_recipe_step(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    run: Callable[[Any, argparse.Namespace], Any],
+) -> int:
+    """Parse, resolve the recipe, and call `run(recipe, args)`; config errors exit with 2."""
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(
+            args.recipe, variant=args.variant, preset=args.preset, overrides=args.overrides
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        sys.stdout.write(describe(recipe))
+        return 0
+    setup_logging()
+    run(recipe, args)
+    return 0
