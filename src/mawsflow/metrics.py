@@ -86,8 +86,9 @@ class TrainingMetrics:
         return {"step": self.step, "rank": str(self.rank)}
 
 
-def serve(registry: CollectorRegistry, port: int | None) -> bool:
-    """Expose `registry` on `port` (0 picks a free one). Returns whether a server was started.
+def serve(registry: CollectorRegistry, port: int | None, addr: str = "0.0.0.0") -> int | None:
+    """Expose `registry` over HTTP on `port` (0 picks a free one); returns the bound port, or
+    None when metrics serving is off.
 
     MAWSFLOW_METRICS_PORT sets the port for every process of a job; each rank adds its
     LOCAL_RANK so several ranks on one node do not collide."""
@@ -95,12 +96,13 @@ def serve(registry: CollectorRegistry, port: int | None) -> bool:
         env = os.environ.get("MAWSFLOW_METRICS_PORT")
         port = int(env) if env else None
     if port is None:
-        return False
+        return None
     if port:
         port += int(os.environ.get("LOCAL_RANK", "0"))
-    start_http_server(port, registry=registry)
-    log.info("serving Prometheus metrics", extra={"port": port})
-    return True
+    server, _ = start_http_server(port, addr=addr, registry=registry)
+    bound = int(server.server_address[1])
+    log.info("serving Prometheus metrics on port %d", bound)
+    return bound
 
 
 def push(registry: CollectorRegistry, gateway: str | None, job: str) -> bool:
