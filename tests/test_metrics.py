@@ -1,5 +1,6 @@
 import http.server
 import threading
+import typing
 import urllib.request
 
 import pytest
@@ -32,7 +33,7 @@ def test_port_from_environment_is_offset_by_local_rank(monkeypatch):
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[str, str, bytes]] = []
+    received: typing.ClassVar[list[tuple[str, str, bytes]]] = []
 
     def do_PUT(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
