@@ -1,0 +1,59 @@
+"""Model FLOPs per training sample, for model-FLOP utilisation (MFU).
+
+Counted the usual way (PaLM, Appendix B): every multiply-add of a matrix product is 2 FLOPs,
+a training step is forward + backward = 3 × forward, and activation recomputation is not
+counted (it is overhead, not model work). Norms, activations and softmax are left out as
+negligible next to the matrix products.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def transformer_forward_flops(tokens: int, depth: int, dim: int, mlp_dim: int) -> float:
+    """One sample through `depth` pre-norm blocks over `tokens` tokens."""
+    projections = 2 * tokens * (4 * dim * dim)  # q, k, v and the output projection
+    mlp = 2 * tokens * (2 * dim * mlp_dim)
+    attention = 2 * (2 * tokens * tokens * dim)  # q·kᵀ and attention·v
+    return float(depth * (projections + mlp + attention))
+
+
+def patch_embed_forward_flops(num_patches: int, patch_size: int, dim: int, chans: int = 3) -> float:
+    return float(2 * num_patches * patch_size * patch_size * chans * dim)
+
+
+def linear_forward_flops(tokens: int, d_in: int, d_out: int) -> float:
+    return float(2 * tokens * d_in * d_out)
+
+
+def training_flops(forward_flops: float) -> float:
+    """Forward plus backward (twice the forward: gradients of inputs and of weights)."""
+    return 3.0 * forward_flops
+
+
+# Dense bf16 tensor-core peaks (vendor datasheets, without sparsity), matched on the device name.
+_PEAK_BF16_FLOPS = (
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The accelerator's dense bf16 peak; MAWSFLOW_PEAK_TFLOPS overrides it. None on the CPU
+    or an unknown GPU, where MFU is not reported."""
+    override = os.environ.get("MAWSFLOW_PEAK_TFLOPS")
+    if override:
+        return float(override) * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in _PEAK_BF16_FLOPS:
+        if key in name:
+            return peak
+    return None
