@@ -1,0 +1,104 @@
+"""What evaluation and training steps hand to the report: results, lineage and loss histories.
+
+An evaluation step writes `<out>/metrics.json`:
+
+    {"format": "mawsflow.eval/1", "step": "zeroshot", "evaluation": "Fashion-MNIST zero-shot",
+     "pretraining": "MAE→WSP", "model": "<uri>", "dataset": "<uri>",
+     "metrics": {"top1": 61.2, "top5": 95.0, …},          flat scalars: the KFP Metrics
+     "table": {"Fashion-MNIST zero-shot": 61.2},         the report's cells (Table 22 columns)
+     "lowshot": {"1": {"mean": …, "std": …, "runs": […]}, …}}   low-shot steps only
+
+`pretraining` is the row of Table 22 the result belongs to. Steps read it from the model's
+lineage: each model artifact's `model.json` names the step that made it and its recipe, which
+names the checkpoint it started from, back to MAE or a from-scratch WSP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = "mawsflow.eval/1"
+
+# Table 22's rows, in the paper's order.
+PAPER_ROWS = ("MAE", "WSP", "MAE→WSP")
+
+
+@dataclass
+class EvalResult:
+    step: str
+    evaluation: str
+    pretraining: str
+    metrics: dict[str, float]
+    table: dict[str, float]
+    model: str = ""
+    dataset: str = ""
+    lowshot: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str) -> EvalResult:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{source}: not an evaluation result (format {data.get('format')!r}, "
+                             f"expected {FORMAT!r})")
+        missing = [k for k in ("step", "evaluation", "pretraining", "metrics", "table")
+                   if k not in data]
+        if missing:
+            raise ValueError(f"{source}: evaluation result lacks {missing}")
+        for key in ("metrics", "table"):
+            bad = {k: v for k, v in data[key].items() if not isinstance(v, int | float)}
+            if bad:
+                raise ValueError(f"{source}: {key} values must be numbers, got {bad}")
+        return cls(
+            step=str(data["step"]),
+            evaluation=str(data["evaluation"]),
+            pretraining=str(data["pretraining"]),
+            metrics={k: float(v) for k, v in data["metrics"].items()},
+            table={k: float(v) for k, v in data["table"].items()},
+            model=str(data.get("model", "")),
+            dataset=str(data.get("dataset", "")),
+            lowshot=dict(data.get("lowshot", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+@dataclass
+class TrainingHistory:
+    """One training step's loss curve, for the report's plot."""
+
+    label: str
+    samples: list[int]
+    losses: list[float]
+
+
+def pretraining_lineage(
+    model_json: Mapping[str, Any], read_parent: Callable[[str], Mapping[str, Any]]
+) -> str:
+    """The Table 22 row of a model: MAE, WSP or MAE→WSP.
+
+    model_json: a model artifact's `model.json`; read_parent: checkpoint URI → its `model.json`,
+    for the models that start from another (LiT, finetuning, VPT).
+    """
+    step = model_json.get("step")
+    recipe = model_json.get("recipe", {})
+    if step == "mae":
+        return "MAE"
+    if step == "wsp":
+        init = recipe.get("init", "scratch")
+        if init == "mae":
+            return "MAE→WSP"
+        if init == "scratch":
+            return "WSP"
+        return f"WSP ({init} init)"
+    parent = recipe.get("image_checkpoint") or recipe.get("init_checkpoint")
+    if step in {"lit", "finetune", "lowshot"} and parent:
+        return pretraining_lineage(read_parent(parent), read_parent)
+    raise ValueError(
+        f"cannot tell how a model from step {step!r} was pretrained; pass --pretraining"
+    )
