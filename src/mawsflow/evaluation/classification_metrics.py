@@ -33,7 +33,9 @@ class LabelSubset:
 
     def __post_init__(self) -> None:
         if self.num_model_classes <= 0:
-            raise ValueError(f"class map: model_classes must be positive, got {self.num_model_classes}")
+            raise ValueError(
+                f"class map: model_classes must be positive, got {self.num_model_classes}"
+            )
         for label, accepted in enumerate(self.targets):
             if not accepted:
                 raise ValueError(f"class map: test label {label} maps to no model class")
@@ -66,7 +68,9 @@ class LabelSubset:
 def topk_hits(logits: torch.Tensor, accepted: torch.Tensor, k: int) -> torch.Tensor:
     """[B] bool: whether any of the k highest-scoring classes is accepted for the sample."""
     if logits.shape != accepted.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and accepted {tuple(accepted.shape)} differ")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and accepted {tuple(accepted.shape)} differ"
+        )
     top = logits.topk(min(k, logits.shape[1]), dim=1).indices
     return accepted.gather(1, top).any(dim=1)
 

@@ -55,9 +55,7 @@ def logistic_regression_top1(
     """
     if len(np.unique(train_labels)) < 2:
         raise ValueError("logistic regression needs training examples of at least two classes")
-    classifier = LogisticRegression(
-        C=inverse_regularization, max_iter=max_iter, random_state=seed
-    )
+    classifier = LogisticRegression(C=inverse_regularization, max_iter=max_iter, random_state=seed)
     classifier.fit(l2_normalize(train_features), train_labels)
     predictions = classifier.predict(l2_normalize(test_features))
     return 100.0 * float(np.mean(predictions == test_labels))

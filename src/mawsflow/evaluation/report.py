@@ -20,9 +20,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display in a pipeline pod
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
-from mawsflow.evaluation.results import PAPER_ROWS, EvalResult, TrainingHistory  # noqa: E402
+from mawsflow.evaluation.results import PAPER_ROWS, EvalResult, TrainingHistory
 
 
 @dataclass
@@ -97,7 +97,11 @@ def plot_lowshot(results: Sequence[EvalResult]) -> bytes:
         means = [result.lowshot[str(k)]["mean"] for k in shots]
         spreads = [result.lowshot[str(k)]["std"] for k in shots]
         axis.errorbar(
-            shots, means, yerr=spreads, marker="o", capsize=3,
+            shots,
+            means,
+            yerr=spreads,
+            marker="o",
+            capsize=3,
             label=f"{result.pretraining}: {result.evaluation}",
         )
         axis.set_xticks(shots)
@@ -137,7 +141,9 @@ def _data_uri(png: bytes) -> str:
 def render_markdown(report: Report) -> str:
     table = report.table
     lines = ["# mawsflow run report", ""]
-    lines.append("Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the ")
+    lines.append(
+        "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
+    )
     lines.append("paper's Table 22; the best value of each column is bold.")
     lines.append("")
     escaped = [c.replace("|", "\\|") for c in table.columns]
@@ -152,7 +158,9 @@ def render_markdown(report: Report) -> str:
     lines += ["", "## Evaluations", ""]
     for result in report.results:
         scalars = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
-        lines.append(f"- **{result.evaluation}** ({result.pretraining}, `{result.step}`): {scalars}")
+        lines.append(
+            f"- **{result.evaluation}** ({result.pretraining}, `{result.step}`): {scalars}"
+        )
     for title, png in report.plots.items():
         lines += ["", f"## {title}", "", f"![{title}]({_data_uri(png)})"]
     return "\n".join(lines) + "\n"

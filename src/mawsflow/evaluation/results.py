@@ -43,10 +43,13 @@ class EvalResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str) -> EvalResult:
         if data.get("format") != FORMAT:
-            raise ValueError(f"{source}: not an evaluation result (format {data.get('format')!r}, "
-                             f"expected {FORMAT!r})")
-        missing = [k for k in ("step", "evaluation", "pretraining", "metrics", "table")
-                   if k not in data]
+            raise ValueError(
+                f"{source}: not an evaluation result (format {data.get('format')!r}, "
+                f"expected {FORMAT!r})"
+            )
+        missing = [
+            k for k in ("step", "evaluation", "pretraining", "metrics", "table") if k not in data
+        ]
         if missing:
             raise ValueError(f"{source}: evaluation result lacks {missing}")
         for key in ("metrics", "table"):

@@ -46,9 +46,7 @@ def clip_loss(
         )
     all_images, offset = gather_features(image_features)
     all_texts, _ = gather_features(text_features)
-    targets = torch.arange(
-        offset, offset + image_features.shape[0], device=image_features.device
-    )
+    targets = torch.arange(offset, offset + image_features.shape[0], device=image_features.device)
     logits_per_image = logit_scale * image_features @ all_texts.T
     logits_per_text = logit_scale * text_features @ all_images.T
     return 0.5 * (

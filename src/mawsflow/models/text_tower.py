@@ -140,7 +140,6 @@ def load_text_tower(
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions is not None and context_length > max_positions:
         raise ValueError(
-            f"text.context_length {context_length} exceeds {spec!r}'s "
-            f"{max_positions} positions"
+            f"text.context_length {context_length} exceeds {spec!r}'s {max_positions} positions"
         )
     return TextTower(encoder), CaptionTokenizer(tokenizer, context_length)
