@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from mawsflow import __version__
 
 # Subcommand → (module under mawsflow.steps, one line for `mawsflow --help`), in pipeline order.
-STEPS: dict[str, tuple[str, str]] = {}
+STEPS: dict[str, tuple[str, str]] = {
+    "mae": ("mae", "MAE pre-pretraining (Table 10)"),
+    "wsp": ("wsp", "weakly supervised pretraining from MAE, scratch or timm (Tables 11, 13)"),
+    "prepare-eval": ("prepare_eval", "ImageFolder, Food-101 or Fashion-MNIST to eval shards"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,9 +171,9 @@ class SampleStream:
         index = self.stream + draw * self.num_streams
         epoch, slot = divmod(index, len(self.shards))
         if epoch not in self._orders:
-            self._orders = {epoch: _seeded_rng(self.seed, _SHARD_ORDER, epoch).permutation(
-                len(self.shards)
-            )}
+            self._orders = {
+                epoch: _seeded_rng(self.seed, _SHARD_ORDER, epoch).permutation(len(self.shards))
+            }
         return int(self._orders[epoch][slot])
 
     def locate(self, raw_index: int) -> tuple[int, int]:
@@ -367,6 +367,7 @@ class StreamDataset(IterableDataset):
         world_size: int,
         shuffle_buffer: int,
         start_positions: Mapping[int, int] | None = None,
+        first_worker_stream: int = 0,
     ) -> None:
         self.manifest = manifest
         self.decode = decode
@@ -375,11 +376,14 @@ class StreamDataset(IterableDataset):
         self.world_size = world_size
         self.shuffle_buffer = shuffle_buffer
         self.start_positions = dict(start_positions or {})
+        # The loader takes batches from its workers in turn, starting with worker 0; a resumed
+        # loader rotates which stream each worker reads so the turns continue where they were.
+        self.first_worker_stream = first_worker_stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        stream = self.rank * workers + worker
+        stream = self.rank * workers + (worker + self.first_worker_stream) % workers
         source = SampleStream(
             self.manifest.shards,
             self.manifest.shard_sizes,
@@ -438,23 +442,34 @@ class LoaderState:
 
     num_streams: int  # streams of the whole job (world size × workers per rank)
     positions: dict[int, int] = field(default_factory=dict)
+    batches: int = 0  # batches this rank has consumed: whose turn is next
 
     def advance(self, batch: Mapping[str, Any]) -> None:
         self.positions[int(batch[STREAM_KEY])] = int(batch[POSITION_KEY])
+        self.batches += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"num_streams": self.num_streams, "positions": dict(self.positions)}
+        return {
+            "num_streams": self.num_streams,
+            "positions": dict(self.positions),
+            "batches": self.batches,
+        }
 
     @classmethod
     def restore(
-        cls, saved: Mapping[str, Any] | None, *, num_streams: int, rank_streams: range,
+        cls,
+        saved: Mapping[str, Any] | None,
+        *,
+        num_streams: int,
+        rank_streams: range,
         samples_seen: int,
     ) -> LoaderState:
         """The saved positions when the job has the same shape; otherwise every stream of
         this rank starts at its even share of the samples seen, which continues the run
         without replaying data but is no longer bit-exact."""
         if saved and saved.get("num_streams") == num_streams:
-            return cls(num_streams, {int(k): int(v) for k, v in saved["positions"].items()})
+            positions = {int(k): int(v) for k, v in saved["positions"].items()}
+            return cls(num_streams, positions, int(saved["batches"]))
         if samples_seen:
             log.warning(
                 "data loader layout changed (%s → %d streams): restarting streams at an even "
@@ -491,6 +506,7 @@ def build_loader(
         world_size=world_size,
         shuffle_buffer=shuffle_buffer,
         start_positions=state.positions,
+        first_worker_stream=state.batches % max(1, num_workers),
     )
     return DataLoader(
         dataset,

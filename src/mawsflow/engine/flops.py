@@ -8,6 +8,7 @@ negligible next to the matrix products.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -57,3 +58,44 @@ def peak_flops(device: torch.device) -> float | None:
         if key in name:
             return peak
     return None
+
+
+def vit_training_flops(
+    *,
+    img_size: int,
+    patch_size: int,
+    depth: int,
+    dim: int,
+    mlp_dim: int,
+    head_dims: tuple[int, ...] = (),
+) -> float:
+    """A classifier ViT (class token + all patches), with an optional MLP head whose layer
+    widths are `head_dims` (e.g. (dim, num_classes) for WSP's Linear–Tanh–Linear)."""
+    patches = (img_size // patch_size) ** 2
+    forward = patch_embed_forward_flops(patches, patch_size, dim)
+    forward += transformer_forward_flops(patches + 1, depth, dim, mlp_dim)
+    widths = (dim, *head_dims)
+    forward += sum(linear_forward_flops(1, a, b) for a, b in itertools.pairwise(widths))
+    return training_flops(forward)
+
+
+def mae_training_flops(
+    *,
+    img_size: int,
+    patch_size: int,
+    depth: int,
+    dim: int,
+    mlp_dim: int,
+    mask_ratio: float,
+    decoder_depth: int,
+    decoder_dim: int,
+) -> float:
+    """MAE: the encoder runs on the visible patches only, the decoder on all of them."""
+    patches = (img_size // patch_size) ** 2
+    visible = int(patches * (1 - mask_ratio))
+    forward = patch_embed_forward_flops(patches, patch_size, dim)
+    forward += transformer_forward_flops(visible + 1, depth, dim, mlp_dim)
+    forward += linear_forward_flops(visible + 1, dim, decoder_dim)
+    forward += transformer_forward_flops(patches + 1, decoder_depth, decoder_dim, 4 * decoder_dim)
+    forward += linear_forward_flops(patches, decoder_dim, patch_size * patch_size * 3)
+    return training_flops(forward)

@@ -1,0 +1,54 @@
+"""The model artifacts a training step leaves in its output (docs/data-formats.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from mawsflow import storage
+
+MODEL_FILE = "model.safetensors"
+MODEL_CARD = "model.json"
+METRICS_FILE = "metrics.json"
+
+
+def write_model(
+    output: str,
+    tensors: Mapping[str, torch.Tensor],
+    card: Mapping[str, Any],
+    metrics: Mapping[str, float | int],
+) -> None:
+    """`model.safetensors` + `model.json` + `metrics.json`; the card is written after the
+    weights, so a present card means a complete model."""
+    weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    storage.write_bytes(
+        storage.join(output, MODEL_FILE), save_safetensors(weights, metadata={"format": "pt"})
+    )
+    storage.write_json(storage.join(output, METRICS_FILE), dict(metrics))
+    storage.write_json(storage.join(output, MODEL_CARD), dict(card))
+
+
+def read_model_weights(uri: str) -> dict[str, torch.Tensor]:
+    """Weights from a step's output URI or a `.safetensors` file URI."""
+    if not uri.endswith(".safetensors"):
+        uri = storage.join(uri, MODEL_FILE)
+    try:
+        data = storage.read_bytes(uri)
+    except storage.NotFoundError:
+        raise ValueError(f"no model weights at {uri}") from None
+    return load_safetensors(data)
+
+
+def read_model_card(output: str) -> dict[str, Any]:
+    uri = storage.join(output, MODEL_CARD)
+    try:
+        card = storage.read_json(uri)
+    except storage.NotFoundError:
+        raise ValueError(f"no model card at {uri}: is {output} a finished step's output?") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"{uri}: expected a JSON object")
+    return card
