@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import threading
+import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -625,13 +626,21 @@ def test_recurring_run_bootstrap_hooks(chart):
         assert template["annotations"] == {"sidecar.istio.io/inject": "false"}
 
 
+def test_chart_app_version_is_the_package_version():
+    with (REPO / "pyproject.toml").open("rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == version
+
+
 def test_bootstrap_image_defaults_to_the_launch_image_the_components_use(chart):
     values = {"recurringRun": {"enabled": True}}
     job = of_kind(manifests(render(chart, values)), "Job")[0]
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
     references = yaml.safe_load((REPO / "components" / "images.yaml").read_text())
-    assert image == references["launch"].split("@")[0]
-    assert image.endswith(":" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert image == f"ghcr.io/mawsflow/mawsflow-launch:{app_version}"
+    # The same image name and version as the components' launch image, wherever it was pushed.
+    assert references["launch"].split("@")[0].endswith(f"/mawsflow-launch:{app_version}")
 
 
 def _load_bootstrap():
