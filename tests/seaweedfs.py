@@ -64,6 +64,10 @@ def _free_port_pairs(count: int) -> list[int]:
     raise RuntimeError(f"no {count} free loopback port pairs in {_PORT_RANGE}")
 
 
+class _ExitedWhileStarting(RuntimeError):
+    pass
+
+
 class SeaweedFS:
     """One `weed mini` process with S3 enabled, one admin identity, and no bucket auto-creation.
 
@@ -84,18 +88,33 @@ class SeaweedFS:
         self.access_key = "mawsflow-" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(20)
         self.region = "us-east-1"
-        ports = _free_port_pairs(len(_HTTP_COMPONENTS))
-        self.ports = dict(zip(_HTTP_COMPONENTS, ports, strict=True))
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self._pick_ports()
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = None
+        self._started_once = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the server and wait until an authenticated S3 call succeeds."""
+        """Start the server and wait until an authenticated S3 call succeeds.
+
+        The first start tries fresh ports if the process dies at once: a port found free can be
+        taken by someone else before weed binds it. Later starts keep their ports.
+        """
         if self.running:
             raise RuntimeError(f"SeaweedFS at {self.endpoint} is already running")
+        tries = 1 if self._started_once else 3
+        for attempt in range(1, tries + 1):
+            try:
+                self._launch()
+                break
+            except _ExitedWhileStarting:
+                if attempt == tries:
+                    raise
+                self._pick_ports()
+        self._started_once = True
+
+    def _launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "s3-identities.json"
         config_path.write_text(json.dumps(self._identities()))
@@ -218,7 +237,7 @@ class SeaweedFS:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 self._after_exit()
-                raise RuntimeError(
+                raise _ExitedWhileStarting(
                     f"weed mini exited with status {process.returncode} while starting; "
                     f"log tail:\n{self.log_tail()}"
                 )
@@ -233,6 +252,11 @@ class SeaweedFS:
             f"SeaweedFS S3 at {self.endpoint} not ready after {self.start_timeout_s:.0f} s "
             f"(last error: {last_error}); log tail:\n{self.log_tail()}"
         )
+
+    def _pick_ports(self) -> None:
+        ports = _free_port_pairs(len(_HTTP_COMPONENTS))
+        self.ports = dict(zip(_HTTP_COMPONENTS, ports, strict=True))
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
 
     def _require_process(self) -> subprocess.Popen[bytes]:
         if self._process is None:

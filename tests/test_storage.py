@@ -342,12 +342,17 @@ def test_wrong_credentials_fail_clearly_without_retry_storm(s3_bucket, monkeypat
     monkeypatch.delenv("MAWSFLOW_S3_REQUEST_ATTEMPTS")
     wrong = "wrong" + secrets.token_hex(8)
     monkeypatch.setenv(variable, wrong)
+
+    def stream() -> bytes:
+        with storage.open_read(uri) as reader:
+            return reader.read()
+
     operations: list[Callable[[], object]] = [
         lambda: storage.read_bytes(uri),
         lambda: storage.write_bytes(uri, b"overwrite"),
         lambda: storage.exists(uri),
         lambda: storage.list_uris(s3_bucket),
-        lambda: storage.open_read(uri).__enter__(),
+        stream,
     ]
     for operation in operations:
         started = time.monotonic()
@@ -511,3 +516,17 @@ def test_stream_resumes_after_connection_breaks(crash_s3, monkeypatch):
             restarter.join()
     assert received.getvalue() == data
     assert len(gets) >= 2, "the rest must have come from a resumed (ranged) GET"
+
+
+def test_stream_refuses_to_splice_a_replaced_object(crash_s3):
+    server, bucket = crash_s3
+    uri = storage.join(bucket, "replaced.bin")
+    storage.write_bytes(uri, os.urandom(48 * MiB))
+    with storage.open_read(uri) as stream:
+        stream.read(MiB)
+        storage.write_bytes(uri, b"a different object")
+        server.kill()  # break the stream; the resumed GET must notice the new ETag
+        server.restart()
+        with pytest.raises(storage.StorageError, match=f"^{uri}: the object changed"):
+            while stream.read(4 * MiB):
+                pass

@@ -333,6 +333,10 @@ def _error_code(error: ClientError) -> tuple[str, int]:
 
 
 def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, StorageError):
+        # Already decided (an inner retry loop gave up, or a permanent failure): retrying
+        # again here would multiply the attempts.
+        return False
     client_error = _client_error(error)
     if client_error is not None:
         code, status = _error_code(client_error)
@@ -630,47 +634,40 @@ class _S3ObjectReader(io.RawIOBase):
         if self._position >= self._size:
             return 0
         view = memoryview(buffer).cast("B")
-        policy = RetryPolicy.from_env()
-        failures = 0
-        while True:
-            try:
-                if self._body is None:
-                    resumed = self._get(Range=f"bytes={self._position}-", IfMatch=self._etag)
-                    self._body = resumed["Body"]
-                chunk = self._body.read(len(view))
-                break
-            except Exception as error:
-                if self._body is not None:
-                    with suppress(Exception):
-                        self._body.close()
-                    self._body = None
-                if not _is_transient(error):
-                    if (client_error := _client_error(error)) and _error_code(client_error)[
-                        1
-                    ] == 412:
-                        raise StorageError(
-                            f"{self._uri}: the object changed while it was being read"
-                        ) from error
-                    raise _translate(error, self._uri) from error
-                failures += 1
-                if failures >= policy.max_attempts:
-                    raise UnavailableError(
-                        f"{self._uri}: reading at byte {self._position} failed {failures} "
-                        f"times, giving up (last: {type(error).__name__}: {error})"
-                    ) from error
-                log.warning(
-                    "%s: stream broke at byte %d (%s); resuming", self._uri, self._position, error
-                )
-                time.sleep(policy.delay_s(failures))
+        chunk = _with_retries(
+            self._uri, f"read at byte {self._position}", lambda: self._read_chunk(len(view))
+        )
         view[: len(chunk)] = chunk
         self._position += len(chunk)
         return len(chunk)
 
-    def close(self) -> None:
-        if not self.closed and self._body is not None:
+    def _read_chunk(self, size: int) -> bytes:
+        try:
+            if self._body is None:
+                resumed = self._get(Range=f"bytes={self._position}-", IfMatch=self._etag)
+                self._body = resumed["Body"]
+            chunk = self._body.read(size)
+            if not chunk:
+                # Short of the known size: a truncated stream, never a quiet early EOF.
+                raise IncompleteReadError(actual_bytes=self._position, expected_bytes=self._size)
+            return chunk
+        except Exception as error:
+            self._drop_body()
+            client_error = _client_error(error)
+            if client_error is not None and _error_code(client_error)[1] == 412:
+                raise StorageError(
+                    f"{self._uri}: the object changed while it was being read"
+                ) from error
+            raise
+
+    def _drop_body(self) -> None:
+        if self._body is not None:
             with suppress(Exception):
                 self._body.close()
             self._body = None
+
+    def close(self) -> None:
+        self._drop_body()
         super().close()
 
 
@@ -824,7 +821,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         client = s3_client()
         _with_retries(uri, "PUT", lambda: client.put_object(Bucket=bucket, Key=key, Body=data))
         return
-    with _local_atomic_file(uri) as file:
+    with _local_errors(uri), _local_atomic_file(uri) as file:
         file.write(data)
 
 
@@ -941,8 +938,8 @@ def copy(src: str, dst: str) -> None:
         _s3_upload(dst, lambda: _open_local_for_read(src))
     else:
         with (
-            _local_errors(src),
-            open(_local_path(src), "rb") as source,
+            _open_local_for_read(src) as source,
+            _local_errors(f"{src} -> {dst}"),
             _local_atomic_file(dst) as target,
         ):
             shutil.copyfileobj(source, target, _READ_BUFFER_SIZE)
