@@ -83,8 +83,13 @@ def write_pretrain_dataset(
                     }
                 )
     vocab = [
-        {"index": i, "wnid": f"n{i:08d}", "synset": f"class{i}.n.01", "lemmas": [f"class{i}"],
-         "count": 1}
+        {
+            "index": i,
+            "wnid": f"n{i:08d}",
+            "synset": f"class{i}.n.01",
+            "lemmas": [f"class{i}"],
+            "count": 1,
+        }
         for i in range(NUM_CLASSES)
     ]
     (root / "vocab.json").write_text(json.dumps(vocab))
@@ -131,13 +136,19 @@ def test_manifest_is_read_and_checked(dataset, tmp_path):
 
 def _stream(manifest, stream: int, num_streams: int, block: int = 10) -> SampleStream:
     return SampleStream(
-        manifest.shards, manifest.shard_sizes, seed=3, stream=stream, num_streams=num_streams,
+        manifest.shards,
+        manifest.shard_sizes,
+        seed=3,
+        stream=stream,
+        num_streams=num_streams,
         block_size=block,
     )
 
 
 def _keys(samples, n):
-    return [(pos, raw["__key__"] if raw else None) for pos, raw in (next(samples) for _ in range(n))]
+    return [
+        (pos, raw["__key__"] if raw else None) for pos, raw in (next(samples) for _ in range(n))
+    ]
 
 
 def test_a_stream_restarts_at_any_position_with_the_same_samples(dataset):
@@ -183,8 +194,9 @@ def test_augmentation_is_seeded_per_sample_and_makes_rgb():
     Image.fromarray(skdata.astronaut()).save(jpeg, format="JPEG")
     # Large crops of a 512 px JPEG decode at a reduced DCT scale; the result must still be
     # the same picture as the full decode, up to resampling differences.
-    reduced = RandomResizedCropFlip(AugmentConfig(crop=RandomResizedCropConfig(
-        size=32, scale=(0.9, 1.0)), hflip=0.0))
+    reduced = RandomResizedCropFlip(
+        AugmentConfig(crop=RandomResizedCropConfig(size=32, scale=(0.9, 1.0)), hflip=0.0)
+    )
     full = torchvision_reference(jpeg.getvalue(), seed=5, size=32, scale=(0.9, 1.0))
     diff = (reduced(jpeg.getvalue(), 5).float() - full.float()).abs().mean()
     assert diff < 6, f"draft decoding changed the crop: mean abs diff {diff:.1f}"
@@ -205,8 +217,15 @@ def torchvision_reference(data: bytes, *, seed: int, size: int, scale) -> torch.
 
 def _loader(manifest, state, workers):
     return build_loader(
-        manifest, ImageLabelsDecoder(_augment(), manifest.num_classes), batch_size=8,
-        num_workers=workers, seed=0, rank=1, world_size=2, shuffle_buffer=16, state=state,
+        manifest,
+        ImageLabelsDecoder(_augment(), manifest.num_classes),
+        batch_size=8,
+        num_workers=workers,
+        seed=0,
+        rank=1,
+        world_size=2,
+        shuffle_buffer=16,
+        state=state,
         pin_memory=False,
     )
 
@@ -246,8 +265,10 @@ def test_loader_batches_skip_corrupt_samples_and_resume_exactly(dataset):
 
 def test_changed_layout_restarts_streams_at_an_even_share():
     state = LoaderState.restore(
-        {"num_streams": 2, "positions": {0: 50, 1: 60}}, num_streams=4,
-        rank_streams=range(0, 2), samples_seen=400,
+        {"num_streams": 2, "positions": {0: 50, 1: 60}},
+        num_streams=4,
+        rank_streams=range(0, 2),
+        samples_seen=400,
     )
     assert state.positions == {0: 100, 1: 100}
 

@@ -276,6 +276,11 @@ class _Run:
                 saved_loader = rank_state["data"]
             else:
                 log.warning("checkpoint has no state for rank %d; RNG reseeded", ctx.rank)
+        # Under FSDP each rank holds only its shard: the log shows both counts.
+        params = list(model.parameters())
+        local_params = sum(
+            p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params
+        )
         loader_state = LoaderState.restore(
             saved_loader,
             num_streams=num_streams,
@@ -297,6 +302,8 @@ class _Run:
                 "total_steps": self.total_steps,
                 "start_step": step,
                 "dataset_samples": self.dataset.num_samples,
+                "parameters": sum(p.numel() for p in params),
+                "parameters_local": local_params,
             },
         )
 

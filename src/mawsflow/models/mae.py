@@ -61,7 +61,9 @@ class MaskedAutoencoder(nn.Module):
         )
         self.decoder_blocks = nn.Sequential(
             *[
-                Block(decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm_layer)
+                Block(
+                    decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm_layer
+                )
                 for _ in range(decoder_depth)
             ]
         )

@@ -24,7 +24,9 @@ def sincos_2d(embed_dim: int, grid_size: int | tuple[int, int], *, cls_token: bo
     With `cls_token` the first row is zeros: the class token carries no position.
     """
     if embed_dim % 4:
-        raise ValueError(f"sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
+        raise ValueError(
+            f"sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}"
+        )
     rows, cols = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
     row_pos = torch.arange(rows).repeat_interleave(cols)
     col_pos = torch.arange(cols).repeat(rows)

@@ -41,8 +41,7 @@ def trunk_kwargs(arch: str, *, img_size: int = 224, drop_path: float = 0.0) -> d
     spec = architecture(arch)
     if img_size % spec.patch_size:
         raise ValueError(
-            f"model.img_size: {img_size} is not a multiple of {arch}'s patch size "
-            f"{spec.patch_size}"
+            f"model.img_size: {img_size} is not a multiple of {arch}'s patch size {spec.patch_size}"
         )
     if spec.embed_dim % spec.heads:
         raise ValueError(f"{arch}: embed_dim {spec.embed_dim} not divisible by {spec.heads} heads")
