@@ -125,7 +125,6 @@ class SeaweedFS:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
-            start_new_session=True,  # a Ctrl-C in the test terminal must not reach it first
         )
         self._wait_until_ready()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
+from botocore.awsrequest import AWSResponse
 
 from mawsflow import storage
 from seaweedfs import SeaweedFS, weed_binary
@@ -385,6 +386,69 @@ def test_missing_object_errors_name_the_uri(s3_bucket):
             operation(uri)
     with pytest.raises(storage.NotFoundError, match=f"^{uri}: no such object"):
         storage.download_file(uri, "/nonexistent/never-created")
+
+
+class _ErrorBody:
+    """The raw body of an injected error response (botocore reads it via `stream()`)."""
+
+    def __init__(self, xml: bytes) -> None:
+        self._xml = xml
+
+    def stream(self, **_) -> Iterator[bytes]:
+        yield self._xml
+
+
+@contextmanager
+def injected_errors(operation: str, status: int, code: str, times: int) -> Iterator[list[str]]:
+    """The next `times` requests for `operation` get an S3 error response instead of going out.
+
+    SeaweedFS on loopback never throttles or fails with 5xx, so these answers are put in at
+    botocore's transport boundary; botocore parses them as it would a real S3 reply.
+    """
+    answered: list[str] = []
+    xml = (
+        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+        f"<Message>injected {code}</Message></Error>"
+    ).encode()
+
+    def answer(request, **_):
+        if len(answered) >= times:
+            return None
+        answered.append(code)
+        headers = {"Content-Type": "application/xml", "Content-Length": str(len(xml))}
+        return AWSResponse(request.url, status, headers, _ErrorBody(xml))
+
+    client = storage.s3_client()
+    client.meta.events.register(f"before-send.s3.{operation}", answer)
+    try:
+        yield answered
+    finally:
+        client.meta.events.unregister(f"before-send.s3.{operation}", answer)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (503, "SlowDown"),
+        (500, "InternalError"),
+        (503, "ServiceUnavailable"),
+        (400, "RequestTimeout"),
+    ],
+)
+def test_throttling_and_server_errors_are_retried(s3_bucket, status, code):
+    uri = storage.join(s3_bucket, "busy.bin")
+    with injected_errors("PutObject", status, code, times=2) as answered:
+        storage.write_bytes(uri, b"eventually")
+    assert answered == [code, code]
+    with injected_errors("GetObject", status, code, times=2):
+        assert storage.read_bytes(uri) == b"eventually"
+    # More failures than the retry bound (3 attempts in tests): a clear, typed give-up.
+    with (
+        injected_errors("GetObject", status, code, times=10) as answered,
+        pytest.raises(storage.UnavailableError, match=f"^{uri}: GET failed 3 times.*{code}"),
+    ):
+        storage.read_bytes(uri)
+    assert len(answered) == 3
 
 
 _PARENT_CLIENT = None
