@@ -1,0 +1,221 @@
+"""Phase 3 of the build (map): label, filter, resample and write one group's output shards.
+
+The group's input shards are read again with the same checks as the count phase
+(`sample_tags`); the count phase's verdicts on image decoding and the vocabulary phase's
+duplicate list are looked up by position instead of recomputed, so this phase costs little
+more than copying the bytes. Every kept image is written as
+
+    <hash>.<jpg|png|webp>   the input image bytes, unchanged
+    <hash>.labels.json      its vocabulary indices, sorted
+    <hash>.txt              its sanitised caption (LiT)
+
+keyed by its content hash (unique after deduplication), then `r - 1` more times as
+`<hash>-1`, `<hash>-2`, … (resample.py). Copies are not written next to the original: the
+group writes every kept image once, then all second copies, then all third copies, so repeats
+of one image sit a whole pass apart and never crowd a shuffle buffer. Copies wait in local
+temporary files, not in memory.
+
+The group's shard numbers come from the plan; its last partial shard's worth goes to a tail
+file for the finalize step. Shards are written atomically with pinned tar headers, so a rerun
+or a retried worker rewrites the same names with the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mawsflow import storage
+from mawsflow.dataset.captions import sanitize_caption
+from mawsflow.dataset.image_records import content_hash
+from mawsflow.dataset.images import image_format
+from mawsflow.dataset.layout import BuildLayout, ShardGroup, input_fingerprint, list_input_shards
+from mawsflow.dataset.resample import repeat_count
+from mawsflow.dataset.safe_tar import iter_tar_samples
+from mawsflow.dataset.sample_tags import ReadLimits, tag_sample
+from mawsflow.dataset.shard_writer import ShardWriter
+from mawsflow.dataset.stats import SampleRejected
+from mawsflow.dataset.synsets import HashtagMapper, default_mapper
+from mawsflow.dataset.vocab import read_vocabulary
+from mawsflow.dataset.vocab_phase import PLAN_FORMAT, POSITION
+from mawsflow.log import progress
+
+log = logging.getLogger(__name__)
+
+Members = Sequence[tuple[str, bytes]]
+
+
+def read_plan(layout: BuildLayout, group_count: int) -> dict[str, Any]:
+    """The vocabulary phase's plan, checked against the number of groups this run uses."""
+    if not storage.exists(layout.plan):
+        raise RuntimeError(f"{layout.plan} does not exist: run the vocab phase first")
+    plan = storage.read_json(layout.plan)
+    if plan.get("format") != PLAN_FORMAT:
+        raise RuntimeError(f"{layout.plan}: format {plan.get('format')!r}, expected {PLAN_FORMAT}")
+    if plan["groups"] != group_count:
+        raise RuntimeError(
+            f"{layout.plan} was made for {plan['groups']} shard groups, not {group_count}; "
+            "use the same group count in every phase"
+        )
+    return plan
+
+
+class _GroupOutput:
+    """Routes the group's i-th output sample to its full shards or, past them, to its tail."""
+
+    def __init__(
+        self, stack: ExitStack, layout: BuildLayout, group: ShardGroup, group_plan: dict[str, Any]
+    ) -> None:
+        samples_per_shard = group_plan["samples_per_shard"]
+        first = group_plan["first_shard"]
+        self._full_limit = group_plan["full_shards"] * samples_per_shard
+        self._planned = group_plan["samples"]
+        self._group = group
+        self.shards = stack.enter_context(
+            ShardWriter(lambda k: layout.shard(first + k), samples_per_shard)
+        )
+        self.tail = stack.enter_context(
+            ShardWriter(lambda _: layout.tail(group), samples_per_shard)
+        )
+
+    def write(self, key: str, members: Members) -> None:
+        if self.samples == self._planned:
+            raise RuntimeError(
+                f"{self._group.name}: more samples than the plan's {self._planned}; the input or "
+                "the build's code changed since the count phase, so rebuild from the count phase"
+            )
+        writer = self.shards if self.shards.samples < self._full_limit else self.tail
+        writer.write(key, members)
+
+    @property
+    def samples(self) -> int:
+        return self.shards.samples + self.tail.samples
+
+
+class _RepeatSpool:
+    """Second, third, … copies of images, one local file per copy number."""
+
+    def __init__(self, scratch: Path) -> None:
+        self._scratch = scratch
+        self._files: dict[int, BinaryIO] = {}
+
+    def add(self, copy: int, key: str, members: Members) -> None:
+        if copy not in self._files:
+            self._files[copy] = (self._scratch / f"copy-{copy:04d}.pickle").open("w+b")
+        pickle.dump((key, list(members)), self._files[copy], protocol=pickle.HIGHEST_PROTOCOL)
+
+    def drain(self, output: _GroupOutput) -> None:
+        for copy in sorted(self._files):
+            spool = self._files[copy]
+            spool.seek(0)
+            while True:
+                try:
+                    key, members = pickle.load(spool)  # our own file, written above
+                except EOFError:
+                    break
+                output.write(key, members)
+            spool.close()
+
+
+def run_write(
+    input_uri: str, out_uri: str, group: ShardGroup, mapper: HashtagMapper | None = None
+) -> dict[str, Any]:
+    """Write one group's shards and tail; returns (and stores) the group's write report."""
+    mapper = mapper or default_mapper()
+    layout = BuildLayout(out_uri)
+    plan = read_plan(layout, group.count)
+    shards = list_input_shards(input_uri)
+    if input_fingerprint(shards) != plan["input"]["fingerprint"]:
+        raise RuntimeError(
+            f"{input_uri}: the input shards changed since the count phase "
+            f"({len(shards)} shards now, {plan['input']['num_shards']} then); rebuild from count"
+        )
+    limits = ReadLimits(**plan["limits"])
+    by_offset = {entry.offset: entry for entry in read_vocabulary(layout.vocab)}
+    summary = storage.read_json(layout.count_summary(group))
+    skip = {tuple(position) for position in summary["rejected_images"]}
+    skip.update(POSITION.iter_unpack(storage.read_bytes(layout.duplicates(group))))
+    resampling = plan["resampling"]
+    group_plan = {
+        **plan["group_plans"][group.index],
+        "samples_per_shard": plan["samples_per_shard"],
+    }
+
+    ordinals = group.shard_range(len(shards))
+    kept = 0
+    problems: Counter[str] = Counter()  # counted once already, by the count phase
+    with tempfile.TemporaryDirectory(prefix="mawsflow-write-") as scratch, ExitStack() as stack:
+        output = _GroupOutput(stack, layout, group, group_plan)
+        repeats_spool = _RepeatSpool(Path(scratch))
+        for ordinal in progress(ordinals, desc=f"write {group.name}", unit="shard", logger=log):
+            with storage.open_read(shards[ordinal]) as stream:
+                for sample in iter_tar_samples(stream, problems, limits.max_member_bytes):
+                    try:
+                        tagged = tag_sample(sample, mapper, limits)
+                    except SampleRejected:
+                        continue
+                    if not tagged.synsets or (ordinal, sample.ordinal) in skip:
+                        continue
+                    labels = sorted(
+                        (by_offset[s.offset] for s in tagged.synsets if s.offset in by_offset),
+                        key=lambda entry: entry.index,
+                    )
+                    if not labels:
+                        continue
+                    fmt = image_format(tagged.image)
+                    if fmt is None:
+                        raise RuntimeError(
+                            f"{shards[ordinal]}: sample {sample.key!r} is no longer an image; "
+                            "the input changed since the count phase"
+                        )
+                    digest = content_hash(tagged.image)
+                    members = (
+                        (fmt, tagged.image),
+                        ("labels.json", json.dumps([e.index for e in labels]).encode()),
+                        ("txt", sanitize_caption(tagged.caption).encode("utf-8")),
+                    )
+                    key = digest.hex()
+                    output.write(key, members)
+                    kept += 1
+                    copies = repeat_count(
+                        digest,
+                        min(entry.count for entry in labels),
+                        resampling["threshold"],
+                        resampling["power"],
+                        resampling["seed"],
+                    )
+                    for copy in range(1, copies):
+                        repeats_spool.add(copy, f"{key}-{copy}", members)
+        repeats_spool.drain(output)
+        _check_against_plan(group, group_plan, kept, output.samples)
+    report = {
+        "group": {"index": group.index, "count": group.count},
+        "kept": kept,
+        "samples": output.samples,
+        "shards": [
+            layout.shard_name(group_plan["first_shard"] + k)
+            for k in range(len(output.shards.shards))
+        ],
+        "tail_samples": output.tail.samples,
+    }
+    storage.write_json(layout.write_report(group), report)
+    log.info("wrote %s: %d images → %d samples", group.name, kept, output.samples)
+    return report
+
+
+def _check_against_plan(
+    group: ShardGroup, group_plan: dict[str, Any], kept: int, samples: int
+) -> None:
+    if (kept, samples) != (group_plan["kept"], group_plan["samples"]):
+        raise RuntimeError(
+            f"{group.name}: wrote {kept} images as {samples} samples, but the plan expects "
+            f"{group_plan['kept']} images as {group_plan['samples']} samples; the input or the "
+            "build's code changed since the count phase, so rebuild from the count phase"
+        )
