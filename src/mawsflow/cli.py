@@ -21,6 +21,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "mae": ("mae", "MAE pre-pretraining (Table 10)"),
     "wsp": ("wsp", "weakly supervised pretraining from MAE, scratch or timm (Tables 11, 13)"),
     "prepare-eval": ("prepare_eval", "ImageFolder, Food-101 or Fashion-MNIST to eval shards"),
+    "launch": ("launch", "run a training command under torchrun: local, PyTorchJob or TrainJob"),
 }
 
 
