@@ -22,6 +22,7 @@ or `s3://` URIs. Images leave the loader as uint8 CHW tensors and are normalised
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -334,12 +335,19 @@ class ImageLabelsDecoder:
         return {"image": self.augment(image_member(raw), seed), "labels": labels}
 
 
+@functools.cache
+def _normalization(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a fresh host-to-device copy every step would stall the GPU queue.
+    mean = torch.tensor(IMAGE_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
 def normalize_images(images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
     """uint8 [B, 3, H, W] on any device → float32 scaled to [0, 1] and ImageNet-normalised."""
     x = images.float().div_(255.0)
     if normalize:
-        mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = _normalization(x.device)
         x = x.sub_(mean).div_(std)
     return x
 

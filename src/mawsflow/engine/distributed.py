@@ -119,10 +119,11 @@ def apply_activation_checkpointing(stacks: Sequence[nn.Sequential]) -> None:
 def compile_blocks(stacks: Sequence[nn.Sequential]) -> None:
     """Compile each block in place. Blocks share one code object, so compilation happens once
     per block type and the embedding, masking and loss code stays eager (torchtitan's
-    regional compilation)."""
+    regional compilation). Shapes are static: the encoder's and decoder's blocks differ in
+    width, and dynamic-shape kernels for either would be slower."""
     for stack in stacks:
         for block in stack:
-            block.compile()
+            block.compile(dynamic=False)
 
 
 def wrap_model(

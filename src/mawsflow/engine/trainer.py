@@ -10,7 +10,6 @@ mode. The loop keeps the device busy: no host synchronisation except on logging 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -44,16 +43,16 @@ from mawsflow.engine.distributed import (
     all_reduce_mean,
     apply_activation_checkpointing,
     compile_blocks,
-    gradient_sync,
     init_distributed,
     shutdown,
     unwrap,
     wrap_model,
 )
 from mawsflow.engine.flops import peak_flops
-from mawsflow.engine.optim import build_optimizer, parameter_groups, set_learning_rate
+from mawsflow.engine.optim import build_optimizer, parameter_groups
 from mawsflow.engine.schedule import schedule_from_recipe
 from mawsflow.engine.task import TrainTask
+from mawsflow.engine.train_step import TrainStep
 from mawsflow.models.vit import needs_sharding
 from mawsflow.recipes import (
     CheckpointConfig,
@@ -388,39 +387,36 @@ class _Run:
         """Train from `step` to the end; returns (final step, seconds, corrupt samples) of
         this run. `prior_*` are the totals of earlier runs, for the checkpoints."""
         cfg, ctx, task, m = self.config, self.ctx, self.task, self.metrics
-        autocast = (
-            torch.autocast(ctx.device.type, dtype=torch.bfloat16)
-            if self.bf16
-            else contextlib.nullcontext()
+        train_step = TrainStep(
+            model,
+            optimizer,
+            task,
+            accumulation=self.accumulation,
+            bf16=self.bf16,
+            grad_clip=cfg.optimizer.grad_clip,
+            device=ctx.device,
         )
-        trainable = [p for p in model.parameters() if p.requires_grad]
         flops = task.flops_per_sample()
         rank_batch = self.global_batch // ctx.world_size
         loss_sum = torch.zeros((), device=ctx.device)
         window_steps, window_wait, skipped = 0, 0.0, 0
         start = window_start = time.perf_counter()
         batches = iter(loader)
+
+        def next_batch() -> dict[str, Any]:
+            nonlocal window_wait, skipped
+            wait_start = time.perf_counter()
+            batch = next(batches)
+            window_wait += time.perf_counter() - wait_start
+            loader_state.advance(batch)
+            skipped += batch[SKIPPED_KEY]
+            m.skipped_samples.labels(**self.labels).inc(batch[SKIPPED_KEY])
+            return _to_device(batch, ctx.device)
+
         while step < self.total_steps:
             step_start = time.perf_counter()
-            for micro in range(self.accumulation):
-                wait_start = time.perf_counter()
-                batch = next(batches)
-                window_wait += time.perf_counter() - wait_start
-                loader_state.advance(batch)
-                skipped += batch[SKIPPED_KEY]
-                m.skipped_samples.labels(**self.labels).inc(batch[SKIPPED_KEY])
-                batch = _to_device(batch, ctx.device)
-                with gradient_sync(model, micro == self.accumulation - 1):
-                    with autocast:
-                        loss = task.loss(model, batch)
-                    (loss / self.accumulation).backward()
-                loss_sum += loss.detach().float()
-            if cfg.optimizer.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.optimizer.grad_clip)
             lr = self.schedule.lr_for_step(step, self.global_batch)
-            set_learning_rate(optimizer, lr)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_sum += train_step(next_batch, lr)
             step += 1
             window_steps += 1
             m.optimizer_steps.labels(**self.labels).inc()
