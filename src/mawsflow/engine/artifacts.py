@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,6 +14,8 @@ from mawsflow import storage
 MODEL_FILE = "model.safetensors"
 MODEL_CARD = "model.json"
 METRICS_FILE = "metrics.json"
+# The logged training loss by step, for the report's loss curves.
+HISTORY_FILE = "history.json"
 
 
 def write_model(
@@ -21,14 +23,26 @@ def write_model(
     tensors: Mapping[str, torch.Tensor],
     card: Mapping[str, Any],
     metrics: Mapping[str, float | int],
+    *,
+    loss_history: Sequence[Sequence[float]] = (),
+    samples_per_step: int = 0,
 ) -> None:
-    """`model.safetensors` + `model.json` + `metrics.json`; the card is written after the
-    weights, so a present card means a complete model."""
+    """`model.safetensors` + `model.json` + `metrics.json` + `history.json` ({"steps",
+    "loss", "samples_per_step"}); the card is written after the weights, so a present card
+    means a complete model."""
     weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     storage.write_bytes(
         storage.join(output, MODEL_FILE), save_safetensors(weights, metadata={"format": "pt"})
     )
     storage.write_json(storage.join(output, METRICS_FILE), dict(metrics))
+    storage.write_json(
+        storage.join(output, HISTORY_FILE),
+        {
+            "samples_per_step": samples_per_step,
+            "steps": [int(step) for step, _ in loss_history],
+            "loss": [float(loss) for _, loss in loss_history],
+        },
+    )
     storage.write_json(storage.join(output, MODEL_CARD), dict(card))
 
 

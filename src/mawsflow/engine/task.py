@@ -59,3 +59,7 @@ class TrainTask(Protocol):
     def lr_scale(self, name: str) -> float:
         """Learning-rate multiplier of parameter `name` (layer-wise decay hooks in here)."""
         return 1.0
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Called after every optimizer step with the (wrapped) model, e.g. to update an
+        EMA of the weights that the model keeps in buffers (finetuning)."""

@@ -60,4 +60,5 @@ class TrainStep:
         set_learning_rate(self.optimizer, lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.task.after_optimizer_step(self.model)
         return loss_sum

@@ -367,7 +367,14 @@ class _Run:
                 "train_steps": step,
                 "samples_seen": samples_seen,
             }
-            write_model(cfg.output, task.export(state), card, result.as_metrics())
+            write_model(
+                cfg.output,
+                task.export(state),
+                card,
+                result.as_metrics(),
+                loss_history=history,
+                samples_per_step=self.global_batch,
+            )
             log.info("model written", extra={"output": cfg.output, **result.as_metrics()})
         prom.push(self.metrics.registry, cfg.runtime.pushgateway, job=f"mawsflow-{task.name}")
         return result
