@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,12 @@ def test_trainjob_shape():
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"
     pod = node["template"]["spec"]["template"]
-    assert pod["metadata"]["labels"] == {"team": "vision", "stage": "wsp"}
+    assert pod["metadata"]["labels"] == {
+        "team": "vision",
+        "stage": "wsp",
+        "app.kubernetes.io/managed-by": "mawsflow",
+    }
+    assert {"name": "MAWSFLOW_METRICS_PORT", "value": "9400"} in trainer["env"]
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert [v["name"] for v in pod["spec"]["volumes"]] == ["dshm", "cache"]
@@ -279,3 +285,21 @@ def test_job_identity_lands_on_the_job():
     assert meta["annotations"]["mawsflow.dev/run-id"] == IDENTITY.run_id
     assert meta["annotations"]["mawsflow.dev/task"] == "wsp-pretrain"
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "mawsflow"
+
+
+def test_training_pods_are_labelled_and_expose_one_metrics_port_per_rank():
+    """The chart's PodMonitor selects pods by the managed-by label and scrapes ports named
+    metrics-<local rank>; each rank serves on MAWSFLOW_METRICS_PORT + LOCAL_RANK."""
+    manifest = build("pytorchjob", full_spec())
+    for replica in manifest["spec"]["pytorchReplicaSpecs"].values():
+        template = replica["template"]
+        assert template["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mawsflow"
+        (container,) = template["spec"]["containers"]
+        assert {"name": "MAWSFLOW_METRICS_PORT", "value": "9400"} in container["env"]
+        assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [
+            (f"metrics-{rank}", 9400 + rank) for rank in range(8)
+        ]
+    off = build("pytorchjob", replace(full_spec(), metrics_port=None))
+    container = off["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert "ports" not in container
+    assert all(e["name"] != "MAWSFLOW_METRICS_PORT" for e in container["env"])

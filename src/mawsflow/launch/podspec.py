@@ -50,7 +50,19 @@ def container_env(spec: LaunchSpec) -> list[dict[str, Any]]:
             env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint_url})
         if s3.region:
             env.append({"name": "AWS_DEFAULT_REGION", "value": s3.region})
+    if spec.metrics_port is not None:
+        env.append({"name": "MAWSFLOW_METRICS_PORT", "value": str(spec.metrics_port)})
     return env
+
+
+def container_ports(spec: LaunchSpec) -> list[dict[str, Any]]:
+    """One named port per local rank (mawsflow.metrics.serve adds LOCAL_RANK to the base)."""
+    if spec.metrics_port is None:
+        return []
+    return [
+        {"name": f"metrics-{rank}", "containerPort": spec.metrics_port + rank, "protocol": "TCP"}
+        for rank in range(spec.procs_per_node)
+    ]
 
 
 def container_resources(spec: LaunchSpec) -> dict[str, dict[str, str]]:
@@ -131,9 +143,8 @@ def scheduling(spec: LaunchSpec) -> dict[str, Any]:
 
 
 def pod_metadata(spec: LaunchSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if spec.labels:
-        out["labels"] = dict(spec.labels)
+    # The managed-by label on the pods (not only the job) is what the chart's PodMonitor selects.
+    out: dict[str, Any] = {"labels": {**spec.labels, MANAGED_BY_LABEL: "mawsflow"}}
     if spec.pod.annotations:
         out["annotations"] = dict(spec.pod.annotations)
     return out

@@ -115,6 +115,7 @@ def _pod_template(spec: LaunchSpec) -> dict[str, Any]:
         ("env", podspec.container_env(spec)),
         ("resources", podspec.container_resources(spec)),
         ("volumeMounts", podspec.volume_mounts(spec)),
+        ("ports", podspec.container_ports(spec)),
     ):
         if value:
             container[key] = value
@@ -122,8 +123,4 @@ def _pod_template(spec: LaunchSpec) -> dict[str, Any]:
     volumes = podspec.volumes(spec)
     if volumes:
         pod_spec["volumes"] = volumes
-    template: dict[str, Any] = {"spec": pod_spec}
-    metadata = podspec.pod_metadata(spec)
-    if metadata:
-        template["metadata"] = metadata
-    return template
+    return {"metadata": podspec.pod_metadata(spec), "spec": pod_spec}

@@ -150,6 +150,9 @@ class LaunchSpec:
     policy: JobPolicy = field(default_factory=JobPolicy)
     elastic: ElasticPolicy | None = None
     runtime: TrainingRuntime = field(default_factory=TrainingRuntime)
+    # Prometheus: rank r on a node serves on metrics_port + r (LOCAL_RANK), exposed as container
+    # port `metrics-<r>` so the chart's PodMonitor finds it. None turns the endpoint off.
+    metrics_port: int | None = 9400
 
 
 def load_launch_spec(
@@ -224,6 +227,14 @@ def validate(spec: LaunchSpec, backend: Backend) -> None:
         if value is not None:
             _at_least(f"policy.{key}", value, 1)
     _at_least("policy.backoff_limit", policy.backoff_limit, 0)
+    if (
+        spec.metrics_port is not None
+        and not 1024 <= spec.metrics_port <= 65535 - spec.procs_per_node
+    ):
+        raise ConfigError(
+            f"metrics_port: {spec.metrics_port} leaves no room for {spec.procs_per_node} ranks' "
+            "ports in 1024–65535"
+        )
     _at_least("policy.watch_window_s", policy.watch_window_s, 1)
     if policy.log_grace_s < 0:
         raise ConfigError(f"policy.log_grace_s: {policy.log_grace_s} is negative")

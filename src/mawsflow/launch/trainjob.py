@@ -102,14 +102,17 @@ TRAINJOB = JobKind(
 def _node_patch(spec: LaunchSpec) -> dict[str, Any]:
     """The Job-template patch for the `node` ReplicatedJob; empty when nothing needs patching."""
     pod_spec: dict[str, Any] = podspec.scheduling(spec)
+    container: dict[str, Any] = {"name": NODE}
     volumes = podspec.volumes(spec)
     if volumes:
         pod_spec["volumes"] = volumes
-        pod_spec["containers"] = [{"name": NODE, "volumeMounts": podspec.volume_mounts(spec)}]
-    pod_template: dict[str, Any] = {}
-    metadata = podspec.pod_metadata(spec)
-    if metadata:
-        pod_template["metadata"] = metadata
+        container["volumeMounts"] = podspec.volume_mounts(spec)
+    # Trainer v2.3.0's runtime patches cannot add container ports, so a TrainJob's metrics ports
+    # (MAWSFLOW_METRICS_PORT + LOCAL_RANK) are declared by the ClusterTrainingRuntime, or scraped
+    # by number; the pod label below is what the PodMonitor selects on.
+    if len(container) > 1:
+        pod_spec["containers"] = [container]
+    pod_template: dict[str, Any] = {"metadata": podspec.pod_metadata(spec)}
     if pod_spec:
         pod_template["spec"] = pod_spec
-    return {"spec": {"template": pod_template}} if pod_template else {}
+    return {"spec": {"template": pod_template}}
