@@ -21,6 +21,13 @@ STEPS: dict[str, tuple[str, str]] = {
     "mae": ("mae", "MAE pre-pretraining (Table 10)"),
     "wsp": ("wsp", "weakly supervised pretraining from MAE, scratch or timm (Tables 11, 13)"),
     "prepare-eval": ("prepare_eval", "ImageFolder, Food-101 or Fashion-MNIST to eval shards"),
+    "lit": ("lit", "LiT: align a pretrained text tower to the frozen image tower (Table 12)"),
+    "zeroshot": ("zeroshot", "zero-shot classification of a test set with prompt ensembling"),
+    "finetune": ("finetune", "finetune with a linear head (Tables 14/15) and evaluate"),
+    "eval": ("evaluate", "evaluate a finetuned model: top-1/5, ReaL, label-subset test sets"),
+    "linear-probe": ("linear_probe", "linear classifier on frozen trunk features"),
+    "lowshot": ("lowshot", "K-shot VPT (Table 17) or logistic regression over seeded splits"),
+    "report": ("report", "Table 22-shaped results, loss and low-shot plots (Markdown/HTML/JSON)"),
     "launch": ("launch", "run a training command under torchrun: local, PyTorchJob or TrainJob"),
 }
 

@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mawsflow import storage
+from mawsflow.engine.artifacts import HISTORY_FILE, METRICS_FILE, read_model_card
+
 FORMAT = "mawsflow.eval/1"
 
 # Table 22's rows, in the paper's order.
@@ -71,6 +74,24 @@ class EvalResult:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
+def write_result(output: str, result: EvalResult) -> None:
+    """`<output>/metrics.json`: what the component turns into KFP Metrics and the report reads."""
+    storage.write_json(storage.join(output, METRICS_FILE), result.to_dict())
+
+
+def read_result(uri: str) -> EvalResult:
+    """An evaluation result from a step's output folder or its metrics.json."""
+    if not uri.endswith(".json"):
+        uri = storage.join(uri, METRICS_FILE)
+    try:
+        data = storage.read_json(uri)
+    except storage.NotFoundError:
+        raise ValueError(f"no evaluation result at {uri}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{uri}: expected a JSON object")
+    return EvalResult.from_dict(data, source=uri)
+
+
 @dataclass
 class TrainingHistory:
     """One training step's loss curve, for the report's plot."""
@@ -93,7 +114,7 @@ def pretraining_lineage(
     if step == "mae":
         return "MAE"
     if step == "wsp":
-        init = recipe.get("init", "scratch")
+        init = model_json.get("init", recipe.get("init", "scratch"))
         if init == "mae":
             return "MAE→WSP"
         if init == "scratch":
@@ -104,4 +125,34 @@ def pretraining_lineage(
         return pretraining_lineage(read_parent(parent), read_parent)
     raise ValueError(
         f"cannot tell how a model from step {step!r} was pretrained; pass --pretraining"
+    )
+
+
+def model_lineage(uri: str) -> str:
+    """The Table 22 row of the model saved at `uri` (a step output), from its model cards."""
+    return pretraining_lineage(read_model_card(uri), read_model_card)
+
+
+def read_history(output: str) -> TrainingHistory:
+    """The loss curve a training step left in `<output>/history.json`, labelled by the
+    model's Table 22 row and step ("MAE→WSP · lit")."""
+    uri = storage.join(output, HISTORY_FILE)
+    try:
+        data = storage.read_json(uri)
+    except storage.NotFoundError:
+        raise ValueError(
+            f"no training history at {uri}: is {output} a training step's output?"
+        ) from None
+    if not isinstance(data, dict) or len(data.get("steps", [])) != len(data.get("loss", [None])):
+        raise ValueError(f"{uri}: expected {{'steps': [...], 'loss': [...], 'samples_per_step'}}")
+    card = read_model_card(output)
+    try:
+        row = model_lineage(output)
+    except ValueError:
+        row = "?"
+    per_step = int(data.get("samples_per_step") or 1)
+    return TrainingHistory(
+        label=f"{row} · {card.get('step', '?')}",
+        samples=[int(step) * per_step for step in data["steps"]],
+        losses=[float(loss) for loss in data["loss"]],
     )

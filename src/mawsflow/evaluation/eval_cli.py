@@ -1,0 +1,42 @@
+"""The command-line options every evaluation step shares (zeroshot, eval, linear-probe,
+lowshot), and how they name a result."""
+
+from __future__ import annotations
+
+import argparse
+
+from mawsflow.evaluation.eval_data import DEFAULT_CROP_PCT
+from mawsflow.evaluation.results import model_lineage
+
+
+def eval_parser(prog: str, description: str, *, model_help: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"mawsflow {prog}", description=description)
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--output", required=True, help="where metrics.json is written")
+    parser.add_argument(
+        "--name",
+        help="the evaluation's name in the report, e.g. 'IN1k' (default: the dataset folder)",
+    )
+    parser.add_argument(
+        "--pretraining",
+        help="the report row (MAE, WSP, MAE→WSP); default: read from the models' lineage",
+    )
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--crop-pct",
+        type=float,
+        default=DEFAULT_CROP_PCT,
+        help="evaluation centre crop: resize to img_size / crop_pct, crop img_size",
+    )
+    return parser
+
+
+def dataset_name(dataset: str) -> str:
+    """A readable default name: the dataset URI's last folder."""
+    return dataset.rstrip("/").rsplit("/", 1)[-1]
+
+
+def pretraining_row(args: argparse.Namespace, model: str) -> str:
+    return args.pretraining or model_lineage(model)

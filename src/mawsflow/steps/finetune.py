@@ -1,0 +1,284 @@
+"""`mawsflow finetune`: finetune a pretrained trunk with a linear head (Tables 14 and 15),
+then evaluate it on one or more test sets.
+
+The recipe follows how the trunk was pretrained (`--recipe auto`, the default): Table 14 for
+an MAE trunk (AdamW, layer-wise lr decay 0.75, mixup 0.8 + cutmix 1.0, label smoothing 0.1),
+Table 15 for a WSP or MAE→WSP trunk (SGD, gradient clipping, mixup 0.1); both use drop path
+0.2 and an EMA of the weights (1e-4). Finetuning at a higher resolution than pretraining
+(518px) interpolates the position embeddings.
+
+`data.train` is an evaluation dataset (docs/data-formats.md) whose `train` split is trained
+on. `--test-set [NAME=]URI[:SPLIT]` (repeatable) evaluates the finetuned (EMA) weights; a test
+set with ReaL labels also reports ReaL accuracy, one with a `class_map.json` (ObjectNet) is
+scored over its own classes. Outputs: `model.safetensors` (timm ViT with `head.`, EMA
+weights), `model.json`, checkpoints, and `metrics.json` (the evaluation result).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mawsflow.engine.data import (
+    RandomResizedCropFlip,
+    SampleDecoder,
+    image_member,
+    normalize_images,
+)
+from mawsflow.engine.distributed import unwrap
+from mawsflow.engine.flops import vit_training_flops
+from mawsflow.engine.task import TrainTask
+from mawsflow.engine.trainer import TrainConfig, train
+from mawsflow.evaluation.classify import (
+    TestSet,
+    evaluate_classifier,
+    flat_metrics,
+    load_classifier,
+    table_cells,
+)
+from mawsflow.evaluation.eval_data import open_split, parse_label
+from mawsflow.evaluation.features import eval_device
+from mawsflow.evaluation.finetune import (
+    ClassificationLoss,
+    EMAClassifier,
+    classifier_weights,
+    layer_decay_scale,
+)
+from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.log import setup_logging
+from mawsflow.models.pretrained import load_trunk
+from mawsflow.models.vit import architecture, create_trunk
+from mawsflow.recipes import AugmentConfig, FinetuneRecipe, describe, load_recipe
+from mawsflow.step_cli import recipe_parser
+from mawsflow.steps.mae import add_engine_arguments, check_crop_matches_model
+from mawsflow.typed_config import ConfigError, parse_override
+
+log = logging.getLogger(__name__)
+
+
+class ImageLabelDecoder:
+    """Raw classification sample → {"image", "label"} with the recipe's crop and flip."""
+
+    def __init__(self, augment: AugmentConfig, num_classes: int) -> None:
+        self.augment = RandomResizedCropFlip(augment)
+        self.num_classes = num_classes
+
+    def __call__(self, raw: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
+        label = parse_label(raw, self.num_classes)
+        return {
+            "image": self.augment(image_member(raw), seed),
+            "label": torch.tensor(label, dtype=torch.int64),
+        }
+
+
+class FinetuneTask(TrainTask):
+    name = "finetune"
+
+    def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
+        check_crop_matches_model(recipe)
+        if not recipe.init_checkpoint:
+            raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
+        self.recipe = recipe
+        self.num_classes = num_classes
+        self.depth = architecture(recipe.model.arch).layers
+        augment = recipe.augment
+        self.criterion = ClassificationLoss(
+            num_classes,
+            mixup=augment.mixup,
+            cutmix=augment.cutmix,
+            label_smoothing=recipe.loss.label_smoothing,
+        )
+        decay = recipe.optimizer.layer_decay
+        self._lr_scale = layer_decay_scale(self.depth, decay) if decay is not None else None
+
+    def build_model(self) -> EMAClassifier:
+        r = self.recipe
+        classifier = create_trunk(
+            r.model.arch, img_size=r.model.img_size, drop_path=r.model.drop_path
+        )
+        classifier.reset_classifier(self.num_classes)
+        # A near-zero head starts the finetuning from the pretrained features (as MAE does).
+        nn.init.trunc_normal_(classifier.head.weight, std=2e-5)
+        nn.init.zeros_(classifier.head.bias)
+        return EMAClassifier(classifier, r.ema)
+
+    def initialize(self, model: nn.Module) -> None:
+        r = self.recipe
+        trunk, _ = load_trunk(
+            r.init_checkpoint, img_size=r.model.img_size, drop_path=r.model.drop_path
+        )
+        if trunk.embed_dim != model.classifier.embed_dim or len(trunk.blocks) != self.depth:
+            raise ConfigError(
+                f"init_checkpoint {r.init_checkpoint} holds another architecture than "
+                f"model.arch {r.model.arch}"
+            )
+        missing, unexpected = model.classifier.load_state_dict(trunk.state_dict(), strict=False)
+        if unexpected or sorted(missing) != ["head.bias", "head.weight"]:
+            raise ConfigError(
+                f"trunk weights do not fit: missing {missing}, unexpected {unexpected}"
+            )
+        model.reset_ema()
+
+    def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
+        return [model.classifier.blocks]
+
+    def sample_decoder(self) -> SampleDecoder:
+        return ImageLabelDecoder(self.recipe.augment, self.num_classes)
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        return self.criterion(model, images, batch["label"])
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        unwrap(model).update_ema()
+
+    def lr_scale(self, name: str) -> float:
+        return self._lr_scale(name) if self._lr_scale is not None else 1.0
+
+    def flops_per_sample(self) -> float:
+        r = self.recipe
+        spec = architecture(r.model.arch)
+        return vit_training_flops(
+            img_size=r.model.img_size,
+            patch_size=spec.patch_size,
+            depth=spec.layers,
+            dim=spec.embed_dim,
+            mlp_dim=spec.mlp_dim,
+            head_dims=(self.num_classes,),
+        )
+
+    def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The classifier (EMA weights when there is an EMA) under timm's keys."""
+        return classifier_weights(state_dict)
+
+    def model_card(self) -> dict[str, Any]:
+        r = self.recipe
+        return {
+            "arch": r.model.arch,
+            "img_size": r.model.img_size,
+            "num_classes": self.num_classes,
+            "init_checkpoint": r.init_checkpoint,
+            "dataset": r.data.train,
+            "ema": r.ema,
+        }
+
+
+def recipe_for(init_checkpoint: str) -> str:
+    """Table 14 for an MAE trunk, Table 15 for a WSP or MAE→WSP one (§B)."""
+    return "finetune-mae" if model_lineage(init_checkpoint) == "MAE" else "finetune-wsp"
+
+
+def evaluate_test_sets(
+    output: str,
+    test_sets: Sequence[TestSet],
+    *,
+    pretraining: str,
+    training: Mapping[str, float],
+    device: str = "auto",
+    batch_size: int = 256,
+    num_workers: int = 2,
+) -> EvalResult:
+    """Score the finetuned model at `output` on every test set; writes and returns the result."""
+    model, card = load_classifier(output)
+    dev = eval_device(device)
+    model.to(dev)
+    results = []
+    for test_set in test_sets:
+        metrics = evaluate_classifier(
+            model,
+            test_set.open(),
+            img_size=int(card["img_size"]),
+            device=dev,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
+        log.info("evaluated", extra={"test_set": test_set.name, **metrics})
+        results.append((test_set, metrics))
+    trained_on = card["dataset"].rstrip("/").rsplit("/", 1)[-1]
+    result = EvalResult(
+        step="finetune",
+        evaluation=f"finetuned on {trained_on}",
+        pretraining=pretraining,
+        metrics={**flat_metrics(results), **{f"train_{k}": float(v) for k, v in training.items()}},
+        table=table_cells(results),
+        model=output,
+        dataset=card["dataset"],
+    )
+    write_result(output, result)
+    return result
+
+
+def run(
+    recipe: FinetuneRecipe,
+    test_sets: Sequence[TestSet] = (),
+    *,
+    parallelism: str = "auto",
+    micro_batch_size: int | None = None,
+    pretraining: str | None = None,
+) -> EvalResult | None:
+    split = open_split(recipe.data.train, "train")
+    task = FinetuneTask(recipe, split.num_classes)
+    config = TrainConfig.from_recipe(
+        recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
+    )
+    result = train(task, config, split.as_training_manifest())
+    if not test_sets or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return evaluate_test_sets(
+        recipe.output,
+        test_sets,
+        pretraining=pretraining or model_lineage(recipe.init_checkpoint),
+        training=result.as_metrics(),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = recipe_parser(
+        "finetune",
+        "Finetune a pretrained trunk with a linear head (Table 14 for MAE, Table 15 for WSP "
+        "and MAE→WSP; --recipe auto picks by the trunk's lineage) and evaluate it. "
+        "--set init_checkpoint=<pretraining output> --set data.train=<eval dataset>.",
+        recipes=["auto", "finetune-mae", "finetune-wsp"],
+    )
+    add_engine_arguments(parser)
+    parser.add_argument(
+        "--test-set",
+        dest="test_sets",
+        action="append",
+        default=[],
+        metavar="[NAME=]URI[:SPLIT]",
+        help="evaluate the finetuned model on this test set (repeatable)",
+    )
+    parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
+    args = parser.parse_args(argv)
+    try:
+        name = args.recipe
+        if name == "auto":
+            sets = dict(parse_override(o) for o in args.overrides)
+            if not sets.get("init_checkpoint"):
+                raise ConfigError("--recipe auto needs --set init_checkpoint=<pretraining output>")
+            name = recipe_for(str(sets["init_checkpoint"]))
+        recipe = load_recipe(
+            name, variant=args.variant, preset=args.preset, overrides=args.overrides
+        )
+        test_sets = [TestSet.parse(t) for t in args.test_sets]
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        print(describe(recipe), end="")
+        return 0
+    setup_logging()
+    log.info("finetuning with recipe %s (%s)", name, recipe.source)
+    run(
+        recipe,
+        test_sets,
+        parallelism=args.parallelism,
+        micro_batch_size=args.micro_batch_size,
+        pretraining=args.pretraining,
+    )
+    return 0

@@ -1,0 +1,331 @@
+"""`mawsflow lowshot`: low-shot classification, K ∈ {1, 5, 10} over 5 seeded splits (§4.4).
+
+From the dataset's `train` split, each (K, seed) keeps at most K examples per class
+(mawsflow.evaluation.lowshot); the splits are written once to `<output>/splits/` so that both
+methods, and reruns, read the same examples. Two methods:
+
+- `--method vpt` (Table 17): deep visual prompts on the frozen trunk, trained with the engine
+  for `schedule.epochs_per_shot[K]` passes over the split; only the prompts and the linear head
+  train (mawsflow.models.vpt). Each run's output is `<output>/runs/k<K>-seed<S>/`.
+- `--method logreg`: multinomial logistic regression on the trunk's frozen features (MSN's
+  protocol, which the paper uses for CLIP-like models).
+
+Each run is scored top-1 on the test split (`test`, else `val`); `<output>/metrics.json`
+holds the mean and spread over seeds per K. Runs one process (each VPT run is short).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch import nn
+
+from mawsflow import storage
+from mawsflow.engine.artifacts import read_model_card, read_model_weights
+from mawsflow.engine.data import IMAGE_EXTENSIONS, SampleDecoder, normalize_images
+from mawsflow.engine.flops import vit_training_flops
+from mawsflow.engine.task import TrainTask
+from mawsflow.engine.trainer import TrainConfig, train
+from mawsflow.evaluation.classification_metrics import ClassificationMeter
+from mawsflow.evaluation.classify import TestSet
+from mawsflow.evaluation.eval_cli import dataset_name
+from mawsflow.evaluation.eval_data import (
+    EvalSplit,
+    SplitWriter,
+    eval_loader,
+    open_split,
+    parse_label,
+    scan_labels,
+    write_classes,
+)
+from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
+from mawsflow.evaluation.finetune import ClassificationLoss
+from mawsflow.evaluation.lowshot import logistic_regression_top1, sample_few_shot, summarize
+from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.models.pretrained import load_trunk
+from mawsflow.models.vit import architecture, create_trunk
+from mawsflow.models.vpt import VPTClassifier
+from mawsflow.recipes import CheckpointConfig, DataConfig, LowShotRecipe, ScheduleConfig
+from mawsflow.step_cli import recipe_parser, run_recipe_step
+from mawsflow.steps.finetune import ImageLabelDecoder
+from mawsflow.typed_config import ConfigError, to_dict
+
+log = logging.getLogger(__name__)
+
+# The trainable part of a VPT model: what a run exports (the trunk is the init checkpoint's).
+VPT_KEYS = ("prompts", "prompt_proj.", "head.")
+
+
+def split_uri(output: str, shots: int, seed: int) -> str:
+    return storage.join(output, "splits", f"k{shots}-seed{seed}")
+
+
+def write_few_shot_splits(
+    train: EvalSplit, output: str, shots: Sequence[int], seeds: Sequence[int]
+) -> dict[tuple[int, int], EvalSplit]:
+    """Every (K, seed) split as its own evaluation dataset, in one pass over the train split."""
+    keys, labels = scan_labels(train)
+    wanted: dict[tuple[int, int], set[str]] = {}
+    for k in shots:
+        for seed in seeds:
+            wanted[(k, seed)] = {keys[i] for i in sample_few_shot(labels, k, seed)}
+    writers = {}
+    for (k, seed), _ in wanted.items():
+        uri = split_uri(output, k, seed)
+        write_classes(uri, train.classes)
+        writers[(k, seed)] = SplitWriter(uri, "train", train.num_classes)
+    union = set().union(*wanted.values())
+    reader = wds.WebDataset(
+        list(train.shards),
+        shardshuffle=False,
+        nodesplitter=None,
+        workersplitter=None,
+        empty_check=False,
+    )
+    for raw in reader:
+        key = raw["__key__"]
+        if key not in union:
+            continue
+        ext = next(e for e in IMAGE_EXTENSIONS if e in raw)
+        label = parse_label(raw, train.num_classes)
+        for split_id, members in wanted.items():
+            if key in members:
+                writers[split_id].write(key, raw[ext], ext, label)
+    for writer in writers.values():
+        writer.close()
+    return {split_id: open_split(split_uri(output, *split_id), "train") for split_id in wanted}
+
+
+class VPTTask(TrainTask):
+    name = "lowshot"
+
+    def __init__(self, recipe: LowShotRecipe, num_classes: int) -> None:
+        if recipe.augment.crop.size != recipe.model.img_size:
+            raise ConfigError(
+                f"augment.crop.size {recipe.augment.crop.size} must equal model.img_size "
+                f"{recipe.model.img_size}"
+            )
+        if not recipe.init_checkpoint:
+            raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
+        self.recipe = recipe
+        self.num_classes = num_classes
+        augment = recipe.augment
+        self.criterion = ClassificationLoss(
+            num_classes,
+            mixup=augment.mixup,
+            cutmix=augment.cutmix,
+            label_smoothing=recipe.loss.label_smoothing,
+        )
+
+    def build_model(self) -> VPTClassifier:
+        r = self.recipe
+        return VPTClassifier(
+            create_trunk(r.model.arch, img_size=r.model.img_size),
+            self.num_classes,
+            num_tokens=r.vpt.num_tokens,
+            dim_tokens=r.vpt.dim_tokens,
+            dropout=r.vpt.dropout,
+        )
+
+    def initialize(self, model: nn.Module) -> None:
+        r = self.recipe
+        trunk, _ = load_trunk(r.init_checkpoint, img_size=r.model.img_size, arch=r.model.arch)
+        model.trunk.load_state_dict(trunk.state_dict())
+
+    def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
+        return [model.trunk.blocks]
+
+    def sample_decoder(self) -> SampleDecoder:
+        # Table 17's ShortSideScale(256) before RandomResizedCrop(224) only changes the
+        # resolution that the crop is cut from; the crop box is a fraction of the image either
+        # way, so the crop is taken from the original image.
+        return ImageLabelDecoder(self.recipe.augment, self.num_classes)
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        return self.criterion(model, images, batch["label"])
+
+    def flops_per_sample(self) -> float:
+        r = self.recipe
+        spec = architecture(r.model.arch)
+        patches = (r.model.img_size // spec.patch_size) ** 2
+        # The prompts lengthen every block's sequence by num_tokens tokens.
+        prompt_scale = (patches + 1 + r.vpt.num_tokens) / (patches + 1)
+        return prompt_scale * vit_training_flops(
+            img_size=r.model.img_size,
+            patch_size=spec.patch_size,
+            depth=spec.layers,
+            dim=spec.embed_dim,
+            mlp_dim=spec.mlp_dim,
+            head_dims=(self.num_classes,),
+        )
+
+    def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state_dict.items() if k.startswith(VPT_KEYS)}
+
+    def model_card(self) -> dict[str, Any]:
+        r = self.recipe
+        return {
+            "arch": r.model.arch,
+            "img_size": r.model.img_size,
+            "num_classes": self.num_classes,
+            "init_checkpoint": r.init_checkpoint,
+        }
+
+
+def load_vpt_model(uri: str) -> VPTClassifier:
+    """A trained VPT run: its init checkpoint's trunk plus its prompts and head."""
+    card = read_model_card(uri)
+    trunk, _ = load_trunk(card["init_checkpoint"], img_size=int(card["img_size"]))
+    spec = card["recipe"]["vpt"]
+    model = VPTClassifier(
+        trunk,
+        int(card["num_classes"]),
+        num_tokens=int(spec["num_tokens"]),
+        dim_tokens=int(spec["dim_tokens"]),
+    )
+    missing, unexpected = model.load_state_dict(read_model_weights(uri), strict=False)
+    if unexpected or any(k.startswith(VPT_KEYS) for k in missing):
+        raise ValueError(f"{uri}: VPT weights do not fit ({missing}, {unexpected})")
+    return model.eval()
+
+
+def vpt_train_config(recipe: LowShotRecipe, split: EvalSplit, shots: int, seed: int) -> TrainConfig:
+    """The engine's settings for one (K, seed) run: Table 17's length in passes over the split."""
+    schedule = ScheduleConfig(
+        epochs=recipe.schedule.epochs(shots),
+        samples_per_epoch=split.num_samples,
+        batch_size=recipe.schedule.batch_size,
+        lr_schedule=recipe.schedule.lr_schedule,
+        warmup_fraction=recipe.schedule.warmup_fraction,
+    )
+    return TrainConfig(
+        output=storage.join(recipe.output, "runs", f"k{shots}-seed{seed}"),
+        model=recipe.model,
+        optimizer=recipe.optimizer,
+        schedule=schedule,
+        data=DataConfig(
+            train=split.dataset,
+            num_workers=recipe.data.num_workers,
+            shuffle_buffer=recipe.data.shuffle_buffer,
+        ),
+        checkpoint=CheckpointConfig(every_steps=max(1, schedule.total_steps)),
+        runtime=replace(recipe.runtime, seed=seed),
+        recipe=to_dict(recipe),
+    )
+
+
+def _top1(
+    model: nn.Module,
+    split: EvalSplit,
+    *,
+    img_size: int,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+) -> float:
+    meter = ClassificationMeter(ks=(1,))
+    loader = eval_loader(split, img_size=img_size, batch_size=batch_size, num_workers=num_workers)
+    for logits, labels, _ in batch_outputs(loader, model, device):
+        meter.update(logits, labels)
+    return meter.compute()["top1"]
+
+
+def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
+    if not recipe.data.train or not recipe.output:
+        raise ConfigError("set data.train (an evaluation dataset) and output")
+    train_split = open_split(recipe.data.train, "train")
+    test_split = TestSet("test", recipe.data.train, None).open()
+    if test_split.classes != train_split.classes:
+        raise ValueError(f"{recipe.data.train}: the train and test splits differ in classes")
+    splits = write_few_shot_splits(train_split, recipe.output, recipe.shots, recipe.seeds)
+    device = eval_device(recipe.runtime.device)
+    img_size = recipe.model.img_size
+    results: dict[int, list[float]] = {k: [] for k in recipe.shots}
+    if args.method == "logreg":
+        trunk, _ = load_trunk(recipe.init_checkpoint, img_size=img_size, arch=recipe.model.arch)
+        trunk.to(device).eval()
+
+        def features(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
+            loader = eval_loader(
+                split, img_size=img_size, batch_size=args.batch_size, num_workers=args.num_workers
+            )
+            x, y = collect_outputs(loader, trunk, device)
+            return x.numpy(), y.numpy()
+
+        test_x, test_y = features(test_split)
+        for (k, seed), split in splits.items():
+            train_x, train_y = features(split)
+            top1 = logistic_regression_top1(
+                train_x,
+                train_y,
+                test_x,
+                test_y,
+                inverse_regularization=args.inverse_regularization,
+                seed=seed,
+            )
+            results[k].append(top1)
+            log.info("low-shot run", extra={"shots": k, "seed": seed, "top1": top1})
+    else:
+        for (k, seed), split in splits.items():
+            config = vpt_train_config(recipe, split, k, seed)
+            train(VPTTask(recipe, train_split.num_classes), config, split.as_training_manifest())
+            top1 = _top1(
+                load_vpt_model(config.output).to(device),
+                test_split,
+                img_size=img_size,
+                device=device,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+            )
+            results[k].append(top1)
+            log.info("low-shot run", extra={"shots": k, "seed": seed, "top1": top1})
+    summaries = summarize(results)
+    name = args.name or dataset_name(recipe.data.train)
+    method = "VPT" if args.method == "vpt" else "logistic regression"
+    metrics: dict[str, float] = {}
+    for s in summaries:
+        metrics[f"{s.shots}shot_top1_mean"] = s.mean
+        metrics[f"{s.shots}shot_top1_std"] = s.std
+    result = EvalResult(
+        step="lowshot",
+        evaluation=f"{name} low-shot ({method})",
+        pretraining=args.pretraining or model_lineage(recipe.init_checkpoint),
+        metrics=metrics,
+        table={f"{name} {s.shots}-shot": s.mean for s in summaries},
+        model=recipe.init_checkpoint,
+        dataset=recipe.data.train,
+        lowshot={str(s.shots): s.as_dict() for s in summaries},
+    )
+    write_result(recipe.output, result)
+    log.info("low-shot", extra={"evaluation": result.evaluation, **metrics})
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = recipe_parser(
+        "lowshot",
+        "Low-shot classification with K examples per class over seeded splits: VPT (Table 17) "
+        "or logistic regression on frozen features. --set init_checkpoint=<pretraining "
+        "output> --set data.train=<eval dataset> --set output=<uri>.",
+        recipes=["lowshot-vpt"],
+    )
+    parser.add_argument("--method", choices=("vpt", "logreg"), default="vpt")
+    parser.add_argument("--name", help="the evaluation's name in the report")
+    parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
+    parser.add_argument(
+        "--inverse-regularization",
+        type=float,
+        default=1.0,
+        help="logreg: inverse L2 strength C of the logistic regression (our default, 1.0)",
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="feature/eval batch size")
+    parser.add_argument("--num-workers", type=int, default=2, help="feature/eval loader workers")
+    return run_recipe_step(parser, argv, run)

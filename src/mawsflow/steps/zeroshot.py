@@ -1,0 +1,111 @@
+"""`mawsflow zeroshot`: zero-shot classification with a LiT model (CLIP's protocol, §A).
+
+Class names come from the test set's `classes.json` (WordNet ids become words through timm's
+ImageNet info); prompt templates from one of the project's sets (`--templates objects`, `food`,
+`clothing`) or a file of the user's (`--templates s3://…/templates.txt`). Each class's prompts
+are ensembled; top-1 and top-5 go to `<output>/metrics.json`.
+
+Runs as one process, or under torchrun with the test shards split across ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from mawsflow import storage
+from mawsflow.engine.distributed import init_distributed, shutdown
+from mawsflow.evaluation.classification_metrics import ClassificationMeter
+from mawsflow.evaluation.eval_cli import dataset_name, eval_parser, pretraining_row
+from mawsflow.evaluation.eval_data import eval_loader, open_split
+from mawsflow.evaluation.features import batch_outputs
+from mawsflow.evaluation.results import EvalResult, write_result
+from mawsflow.evaluation.zeroshot import (
+    build_classifier,
+    builtin_template_sets,
+    builtin_templates,
+    class_names,
+    parse_templates,
+    zeroshot_logits,
+)
+from mawsflow.log import setup_logging
+from mawsflow.steps.lit import load_lit_model
+
+log = logging.getLogger(__name__)
+
+
+def load_templates(spec: str) -> list[str]:
+    """A project template set by name, or a template file by URI."""
+    if spec in builtin_template_sets():
+        return builtin_templates(spec)
+    if "/" not in spec and not spec.endswith(".txt"):
+        raise ValueError(
+            f"--templates {spec!r}: neither a template set ({builtin_template_sets()}) nor a file"
+        )
+    try:
+        text = storage.read_text(spec)
+    except storage.NotFoundError:
+        raise ValueError(f"--templates {spec!r}: no such file") from None
+    return parse_templates(text, source=spec)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = eval_parser(
+        "zeroshot",
+        "Zero-shot classification of a test set with a LiT model and prompt ensembling.",
+        model_help="the lit step's output",
+    )
+    parser.add_argument("--dataset", required=True, help="evaluation dataset URI")
+    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--templates",
+        default="objects",
+        help=f"a template set ({', '.join(builtin_template_sets())}) or a template file URI",
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    ctx = init_distributed(args.device)
+    try:
+        templates = load_templates(args.templates)
+        split = open_split(args.dataset, args.split)
+        model, tokenizer, card = load_lit_model(args.model)
+        model.to(ctx.device)
+        names = class_names(split.classes)
+
+        def encode_text(prompts: list[str]) -> torch.Tensor:
+            tokens = {k: v.to(ctx.device) for k, v in tokenizer(prompts).items()}
+            return model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+
+        classifier = build_classifier(encode_text, names, templates)
+        loader = eval_loader(
+            split,
+            img_size=int(card["img_size"]),
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            crop_pct=args.crop_pct,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        meter = ClassificationMeter(ks=(1, 5))
+        for embeddings, labels, _ in batch_outputs(loader, model.encode_image, ctx.device):
+            meter.update(zeroshot_logits(embeddings, classifier.cpu()), labels)
+        meter.all_reduce()
+        if ctx.is_main:
+            metrics = meter.compute()
+            name = args.name or dataset_name(args.dataset)
+            result = EvalResult(
+                step="zeroshot",
+                evaluation=f"{name} zero-shot",
+                pretraining=pretraining_row(args, args.model),
+                metrics={**metrics, "num_templates": float(len(templates))},
+                table={f"{name} zero-shot": metrics["top1"]},
+                model=args.model,
+                dataset=args.dataset,
+            )
+            write_result(args.output, result)
+            log.info("zero-shot", extra={"evaluation": result.evaluation, **metrics})
+    finally:
+        shutdown()
+    return 0
