@@ -11,9 +11,10 @@ and a smaller share are broken the ways scraped data breaks: a truncated image, 
 empty or non-UTF-8 caption. Everything is decided by a per-sample RNG seeded with
 (seed, index), so the same arguments always give the same bytes.
 
-Beside it, the evaluation datasets (docs/data-formats.md, "Evaluation datasets"): a `train`
-split from the end of Fashion-MNIST's training set (disjoint from the corpus unless both are
-asked to be large) and a `test` split from its test set, with the ten class names.
+Beside it, the evaluation datasets (docs/data-formats.md, "Evaluation datasets", written with
+mawsflow.evaluation's writer): a `train` split from the end of Fashion-MNIST's training set
+(disjoint from the corpus unless both are asked to be large) and a `test` split from its test
+set, with the ten class names.
 """
 
 from __future__ import annotations
@@ -24,20 +25,22 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from torchvision.datasets import FashionMNIST
 
 from mawsflow import storage
-from mawsflow.dataset.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, load_split
 from mawsflow.dataset.shard_writer import ShardWriter
+from mawsflow.evaluation.converters import read_idx
+from mawsflow.evaluation.eval_data import SplitWriter, write_classes
 
 log = logging.getLogger(__name__)
 
-EVAL_FORMAT = "mawsflow.classification/1"
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_TRAIN_SIZE = 60_000
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
 
 # How people tag each class. Most reach the class's synset; some reach another sense (`kicks`,
 # `trainers`, `jersey`, `pants`, `FlipFlops`) or nothing (`AnkleBoots`), as real tags do.
@@ -138,6 +141,26 @@ class DemoCorpusSettings:
                 raise ValueError(f"{name} must be in [0, 1)")
 
 
+def load_fashion_mnist(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images N×28×28 uint8, labels N) of Fashion-MNIST's `train` or `test` split from the IDX
+    files (gzipped or not) in `directory`, a local path or URI."""
+    arrays = []
+    for kind in ("images", "labels"):
+        stem = f"{_IDX_PREFIX[split]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+        candidates = [storage.join(directory, name) for name in (stem, f"{stem}.gz")]
+        found = next((uri for uri in candidates if storage.exists(uri)), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{directory}: no {stem}[.gz]; install Debian's dataset-fashion-mnist "
+                "(apt-get install dataset-fashion-mnist) or pass the directory of the IDX files"
+            )
+        arrays.append(read_idx(found))
+    images, labels = arrays
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{directory}: {split} images {images.shape}, labels {labels.shape}")
+    return images, labels
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")  # 2-D uint8: grayscale
@@ -184,18 +207,20 @@ def demo_caption(label: int, rng: random.Random) -> str:
     return text + "\n\n" + " ".join(pieces)
 
 
-def _defective(members: list[tuple[str, bytes]], rng: random.Random) -> list[tuple[str, bytes]]:
+def _defective(members: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
     """The sample broken in one of the ways scraped data is."""
-    image, caption, metadata = members
+    broken = dict(members)
     defect = rng.randrange(4)
     if defect == 0:
-        return [("png", image[1][: len(image[1]) // 2]), caption, metadata]
-    if defect == 1:
-        return [image, metadata]
-    if defect == 2:
-        return [image, ("txt", b"   \n"), metadata]
-    text = caption[1].decode("utf-8")
-    return [image, ("txt", ("café " + text).encode("latin-1", errors="replace")), metadata]
+        broken["png"] = members["png"][: len(members["png"]) // 2]
+    elif defect == 1:
+        del broken["txt"]
+    elif defect == 2:
+        broken["txt"] = b"   \n"
+    else:
+        text = "café " + members["txt"].decode("utf-8")
+        broken["txt"] = text.encode("latin-1", errors="replace")
+    return broken
 
 
 def write_corpus(
@@ -214,11 +239,11 @@ def write_corpus(
                 counts["reposts"] += 1
             label = int(labels[source])
             metadata = {"source": "fashion-mnist", "split": "train", "index": source}
-            members = [
-                ("png", encode_png(images[source])),
-                ("txt", demo_caption(label, rng).encode("utf-8")),
-                ("json", json.dumps(metadata, sort_keys=True).encode("utf-8")),
-            ]
+            members = {
+                "png": encode_png(images[source]),
+                "txt": demo_caption(label, rng).encode("utf-8"),
+                "json": json.dumps(metadata, sort_keys=True).encode("utf-8"),
+            }
             if rng.random() < settings.defect_rate:
                 members = _defective(members, rng)
                 counts["defective"] += 1
@@ -229,35 +254,26 @@ def write_corpus(
 
 
 def write_eval_split(
-    images: np.ndarray, labels: np.ndarray, split_out: str, samples_per_shard: int
-) -> dict[str, Any]:
-    """One evaluation split (shards + manifest.json); returns its manifest."""
-    with ShardWriter(
-        lambda k: storage.join(split_out, f"shard-{k:06d}.tar"), samples_per_shard
-    ) as writer:
-        for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-            writer.write(
-                f"{index:06d}", [("png", encode_png(pixels)), ("cls", str(int(label)).encode())]
-            )
-    manifest = {
-        "format": EVAL_FORMAT,
-        "shards": [f"shard-{k:06d}.tar" for k in range(len(writer.shards))],
-        "num_samples": writer.samples,
-        "num_classes": len(CLASS_NAMES),
-    }
-    storage.write_json(storage.join(split_out, "manifest.json"), manifest)
-    return manifest
+    images: np.ndarray, labels: np.ndarray, eval_out: str, split: str, samples_per_shard: int
+) -> int:
+    """One evaluation split (shards + manifest.json); returns its sample count."""
+    writer = SplitWriter(
+        eval_out, split, len(FashionMNIST.classes), samples_per_shard=samples_per_shard
+    )
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        writer.write(f"{split}-{index:06d}", encode_png(pixels), "png", int(label))
+    return writer.close()["num_samples"]
 
 
 def generate_demo(
     corpus_out: str,
     eval_out: str,
     settings: DemoCorpusSettings,
-    fashion_mnist_dir: Path = DEBIAN_DIR,
+    fashion_mnist_dir: str = DEBIAN_FASHION_MNIST,
 ) -> dict[str, Any]:
     """Write the demo corpus and the evaluation datasets; returns a summary."""
-    train_images, train_labels = load_split("train", fashion_mnist_dir)
-    test_images, test_labels = load_split("test", fashion_mnist_dir)
+    train_images, train_labels = load_fashion_mnist(fashion_mnist_dir, "train")
+    test_images, test_labels = load_fashion_mnist(fashion_mnist_dir, "test")
     eval_train = min(settings.eval_train_images, len(train_images))
     eval_test = min(settings.eval_test_images, len(test_images))
     if settings.num_images + eval_train > len(train_images):
@@ -268,24 +284,23 @@ def generate_demo(
             len(train_images),
         )
     corpus = write_corpus(train_images, train_labels, corpus_out, settings)
-    storage.write_json(storage.join(eval_out, "classes.json"), list(CLASS_NAMES))
-    splits = {
+    write_classes(eval_out, FashionMNIST.classes)
+    evaluation = {
         "train": write_eval_split(
             train_images[-eval_train:],
             train_labels[-eval_train:],
-            storage.join(eval_out, "train"),
+            eval_out,
+            "train",
             settings.samples_per_shard,
         ),
         "test": write_eval_split(
             test_images[:eval_test],
             test_labels[:eval_test],
-            storage.join(eval_out, "test"),
+            eval_out,
+            "test",
             settings.samples_per_shard,
         ),
     }
-    summary = {
-        "corpus": corpus,
-        "eval": {split: manifest["num_samples"] for split, manifest in splits.items()},
-    }
+    summary = {"corpus": corpus, "eval": evaluation}
     log.info("demo corpus written", extra={"summary": summary})
     return summary

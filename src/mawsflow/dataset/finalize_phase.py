@@ -64,7 +64,7 @@ def _pack_tails(
             found = 0
             with storage.open_read(layout.tail(group)) as stream:
                 for sample in iter_tar_samples(stream, problems):
-                    writer.write(sample.key, list(sample.members.items()))
+                    writer.write(sample.key, sample.members)
                     found += 1
             if problems or found != expected:
                 raise RuntimeError(

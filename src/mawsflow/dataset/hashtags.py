@@ -31,6 +31,19 @@ def _is_tag_char(char: str) -> bool:
     return char == "_" or unicodedata.category(char)[0] in "LMN"
 
 
+def _glued_to_word(text: str, position: int) -> bool:
+    """Whether the character before `position` ends a word (or an HTML entity's `&`)."""
+    before = position - 1
+    # Marks belong to the character they follow: an emoji's variation selector (🛍️ is U+1F6CD
+    # U+FE0F) makes no word of it, while the accent of "é" does.
+    while before >= 0 and unicodedata.category(text[before])[0] == "M":
+        before -= 1
+    if before < 0:
+        return False
+    char = text[before]
+    return char == "&" or char == "_" or unicodedata.category(char)[0] in "LN"
+
+
 def _tag_end(text: str, start: int) -> int:
     """Index just past the tag body that begins at `start` (the character after the mark)."""
     end = start
@@ -65,9 +78,7 @@ def hashtag_spans(text: str) -> list[tuple[int, int]]:
             url_index += 1
         if url_index < len(url_spans) and url_spans[url_index][0] <= position:
             continue
-        previous = text[position - 1] if position else ""
-        glued_to_word = previous and (_is_tag_char(previous) or previous == "&")
-        if glued_to_word and position != last_tag_end:
+        if _glued_to_word(text, position) and position != last_tag_end:
             continue
         end = _tag_end(text, position + 1)
         if any(unicodedata.category(char)[0] == "L" for char in text[position + 1 : end]):

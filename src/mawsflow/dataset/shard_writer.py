@@ -1,31 +1,20 @@
-"""Writing webdataset shards that are byte-identical on every run.
+"""Writing webdataset shards of a fixed sample count, byte-identical on every run.
 
-A tar member's header carries a modification time, owner and permissions; here they are fixed
-(mtime 0, root:root, 0644, USTAR format), so the same samples in the same order always give the
-same bytes. Each shard is streamed to storage through an atomic write: it becomes visible whole
-when its last sample is in, and a crash leaves no partial shard behind.
+Samples go through webdataset's `TarWriter` with a pinned modification time (its owner, mode
+and USTAR format are fixed too), so the same samples in the same order always give the same
+bytes. Each shard is streamed to storage through an atomic write: it becomes visible whole when
+its last sample is in, and a crash leaves no partial shard behind.
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
 
+import webdataset as wds
+
 from mawsflow import storage
-
-
-def member_info(name: str, size: int) -> tarfile.TarInfo:
-    """A tar header for a regular file with every run-dependent field pinned."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
 
 
 class ShardWriter(AbstractContextManager["ShardWriter"]):
@@ -38,19 +27,18 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
         self._shard_uri = shard_uri
         self._samples_per_shard = samples_per_shard
         self._open: ExitStack | None = None
-        self._archive: tarfile.TarFile | None = None
+        self._tar: wds.TarWriter | None = None
         self._in_shard = 0
         self.shards: list[str] = []
         self.shard_sizes: list[int] = []
         self.samples = 0
 
-    def write(self, key: str, members: Sequence[tuple[str, bytes]]) -> None:
-        """Add one sample: `members` are (extension, bytes) in the order they are stored."""
-        if self._archive is None:
+    def write(self, key: str, members: Mapping[str, bytes]) -> None:
+        """Add one sample: `members` maps extensions (`png`, `labels.json`, …) to bytes."""
+        if self._tar is None:
             self._start_shard()
-        assert self._archive is not None
-        for extension, data in members:
-            self._archive.addfile(member_info(f"{key}.{extension}", len(data)), io.BytesIO(data))
+        assert self._tar is not None
+        self._tar.write({"__key__": key, **members})
         self._in_shard += 1
         self.samples += 1
         if self._in_shard == self._samples_per_shard:
@@ -60,9 +48,8 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
         uri = self._shard_uri(len(self.shards))
         stack = ExitStack()
         stream = stack.enter_context(storage.open_write(uri))
-        self._archive = stack.enter_context(
-            tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
-        )
+        # An integer mtime: tarfile stores a float one in an extra PAX header per member.
+        self._tar = stack.enter_context(wds.TarWriter(stream, encoder=False, mtime=0))
         self._open = stack
         self.shards.append(uri)
         self._in_shard = 0
@@ -72,7 +59,7 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
         self._open.close()
         self.shard_sizes.append(self._in_shard)
         self._open = None
-        self._archive = None
+        self._tar = None
 
     def close(self) -> None:
         """Publish the last, partial shard (if any)."""
@@ -91,4 +78,4 @@ class ShardWriter(AbstractContextManager["ShardWriter"]):
             # Unwinding through the atomic write's context discards the unfinished shard.
             self._open.__exit__(exc_type, exc, traceback)
             self._open = None
-            self._archive = None
+            self._tar = None

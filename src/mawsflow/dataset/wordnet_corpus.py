@@ -155,6 +155,15 @@ def find_wordnet_data_dir(cache_dir: Path | None = None) -> Path | None:
     raise WordNetUnavailableError(f"WordNet was not found; {INSTALL_HINT}")
 
 
+class EnglishWordNet(WordNetCorpusReader):
+    """nltk's reader without the Open Multilingual WordNet. nltk maps the loaded release to
+    WordNet 3.0's offsets (reading the 7 MB sense index twice, ~2 s per process) only to
+    translate OMW data; with no OMW there is nothing to translate."""
+
+    def map_wn(self, version: str = "wordnet") -> None:
+        return None
+
+
 def open_wordnet(data_dir: Path | None) -> WordNetCorpusReader:
     """An nltk WordNet reader (English only) from `data_dir`, or nltk's own path when None."""
     if data_dir is not None:
@@ -168,7 +177,7 @@ def open_wordnet(data_dir: Path | None) -> WordNetCorpusReader:
     with warnings.catch_warnings():
         # The missing Open Multilingual WordNet only disables lemma lookups in other languages.
         warnings.filterwarnings("ignore", message="The multilingual functions")
-        reader = WordNetCorpusReader(root, None)
+        reader = EnglishWordNet(root, None)
     # Synset offsets (the wnids in vocab.json) are specific to one WordNet release.
     version = reader.get_version()
     if version != "3.0":

@@ -27,7 +27,7 @@ import logging
 import pickle
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,7 +49,7 @@ from mawsflow.log import progress
 
 log = logging.getLogger(__name__)
 
-Members = Sequence[tuple[str, bytes]]
+Members = Mapping[str, bytes]
 
 
 def read_plan(layout: BuildLayout, group_count: int) -> dict[str, Any]:
@@ -109,7 +109,7 @@ class _RepeatSpool:
     def add(self, copy: int, key: str, members: Members) -> None:
         if copy not in self._files:
             self._files[copy] = (self._scratch / f"copy-{copy:04d}.pickle").open("w+b")
-        pickle.dump((key, list(members)), self._files[copy], protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((key, dict(members)), self._files[copy], protocol=pickle.HIGHEST_PROTOCOL)
 
     def drain(self, output: _GroupOutput) -> None:
         for copy in sorted(self._files):
@@ -176,11 +176,11 @@ def run_write(
                             "the input changed since the count phase"
                         )
                     digest = content_hash(tagged.image)
-                    members = (
-                        (fmt, tagged.image),
-                        ("labels.json", json.dumps([e.index for e in labels]).encode()),
-                        ("txt", sanitize_caption(tagged.caption).encode("utf-8")),
-                    )
+                    members = {
+                        fmt: tagged.image,
+                        "labels.json": json.dumps([e.index for e in labels]).encode(),
+                        "txt": sanitize_caption(tagged.caption).encode("utf-8"),
+                    }
                     key = digest.hex()
                     output.write(key, members)
                     kept += 1

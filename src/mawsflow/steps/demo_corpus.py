@@ -15,10 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from pathlib import Path
 
-from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
-from mawsflow.dataset.fashion_mnist import DEBIAN_DIR
+from mawsflow.dataset.demo_corpus import DEBIAN_FASHION_MNIST, DemoCorpusSettings, generate_demo
 from mawsflow.log import setup_logging
 from mawsflow.storage import StorageError
 
@@ -36,9 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-out", required=True, help="where the evaluation datasets go")
     parser.add_argument(
         "--fashion-mnist-dir",
-        type=Path,
-        default=DEBIAN_DIR,
-        help=f"directory of the Fashion-MNIST IDX files (default {DEBIAN_DIR})",
+        default=DEBIAN_FASHION_MNIST,
+        help=f"directory (or URI) of the Fashion-MNIST IDX files (default {DEBIAN_FASHION_MNIST})",
     )
     for name, help_text in (
         ("num_images", "corpus posts, from Fashion-MNIST's 60K training images"),
