@@ -77,7 +77,7 @@ def _png(figure: plt.Figure) -> bytes:
 
 
 def plot_loss_curves(histories: Sequence[TrainingHistory]) -> bytes:
-    """Training loss against samples seen, one line per training step (log-scaled x)."""
+    """Training loss against samples seen, one line per training step."""
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for history in histories:
         axis.plot(history.samples, history.losses, label=history.label, linewidth=1.2)
@@ -143,8 +143,8 @@ def render_markdown(report: Report) -> str:
     lines = ["# mawsflow run report", ""]
     lines.append(
         "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
+        "paper's Table 22; the best value of each column is bold."
     )
-    lines.append("paper's Table 22; the best value of each column is bold.")
     lines.append("")
     escaped = [c.replace("|", "\\|") for c in table.columns]
     lines.append("| Method | " + " | ".join(escaped) + " |")

@@ -76,7 +76,8 @@ class EvalResult:
 
 def write_result(output: str, result: EvalResult) -> None:
     """`<output>/metrics.json`: what the component turns into KFP Metrics and the report reads."""
-    storage.write_json(storage.join(output, METRICS_FILE), result.to_dict())
+    # Insertion order, not sorted keys: the table's columns keep the order the step gave them.
+    storage.write_text(storage.join(output, METRICS_FILE), result.to_json())
 
 
 def read_result(uri: str) -> EvalResult:

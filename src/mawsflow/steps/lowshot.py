@@ -299,7 +299,12 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
         evaluation=f"{name} low-shot ({method})",
         pretraining=args.pretraining or model_lineage(recipe.init_checkpoint),
         metrics=metrics,
-        table={f"{name} {s.shots}-shot": s.mean for s in summaries},
+        # VPT is the paper's protocol (Table 22's "5-shot" columns); logistic regression
+        # results get their own columns beside it.
+        table={
+            f"{name} {s.shots}-shot" + ("" if args.method == "vpt" else " (logreg)"): s.mean
+            for s in summaries
+        },
         model=recipe.init_checkpoint,
         dataset=recipe.data.train,
         lowshot={str(s.shots): s.as_dict() for s in summaries},
