@@ -34,7 +34,7 @@ def load_classifier(uri: str) -> tuple[VisionTransformer, dict]:
 
 
 @dataclass(frozen=True)
-class TestSet:
+class NamedTestSet:
     """A test set as the command line names it: `[NAME=]URI[:SPLIT]`."""
 
     name: str
@@ -42,7 +42,7 @@ class TestSet:
     split: str | None
 
     @classmethod
-    def parse(cls, text: str) -> TestSet:
+    def parse(cls, text: str) -> NamedTestSet:
         name, sep, rest = text.partition("=")
         if not sep:
             name, rest = "", text
@@ -101,7 +101,7 @@ def metric_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
-def table_cells(results: Sequence[tuple[TestSet, dict[str, float]]]) -> dict[str, float]:
+def table_cells(results: Sequence[tuple[NamedTestSet, dict[str, float]]]) -> dict[str, float]:
     """Report cells: each set's top-1 under its name, and its ReaL top-1 where it has one."""
     cells: dict[str, float] = {}
     for test_set, metrics in results:
@@ -111,7 +111,7 @@ def table_cells(results: Sequence[tuple[TestSet, dict[str, float]]]) -> dict[str
     return cells
 
 
-def flat_metrics(results: Sequence[tuple[TestSet, dict[str, float]]]) -> dict[str, float]:
+def flat_metrics(results: Sequence[tuple[NamedTestSet, dict[str, float]]]) -> dict[str, float]:
     return {
         f"{metric_key(test_set.name)}_{k}": v
         for test_set, metrics in results

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from mawsflow.engine.distributed import init_distributed, shutdown
 from mawsflow.evaluation.classify import (
-    TestSet,
+    NamedTestSet,
     evaluate_classifier,
     flat_metrics,
     load_classifier,
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        test_sets = [TestSet.parse(t) for t in args.test_sets]
+        test_sets = [NamedTestSet.parse(t) for t in args.test_sets]
     except ValueError as exc:
         parser.error(str(exc))
     setup_logging()

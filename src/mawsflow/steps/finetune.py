@@ -35,7 +35,7 @@ from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.evaluation.classify import (
-    TestSet,
+    NamedTestSet,
     evaluate_classifier,
     flat_metrics,
     load_classifier,
@@ -175,7 +175,7 @@ def recipe_for(init_checkpoint: str) -> str:
 
 def evaluate_test_sets(
     output: str,
-    test_sets: Sequence[TestSet],
+    test_sets: Sequence[NamedTestSet],
     *,
     pretraining: str,
     training: Mapping[str, float],
@@ -215,7 +215,7 @@ def evaluate_test_sets(
 
 def run(
     recipe: FinetuneRecipe,
-    test_sets: Sequence[TestSet] = (),
+    test_sets: Sequence[NamedTestSet] = (),
     *,
     parallelism: str = "auto",
     micro_batch_size: int | None = None,
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = load_recipe(
             name, variant=args.variant, preset=args.preset, overrides=args.overrides
         )
-        test_sets = [TestSet.parse(t) for t in args.test_sets]
+        test_sets = [NamedTestSet.parse(t) for t in args.test_sets]
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     if args.print_config:

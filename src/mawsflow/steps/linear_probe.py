@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
-from mawsflow.evaluation.classify import TestSet
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name, eval_parser, pretraining_row
 from mawsflow.evaluation.eval_data import EvalSplit, eval_loader, open_split
 from mawsflow.evaluation.features import collect_outputs, eval_device
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trunk, card = load_trunk(args.model)
     trunk.to(device).eval()
     train_split = open_split(args.dataset, "train")
-    test_split = TestSet(dataset_name(args.dataset), args.dataset, args.test_split).open()
+    test_split = NamedTestSet(dataset_name(args.dataset), args.dataset, args.test_split).open()
 
     def features(split: EvalSplit) -> tuple[torch.Tensor, torch.Tensor]:
         loader = eval_loader(

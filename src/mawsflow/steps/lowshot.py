@@ -34,7 +34,7 @@ from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
-from mawsflow.evaluation.classify import TestSet
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name
 from mawsflow.evaluation.eval_data import (
     EvalSplit,
@@ -242,7 +242,7 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
     if not recipe.data.train or not recipe.output:
         raise ConfigError("set data.train (an evaluation dataset) and output")
     train_split = open_split(recipe.data.train, "train")
-    test_split = TestSet("test", recipe.data.train, None).open()
+    test_split = NamedTestSet("test", recipe.data.train, None).open()
     if test_split.classes != train_split.classes:
         raise ValueError(f"{recipe.data.train}: the train and test splits differ in classes")
     splits = write_few_shot_splits(train_split, recipe.output, recipe.shots, recipe.seeds)
