@@ -167,11 +167,13 @@ def _plain_step(
 # The four setups
 
 
-def engine_step(task: Any, recipe: Any, device: torch.device, compile_model: bool):
+def engine_step(task: Any, recipe: Any, device: torch.device, compile_scope: str):
     torch.manual_seed(0)
     model = task.build_model().to(device)
-    if compile_model:
+    if compile_scope == "blocks":
         compile_blocks(task.block_stacks(model))
+    elif compile_scope == "model":
+        model.compile(dynamic=False)
     optimizer = build_optimizer(
         parameter_groups(model, recipe.optimizer.weight_decay), recipe.optimizer, device=device
     )
@@ -237,6 +239,28 @@ def measure(step: Callable, batch: dict[str, torch.Tensor], warmup: int, steps: 
     return steps * batch["image"].shape[0] / (time.perf_counter() - start)
 
 
+def profile(step: Callable, batch: dict[str, torch.Tensor], steps: int = 3) -> str:
+    """Where a warmed-up step spends its time: device busy time against wall time, and the
+    kernels that take most of it."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = batch["image"].device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(batch)
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    busy = sum(getattr(e, "self_device_time_total", 0.0) for e in events) / 1e6 if cuda else 0.0
+    head = f"wall {1e3 * wall / steps:.1f} ms/step, device busy {1e3 * busy / steps:.1f} ms/step"
+    return head + "\n" + events.table(sort_by=sort, row_limit=18, max_name_column_width=60)
+
+
 def synthetic_batch(
     batch_size: int, img_size: int, num_classes: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -287,13 +311,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             flops = task.flops_per_sample()
             reference = reference_mae_step if step_name == "mae" else reference_wsp_step
             setups = [
-                ("engine", engine_step, (task, recipe, device, True)),
+                ("engine", engine_step, (task, recipe, device, args.compile)),
                 ("reference", reference, (task, device)),
             ]
             for variant, build, build_args in setups:
                 _release(device)
                 started = time.perf_counter()
-                rate = measure(build(*build_args), batch, args.warmup, args.steps)
+                step = build(*build_args)
+                rate = measure(step, batch, args.warmup, args.steps)
+                if args.profile:
+                    print(f"== profile: {step_name} {arch} {variant}")
+                    print(profile(step, batch))
                 record(
                     {
                         "step": step_name,
@@ -385,6 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json-out", help="append each result as a JSON line to this file")
     parser.add_argument(
+        "--compile",
+        choices=("blocks", "model", "none"),
+        default="blocks",
+        help="what the engine variant compiles: each block (the engine's choice), the whole "
+        "model, or nothing",
+    )
+    parser.add_argument("--profile", action="store_true", help="print a kernel profile of each")
+    parser.add_argument(
         "--cpu-smoke",
         action="store_true",
         help="tiny model on the CPU, fp32, a few steps: checks every code path",
@@ -399,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("no CUDA device: run on a GPU, or pass --cpu-smoke")
         args.archs = args.archs or ["vit_b16", "vit_l16"]
         args.warmup, args.steps = args.warmup or 8, args.steps or 25
+        # Both sides get the settings the engine (and the MAE and timm training scripts) use.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
         print(f"device: {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
     results = run(args)
     print(table(results))
