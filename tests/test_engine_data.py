@@ -30,7 +30,7 @@ from mawsflow.engine.data import (
     read_manifest,
     read_shard,
 )
-from mawsflow.recipes import AugmentConfig, RandomResizedCropConfig
+from mawsflow.recipes import AugmentConfig, RandAugmentConfig, RandomResizedCropConfig
 
 # Source photos; the photo a sample is cut from is its first label, so WSP can learn it.
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry")
@@ -287,3 +287,33 @@ def test_corrupt_members_are_counted(dataset, tmp_path):
             decoder(broken, 0)
     with tarfile.open(manifest.shards[0]) as tar:
         assert len(tar.getnames()) == 32 * 3
+
+
+def test_rand_augment_is_seeded_and_leaves_the_training_rngs_alone():
+    import random
+
+    jpeg = io.BytesIO()
+    Image.fromarray(skdata.coffee()).save(jpeg, format="JPEG")
+    plain = RandomResizedCropFlip(_augment(32))
+    ra_config = AugmentConfig(
+        crop=RandomResizedCropConfig(size=32, scale=(0.2, 1.0)),
+        hflip=0.5,
+        rand_augment=RandAugmentConfig(num_layers=2, magnitude=9),
+    )
+    rand_augment = RandomResizedCropFlip(ra_config)
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    expected = (random.random(), np.random.rand(), torch.rand(()))
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    outputs = [rand_augment(jpeg.getvalue(), s) for s in (3, 3, 4, 5, 6)]
+    assert (random.random(), np.random.rand(), torch.rand(())) == expected
+    assert torch.equal(outputs[0], outputs[1])
+    # RandAugment changes the pixels of most crops (an op can be an identity now and then).
+    changed = [
+        not torch.equal(o, plain(jpeg.getvalue(), s))
+        for o, s in zip(outputs, (3, 3, 4, 5, 6), strict=True)
+    ]
+    assert sum(changed) >= 3

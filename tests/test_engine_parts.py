@@ -146,3 +146,43 @@ def test_checkpointer_resumes_from_newest_complete_and_prunes(tmp_path):
     assert ckpt.due(4, 9) and ckpt.due(9, 9) and not ckpt.due(5, 9)
     with pytest.raises(ValueError, match="keep_last"):
         Checkpointer(str(tmp_path), every_steps=1, keep_last=0, ctx=ctx)
+
+
+def test_wsp_mixup_blends_images_and_label_distributions():
+    from mawsflow.steps.wsp import WSPTask
+
+    recipe = load_recipe("wsp-in21k", preset="tiny")
+    assert recipe.augment.mixup == 0.5 and recipe.head == "linear"
+    task = WSPTask(recipe, num_classes=5)
+    seen = {}
+
+    def model(images):
+        seen["images"] = images
+        return torch.zeros(images.shape[0], 5)
+
+    batch = {
+        "image": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8),
+        "labels": torch.tensor([[0, 1], [3, -1]]),
+    }
+    np.random.seed(0)
+    loss = task.loss(model, batch)
+    np.random.seed(0)
+    lam = np.random.beta(0.5, 0.5)
+    from mawsflow.engine.data import normalize_images
+
+    images = normalize_images(batch["image"])
+    assert torch.allclose(seen["images"][0], lam * images[0] + (1 - lam) * images[1], atol=1e-5)
+    # Zero logits: the loss is log(5) whatever the (normalised, mixed) target.
+    assert math.isclose(loss.item(), math.log(5), rel_tol=1e-6)
+
+
+def test_pretraining_refuses_augmentations_it_does_not_apply():
+    from mawsflow.steps.mae import MAETask
+    from mawsflow.steps.wsp import WSPTask
+
+    with pytest.raises(ConfigError, match=r"augment.cutmix=0.5 is not supported"):
+        WSPTask(load_recipe("wsp", preset="tiny", overrides=["augment.cutmix=0.5"]), 9)
+    with pytest.raises(ConfigError, match=r"augment.mixup=0.2 is not supported"):
+        MAETask(load_recipe("mae", preset="tiny", overrides=["augment.mixup=0.2"]))
+    with pytest.raises(ConfigError, match="must equal model.img_size"):
+        MAETask(load_recipe("mae", preset="tiny", overrides=["augment.crop.size=48"]))

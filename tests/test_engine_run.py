@@ -303,11 +303,11 @@ def test_bad_inputs_are_named(tmp_path):
         timeout=60,
     )
     assert proc.returncode != 0 and "data.train is empty" in proc.stderr
-    proc = subprocess.run(
-        _command("mae", [*TINY, *sets("schedule.batch_sise=3")], 1),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2 and "schedule.batch_sise" in proc.stderr
+
+
+def test_misspelt_recipe_keys_are_named(capsys):
+    from mawsflow.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["wsp", *TINY, *sets("schedule.batch_sise=3")])
+    assert exit_info.value.code == 2 and "schedule.batch_sise" in capsys.readouterr().err

@@ -11,8 +11,9 @@ reads its own *stream*:
   a seed derived from (seed, stream, block). Unlike a rolling shuffle buffer, the sample at any
   position is a pure function of the position, so a stream restarts anywhere by reading at most
   one shard prefix and one block again — that is what makes resume exact.
-- Augmentation: each sample's random crop and flip are drawn from a seed derived from (seed,
-  stream, position), so they do not depend on worker processes or on what came before.
+- Augmentation: each sample's random crop, flip (and RandAugment where the recipe asks) are
+  drawn from a seed derived from (seed, stream, position), so they do not depend on worker
+  processes or on what came before.
 - Corrupt samples (undecodable image, bad labels, a shard cut short) are skipped and counted;
   the count travels with the batches to the trainer's metrics.
 
@@ -22,11 +23,13 @@ or `s3://` URIs. Images leave the loader as uint8 CHW tensors and are normalised
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import logging
 import math
+import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
@@ -250,13 +254,34 @@ def image_member(raw: Mapping[str, Any]) -> bytes:
     raise CorruptSample(f"no image member ({'/'.join(IMAGE_EXTENSIONS)})")
 
 
+@contextlib.contextmanager
+def _seeded_host_rngs(seed: int) -> Iterator[None]:
+    """Seed the CPU torch, Python and NumPy generators for one sample's augmentation and put
+    them back afterwards, so that loading in the training process leaves the training RNG
+    stream (masks, drop-path, mixup) untouched."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        # Only the CPU generator: torch.manual_seed would also queue seeds for every
+        # accelerator backend, which costs more than the crop itself.
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 class RandomResizedCropFlip:
-    """Decode an image and apply the recipe's RandomResizedCrop and horizontal flip.
+    """Decode an image and apply the recipe's augmentation: RandomResizedCrop, horizontal flip
+    and, where the recipe asks (Table 13), timm's RandAugment after them.
 
     The crop box is drawn by torchvision's `RandomResizedCrop.get_params` from the image's
     header size, before decoding. JPEGs are then decoded at the smallest DCT scale that still
     gives the crop at least the output resolution, and crop + resize is one resampling pass.
-    Grayscale and palette images become RGB. Returns a uint8 [3, size, size] tensor.
+    Grayscale and palette images become RGB. Every random choice comes
+    from `seed`. Returns a uint8 [3, size, size] tensor.
     """
 
     def __init__(self, augment: AugmentConfig) -> None:
@@ -269,36 +294,45 @@ class RandomResizedCropFlip:
             "bicubic": Image.Resampling.BICUBIC,
             "bilinear": Image.Resampling.BILINEAR,
         }[crop.interpolation]
+        self.rand_augment = None
+        if augment.rand_augment is not None:
+            ra = augment.rand_augment
+            self.rand_augment = rand_augment_transform(
+                f"rand-m{ra.magnitude}-n{ra.num_layers}",
+                {
+                    "translate_const": int(self.size * 0.45),
+                    "img_mean": tuple(round(255 * m) for m in IMAGE_MEAN),
+                },
+            )
 
     def __call__(self, data: bytes, seed: int) -> torch.Tensor:
         img = Image.open(io.BytesIO(data))
         width, height = img.size
-        with torch.random.fork_rng(devices=[]):
-            # Only the CPU generator: torch.manual_seed would also queue seeds for every
-            # accelerator backend, which costs more than the crop itself.
-            torch.default_generator.manual_seed(seed)
+        with _seeded_host_rngs(seed):
             top, left, h, w = T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
             flip = bool(torch.rand(()) < self.hflip)
-        if img.format == "JPEG" and min(w, h) >= 2 * self.size:
-            img.draft(
-                "RGB",
-                (math.ceil(width * self.size / w), math.ceil(height * self.size / h)),
+            if img.format == "JPEG" and min(w, h) >= 2 * self.size:
+                img.draft(
+                    "RGB",
+                    (math.ceil(width * self.size / w), math.ceil(height * self.size / h)),
+                )
+            sx, sy = img.size[0] / width, img.size[1] / height
+            if img.mode not in ("RGB", "L"):
+                img = img.convert("RGB")
+            img = img.resize(
+                (self.size, self.size),
+                self.resample,
+                box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy),
+                # Large downscales first shrink by an integer factor with a box filter; at a
+                # gap of 3 the result matches a direct resampling (Pillow's documentation).
+                reducing_gap=3.0,
             )
-        sx, sy = img.size[0] / width, img.size[1] / height
-        if img.mode not in ("RGB", "L"):
-            img = img.convert("RGB")
-        img = img.resize(
-            (self.size, self.size),
-            self.resample,
-            box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy),
-            # Large downscales first shrink by an integer factor with a box filter; at a gap of
-            # 3 the result matches a direct resampling (Pillow's documentation).
-            reducing_gap=3.0,
-        )
-        if flip:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if img.mode != "RGB":
-            img = img.convert("RGB")
+            if flip:
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            if self.rand_augment is not None:
+                img = self.rand_augment(img)
         return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 

@@ -35,11 +35,26 @@ def check_crop_matches_model(recipe: Any) -> None:
         )
 
 
+def check_augmentation(recipe: Any, *, batch_mixing: bool) -> None:
+    """The pretraining steps apply crop, flip, RandAugment and (WSP) mixup; other settings of
+    the augment section would be silently ignored, so they are refused."""
+    check_crop_matches_model(recipe)
+    aug = recipe.augment
+    unsupported = {"augment.cutmix": aug.cutmix, "augment.random_erasing": aug.random_erasing}
+    if not batch_mixing:
+        unsupported["augment.mixup"] = aug.mixup
+    for key, value in unsupported.items():
+        if value:
+            raise ConfigError(f"{key}={value} is not supported by this step; set it to 0")
+    if aug.short_side_scale is not None:
+        raise ConfigError("augment.short_side_scale is not used by pretraining; set it to null")
+
+
 class MAETask(TrainTask):
     name = "mae"
 
     def __init__(self, recipe: MAERecipe) -> None:
-        check_crop_matches_model(recipe)
+        check_augmentation(recipe, batch_mixing=False)
         self.recipe = recipe
 
     def build_model(self) -> MaskedAutoencoder:

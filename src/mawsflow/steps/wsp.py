@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
@@ -40,7 +41,7 @@ from mawsflow.models.wsp import (
 )
 from mawsflow.recipes import WSPRecipe
 from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.steps.mae import add_engine_arguments, check_crop_matches_model
+from mawsflow.steps.mae import add_engine_arguments, check_augmentation
 from mawsflow.typed_config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class WSPTask(TrainTask):
     name = "wsp"
 
     def __init__(self, recipe: WSPRecipe, num_classes: int) -> None:
-        check_crop_matches_model(recipe)
+        check_augmentation(recipe, batch_mixing=True)
         if num_classes < 1:
             raise ValueError(f"the dataset's vocabulary is empty (num_classes={num_classes})")
         if recipe.init != "scratch" and not recipe.init_checkpoint:
@@ -141,11 +142,19 @@ class WSPTask(TrainTask):
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        labels = multi_hot(batch["labels"], self.num_classes)
+        target = labels / labels.sum(dim=-1, keepdim=True).clamp_min(1.0)
+        alpha = self.recipe.augment.mixup
+        if alpha > 0:
+            # Mixup (Table 13): each image blends with its mirror in the batch, and so do the
+            # label distributions. The weight comes from the host RNG, which checkpoints
+            # restore, and needs no device read.
+            lam = float(np.random.beta(alpha, alpha))
+            images = images.mul(lam).add_(images.flip(0), alpha=1.0 - lam)
+            target = target.mul(lam).add_(target.flip(0), alpha=1.0 - lam)
         logits = model(images)
         return normalized_label_cross_entropy(
-            logits,
-            multi_hot(batch["labels"], self.num_classes),
-            label_smoothing=self.recipe.loss.label_smoothing,
+            logits, target, label_smoothing=self.recipe.loss.label_smoothing
         )
 
     def flops_per_sample(self) -> float:
