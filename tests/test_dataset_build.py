@@ -299,8 +299,14 @@ def test_a_changed_input_is_detected_before_writing(corpus, tmp_path):
     out = str(tmp_path / "out")
     run_count(str(changing), out, ShardGroup(0, 1), SETTINGS.limits)
     run_vocab(out, 1, SETTINGS.vocab, SETTINGS.resample, SAMPLES_PER_SHARD)
-    (changing / "zz-new.tar").write_bytes(tar_of([("x.png", b"png"), ("x.txt", b"#dog")]))
+    new_shard = changing / "zz-new.tar"
+    new_shard.write_bytes(tar_of([("x.png", b"png"), ("x.txt", b"#dog")]))
     with pytest.raises(RuntimeError, match="input shards changed since the count phase"):
+        run_write(str(changing), out, ShardGroup(0, 1))
+    new_shard.unlink()
+    first = sorted(changing.glob("*.tar"))[0]
+    first.write_bytes(first.read_bytes()[:-1024])  # one shard rewritten under the same name
+    with pytest.raises(RuntimeError, match="changed since the count phase"):
         run_write(str(changing), out, ShardGroup(0, 1))
 
 
@@ -318,3 +324,14 @@ def test_build_on_seaweedfs(corpus, built, s3_bucket, capsys):
     stats = storage.read_json(storage.join(out_uri, "stats.json"))
     assert stats["samples"]["dropped"]["caption_too_long"] == 1
     assert stats["shards"]["truncated_shard"] == 1
+
+
+def test_a_retried_write_task_rewrites_the_same_shards(corpus, tmp_path):
+    out = str(tmp_path / "retry")
+    build_in_process(corpus["input"], out, groups=2)
+    before = {p.name: p.read_bytes() for p in Path(out, "shards").iterdir()}
+    manifest = Path(out, "manifest.json").read_bytes()
+    run_write(corpus["input"], out, ShardGroup(1, 2))  # the pipeline retries one task
+    run_finalize(out, 2)
+    assert {p.name: p.read_bytes() for p in Path(out, "shards").iterdir()} == before
+    assert Path(out, "manifest.json").read_bytes() == manifest

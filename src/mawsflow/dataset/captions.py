@@ -53,6 +53,9 @@ def sanitize_caption(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     text = URL_PATTERN.sub(" ", text)
     text = remove_hash_marks(text)
-    text = _MENTION.sub(" ", text)
-    text = "".join(char for char in text if not _is_dropped_char(char))
-    return _WHITESPACE.sub(" ", text).strip()
+    text = _WHITESPACE.sub(" ", _MENTION.sub(" ", text)).strip()
+    # Once whitespace is plain spaces, a printable string holds no control or format character
+    # (the common case, checked in C); otherwise filter character by character.
+    if not text.isprintable():
+        text = _WHITESPACE.sub(" ", "".join(c for c in text if not _is_dropped_char(c))).strip()
+    return text

@@ -1,9 +1,10 @@
 """Phase 1 of the build (map): read one group of input shards and record every usable image.
 
 For each sample that passes the checks of `sample_tags` and whose image decodes, one record
-(content hash, position, synsets) goes to the group's sorted record file; every dropped sample,
-skipped member and damaged shard is counted by reason. Positions of images that failed to
-decode are kept in the summary, so the write phase can skip them without decoding again.
+(content hash, position, synsets) is kept; every dropped sample, skipped member and damaged
+shard is counted by reason. The records go out in input order (for the write phase) and sorted
+by hash (for the vocabulary phase's merge). The summary also holds every input shard's size, so
+the write phase can tell that the input it walks is the one that was counted.
 
 Memory grows with the group's size (its records are sorted in memory, ~100 bytes per image),
 never with the corpus: a bigger corpus means more groups.
@@ -17,7 +18,12 @@ from dataclasses import asdict
 from typing import Any
 
 from mawsflow import storage
-from mawsflow.dataset.image_records import ImageRecord, content_hash, write_sorted
+from mawsflow.dataset.image_records import (
+    ImageRecord,
+    content_hash,
+    sort_for_merge,
+    write_records,
+)
 from mawsflow.dataset.images import validate_image
 from mawsflow.dataset.layout import BuildLayout, ShardGroup, input_fingerprint, list_input_shards
 from mawsflow.dataset.safe_tar import iter_tar_samples
@@ -45,9 +51,10 @@ def run_count(
     ordinals = group.shard_range(len(shards))
     problems: Counter[str] = Counter()
     records: list[bytes] = []
-    rejected_images: list[list[int]] = []
+    shard_sizes: dict[str, int] = {}
     yielded = hashtags = synsets = 0
     for ordinal in progress(ordinals, desc=f"count {group.name}", unit="shard", logger=log):
+        shard_sizes[str(ordinal)] = storage.size(shards[ordinal])
         with storage.open_read(shards[ordinal]) as stream:
             for sample in iter_tar_samples(stream, problems, limits.max_member_bytes):
                 yielded += 1
@@ -65,7 +72,6 @@ def run_count(
                     validate_image(tagged.image)
                 except SampleRejected as rejected:
                     problems[rejected.reason.value] += 1
-                    rejected_images.append([ordinal, sample.ordinal])
                     continue
                 record = ImageRecord(
                     content_hash(tagged.image),
@@ -74,8 +80,11 @@ def run_count(
                     tuple(synset.offset for synset in tagged.synsets),
                 )
                 records.append(record.encode())
-    with storage.open_write(layout.count_records(group)) as stream:
-        write_sorted(records, stream)
+    with storage.open_write(layout.records_in_order(group)) as stream:
+        write_records(records, stream)
+    sort_for_merge(records)
+    with storage.open_write(layout.records_by_hash(group)) as stream:
+        write_records(records, stream)
     summary = {
         "format": COUNT_FORMAT,
         "group": {"index": group.index, "count": group.count},
@@ -91,7 +100,7 @@ def run_count(
         "hashtags_found": hashtags,
         "synsets_found": synsets,
         "problems": dict(sorted(problems.items())),
-        "rejected_images": rejected_images,
+        "shard_sizes": shard_sizes,
     }
     # The summary goes last: its presence says the group's records are complete.
     storage.write_json(layout.count_summary(group), summary)

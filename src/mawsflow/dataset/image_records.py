@@ -10,9 +10,10 @@ there is one per corpus image:
      2 bytes   number of synsets n
     4n bytes   synset offsets, big-endian
 
-Each count worker writes its records sorted by the first 24 bytes (hash, then position), so
-the vocabulary phase can merge all groups in one streaming pass: records of the same image
-arrive together, earliest position first, whichever group they came from.
+Each count worker writes its records twice: sorted by the first 24 bytes (hash, then position),
+so the vocabulary phase can merge all groups in one streaming pass (records of the same image
+arrive together, earliest position first, whichever group they came from); and in input order,
+so the write phase can walk them beside the input without hashing or checking anything again.
 """
 
 from __future__ import annotations
@@ -61,11 +62,14 @@ def read_records(stream: BinaryIO, source: str) -> Iterator[ImageRecord]:
         yield ImageRecord(digest, shard, sample, struct.unpack(f">{count}I", body))
 
 
-def write_sorted(records: list[bytes], stream: BinaryIO) -> None:
-    """Write encoded records in merge order (hash, then position)."""
-    records.sort(key=lambda record: record[:_SORT_PREFIX])
+def write_records(records: list[bytes], stream: BinaryIO) -> None:
     for record in records:
         stream.write(record)
+
+
+def sort_for_merge(records: list[bytes]) -> None:
+    """Put encoded records in merge order (hash, then position), in place."""
+    records.sort(key=lambda record: record[:_SORT_PREFIX])
 
 
 def merge_sorted(

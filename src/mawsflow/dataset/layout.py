@@ -6,7 +6,8 @@ position in that list, the same for every worker. Group `i` of `N` is a contiguo
 slice of it. The output directory holds the dataset (docs/data-formats.md) plus `_work/`, the
 phases' hand-over files:
 
-    _work/count/group-IIIII-of-NNNNN.records   sorted image records (image_records.py)
+    _work/count/group-IIIII-of-NNNNN.by-hash   image records sorted by content hash (the merge)
+    _work/count/group-IIIII-of-NNNNN.in-order  the same records in input order (the write phase)
     _work/count/group-IIIII-of-NNNNN.json      the group's read statistics; written last
     _work/plan.json                            vocabulary-phase decisions for every group
     _work/duplicates/group-….bin               positions the write phase skips as duplicates
@@ -87,8 +88,11 @@ class BuildLayout:
     def _work(self, *parts: str) -> str:
         return storage.join(self.out, WORK_DIR, *parts)
 
-    def count_records(self, group: ShardGroup) -> str:
-        return self._work("count", f"{group.name}.records")
+    def records_by_hash(self, group: ShardGroup) -> str:
+        return self._work("count", f"{group.name}.by-hash")
+
+    def records_in_order(self, group: ShardGroup) -> str:
+        return self._work("count", f"{group.name}.in-order")
 
     def count_summary(self, group: ShardGroup) -> str:
         return self._work("count", f"{group.name}.json")

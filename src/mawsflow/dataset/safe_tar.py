@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -49,27 +49,30 @@ class TarSample:
 
 
 class _ConsumedBytes:
-    """A read-only stream wrapper that remembers the position and the last bytes read."""
+    """A read-only stream wrapper that remembers the position and the last chunks read (by
+    reference: image bytes are not copied again)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self.position = 0
-        self._history = bytearray()
+        self._history: deque[bytes] = deque()
+        self._history_bytes = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
         self.position += len(data)
-        self._history += data
-        if len(self._history) > _HISTORY:
-            del self._history[: len(self._history) - _HISTORY]
+        self._history.append(data)
+        self._history_bytes += len(data)
+        while self._history_bytes - len(self._history[0]) >= _HISTORY:
+            self._history_bytes -= len(self._history.popleft())
         return data
 
     def bytes_from(self, offset: int, count: int) -> bytes:
         """Up to `count` bytes starting at absolute `offset`, from history then the stream."""
-        history_start = self.position - len(self._history)
+        history_start = self.position - self._history_bytes
         if offset < history_start:
             raise ValueError("offset is older than the kept history")
-        out = bytes(self._history[offset - history_start : offset - history_start + count])
+        out = b"".join(self._history)[offset - history_start : offset - history_start + count]
         while len(out) < count:
             more = self.read(count - len(out))
             if not more:

@@ -1,12 +1,10 @@
-"""From a raw tar sample to its image, caption and synsets: the checks both scale-out map phases
-apply, in the same order, so that the write phase reaches exactly the count phase's verdicts.
+"""From a raw tar sample to its image, caption and synsets: the count phase's checks.
 
 A sample is dropped for the first of these that applies: no image member, several image
 members, no caption member, a caption that is too long / not UTF-8 / blank, no hashtag, no
 hashtag that maps to a synset (the caller checks this last one, after counting the caption's
-hashtags for the statistics). Image decoding is left to the count phase (it is the expensive
-check, and it runs only on samples that passed everything else); the write phase reuses its
-verdicts instead of decoding again.
+hashtags for the statistics). Image decoding comes after, in the caller: it is the expensive
+check, so it runs only on samples that passed everything else.
 """
 
 from __future__ import annotations
@@ -23,7 +21,8 @@ from mawsflow.dataset.synsets import HashtagMapper, Synset
 
 @dataclass(frozen=True)
 class ReadLimits:
-    """Size limits on input members; part of the build's identity (every phase must agree)."""
+    """Size limits on input members; part of the build's identity (every phase must agree,
+    since the member limit decides which members make up a sample)."""
 
     max_caption_bytes: int = DEFAULT_MAX_CAPTION_BYTES
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES

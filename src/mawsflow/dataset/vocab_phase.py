@@ -138,7 +138,7 @@ def run_vocab(
         with ExitStack() as stack:
             streams = [
                 read_records(stack.enter_context(storage.open_read(uri)), uri)
-                for uri in (layout.count_records(group) for group in groups)
+                for uri in (layout.records_by_hash(group) for group in groups)
             ]
             spool = _DuplicateSpool(Path(scratch), group_count)
             kept_file = stack.enter_context(kept_path.open("wb"))

@@ -1,9 +1,10 @@
 """Phase 3 of the build (map): label, filter, resample and write one group's output shards.
 
-The group's input shards are read again with the same checks as the count phase
-(`sample_tags`); the count phase's verdicts on image decoding and the vocabulary phase's
-duplicate list are looked up by position instead of recomputed, so this phase costs little
-more than copying the bytes. Every kept image is written as
+The group's input shards are walked beside the count phase's records in input order: a sample
+with no record was dropped by the count phase, a record on the vocabulary phase's duplicate
+list is skipped, and every other record already holds the image's content hash and synsets. So
+nothing is decoded, hashed or mapped again and no WordNet is loaded: the phase costs the tar
+reading and writing plus sanitising the caption. Every kept image is written as
 
     <hash>.<jpg|png|webp>   the input image bytes, unchanged
     <hash>.labels.json      its vocabulary indices, sorted
@@ -34,15 +35,13 @@ from typing import Any, BinaryIO
 
 from mawsflow import storage
 from mawsflow.dataset.captions import sanitize_caption
-from mawsflow.dataset.image_records import content_hash
-from mawsflow.dataset.images import image_format
+from mawsflow.dataset.image_records import read_records
+from mawsflow.dataset.images import IMAGE_EXTENSIONS, image_format
 from mawsflow.dataset.layout import BuildLayout, ShardGroup, input_fingerprint, list_input_shards
 from mawsflow.dataset.resample import repeat_count
 from mawsflow.dataset.safe_tar import iter_tar_samples
-from mawsflow.dataset.sample_tags import ReadLimits, tag_sample
+from mawsflow.dataset.sample_tags import ReadLimits
 from mawsflow.dataset.shard_writer import ShardWriter
-from mawsflow.dataset.stats import SampleRejected
-from mawsflow.dataset.synsets import HashtagMapper, default_mapper
 from mawsflow.dataset.vocab import read_vocabulary
 from mawsflow.dataset.vocab_phase import PLAN_FORMAT, POSITION
 from mawsflow.log import progress
@@ -124,68 +123,87 @@ class _RepeatSpool:
             spool.close()
 
 
-def run_write(
-    input_uri: str, out_uri: str, group: ShardGroup, mapper: HashtagMapper | None = None
-) -> dict[str, Any]:
-    """Write one group's shards and tail; returns (and stores) the group's write report."""
-    mapper = mapper or default_mapper()
-    layout = BuildLayout(out_uri)
-    plan = read_plan(layout, group.count)
-    shards = list_input_shards(input_uri)
+def _check_input(input_uri: str, shards: list[str], plan: dict[str, Any], summary: dict) -> None:
     if input_fingerprint(shards) != plan["input"]["fingerprint"]:
         raise RuntimeError(
             f"{input_uri}: the input shards changed since the count phase "
             f"({len(shards)} shards now, {plan['input']['num_shards']} then); rebuild from count"
         )
+    for ordinal, size in summary["shard_sizes"].items():
+        if storage.size(shards[int(ordinal)]) != size:
+            raise RuntimeError(
+                f"{shards[int(ordinal)]}: changed since the count phase ({size} bytes then); "
+                "rebuild from the count phase"
+            )
+
+
+def _image_member(members: Mapping[str, bytes]) -> tuple[str, bytes]:
+    """The sample's one image member (the count phase checked there is exactly one) under the
+    extension of its real format."""
+    (image,) = (data for ext, data in members.items() if ext in IMAGE_EXTENSIONS)
+    fmt = image_format(image)
+    if fmt is None:
+        raise RuntimeError("a recorded image is no longer an image; the input changed")
+    return fmt, image
+
+
+def run_write(input_uri: str, out_uri: str, group: ShardGroup) -> dict[str, Any]:
+    """Write one group's shards and tail; returns (and stores) the group's write report."""
+    layout = BuildLayout(out_uri)
+    plan = read_plan(layout, group.count)
+    shards = list_input_shards(input_uri)
+    summary = storage.read_json(layout.count_summary(group))
+    _check_input(input_uri, shards, plan, summary)
     limits = ReadLimits(**plan["limits"])
     by_offset = {entry.offset: entry for entry in read_vocabulary(layout.vocab)}
-    summary = storage.read_json(layout.count_summary(group))
-    skip = {tuple(position) for position in summary["rejected_images"]}
-    skip.update(POSITION.iter_unpack(storage.read_bytes(layout.duplicates(group))))
+    duplicates = set(POSITION.iter_unpack(storage.read_bytes(layout.duplicates(group))))
     resampling = plan["resampling"]
     group_plan = {
         **plan["group_plans"][group.index],
         "samples_per_shard": plan["samples_per_shard"],
     }
 
-    ordinals = group.shard_range(len(shards))
     kept = 0
     problems: Counter[str] = Counter()  # counted once already, by the count phase
-    with tempfile.TemporaryDirectory(prefix="mawsflow-write-") as scratch, ExitStack() as stack:
+    records_uri = layout.records_in_order(group)
+    with (
+        tempfile.TemporaryDirectory(prefix="mawsflow-write-") as scratch,
+        ExitStack() as stack,
+        storage.open_read(records_uri) as records_stream,
+    ):
         output = _GroupOutput(stack, layout, group, group_plan)
         repeats_spool = _RepeatSpool(Path(scratch))
+        records = read_records(records_stream, records_uri)
+        record = next(records, None)
+        ordinals = group.shard_range(len(shards))
         for ordinal in progress(ordinals, desc=f"write {group.name}", unit="shard", logger=log):
+            if record is None or record.shard != ordinal:
+                continue  # nothing usable in this shard
             with storage.open_read(shards[ordinal]) as stream:
                 for sample in iter_tar_samples(stream, problems, limits.max_member_bytes):
-                    try:
-                        tagged = tag_sample(sample, mapper, limits)
-                    except SampleRejected:
+                    if record is None or (record.shard, record.sample) != (ordinal, sample.ordinal):
                         continue
-                    if not tagged.synsets or (ordinal, sample.ordinal) in skip:
+                    current, record = record, next(records, None)
+                    if (current.shard, current.sample) in duplicates:
                         continue
                     labels = sorted(
-                        (by_offset[s.offset] for s in tagged.synsets if s.offset in by_offset),
+                        (by_offset[o] for o in current.synsets if o in by_offset),
                         key=lambda entry: entry.index,
                     )
                     if not labels:
                         continue
-                    fmt = image_format(tagged.image)
-                    if fmt is None:
-                        raise RuntimeError(
-                            f"{shards[ordinal]}: sample {sample.key!r} is no longer an image; "
-                            "the input changed since the count phase"
-                        )
-                    digest = content_hash(tagged.image)
+                    fmt, image = _image_member(sample.members)
+                    caption = sample.members["txt"].decode("utf-8-sig")
                     members = {
-                        fmt: tagged.image,
-                        "labels.json": json.dumps([e.index for e in labels]).encode(),
-                        "txt": sanitize_caption(tagged.caption).encode("utf-8"),
+                        fmt: image,
+                        "labels.json": json.dumps([entry.index for entry in labels]).encode(),
+                        "txt": sanitize_caption(caption).encode("utf-8"),
                     }
-                    key = digest.hex()
+                    key = current.content_hash.hex()
                     output.write(key, members)
                     kept += 1
                     copies = repeat_count(
-                        digest,
+                        current.content_hash,
                         min(entry.count for entry in labels),
                         resampling["threshold"],
                         resampling["power"],
@@ -193,6 +211,11 @@ def run_write(
                     )
                     for copy in range(1, copies):
                         repeats_spool.add(copy, f"{key}-{copy}", members)
+            if record is not None and record.shard == ordinal:
+                raise RuntimeError(
+                    f"{shards[ordinal]}: sample {record.sample} was counted but is not there now; "
+                    "the input changed since the count phase"
+                )
         repeats_spool.drain(output)
         _check_against_plan(group, group_plan, kept, output.samples)
     report = {
