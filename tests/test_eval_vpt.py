@@ -29,6 +29,7 @@ def _model(drop_path: float = 0.0) -> VPTClassifier:
 
 def test_vpt_trains_only_the_prompts_and_the_head():
     model = _model(drop_path=0.5)
+    assert not model.trunk.training  # frozen from the start: the engine never calls train()
     recipe = load_recipe("lowshot-vpt", preset="tiny")
     optimizer = build_optimizer(
         parameter_groups(model, recipe.optimizer.weight_decay),

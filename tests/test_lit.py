@@ -52,8 +52,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
                 f"output={lit}",
                 f"image_checkpoint={wsp}",
                 f"text.model={MINILM}",
-                "schedule.samples_per_epoch=1024",
-                # A higher rate than Table 12's 2e-4 so that 32 CPU steps align the towers.
+                "schedule.samples_per_epoch=640",
+                # A higher rate than Table 12's 2e-4 so that 20 CPU steps align the towers.
                 "optimizer.lr=1e-3",
                 "checkpoint.every_steps=1000",
             ],

@@ -35,6 +35,7 @@ class LiTModel(nn.Module):
             raise ValueError(f"text.embed_dim must be positive, got {embed_dim}")
         self.image_tower = image_tower
         self.image_tower.requires_grad_(False)
+        self.image_tower.eval()
         self.image_proj = nn.Linear(image_width, embed_dim, bias=False)
         self.text_tower = text_tower
         self.text_proj = nn.Linear(text_tower.width, embed_dim, bias=False)

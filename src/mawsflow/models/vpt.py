@@ -37,6 +37,7 @@ class VPTClassifier(nn.Module):
             )
         self.trunk = trunk
         self.trunk.requires_grad_(False)
+        self.trunk.eval()
         width = trunk.embed_dim
         self.num_tokens = num_tokens
         self.prompts = nn.Parameter(torch.empty(len(trunk.blocks), num_tokens, dim_tokens))

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens = {k: v.to(ctx.device) for k, v in tokenizer(prompts).items()}
             return model.encode_text(tokens["input_ids"], tokens["attention_mask"])
 
-        classifier = build_classifier(encode_text, names, templates)
+        classifier = build_classifier(encode_text, names, templates).cpu()
         loader = eval_loader(
             split,
             img_size=int(card["img_size"]),
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         meter = ClassificationMeter(ks=(1, 5))
         for embeddings, labels, _ in batch_outputs(loader, model.encode_image, ctx.device):
-            meter.update(zeroshot_logits(embeddings, classifier.cpu()), labels)
+            meter.update(zeroshot_logits(embeddings, classifier), labels)
         meter.all_reduce()
         if ctx.is_main:
             metrics = meter.compute()
