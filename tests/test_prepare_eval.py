@@ -202,3 +202,18 @@ def test_open_split_rejects_a_missing_split_and_a_bad_idx_file(tmp_path):
                 layout="fashion-mnist", source=str(tmp_path), output=str(tmp_path / "o")
             )
         )
+
+
+def test_eval_shards_round_trip_through_local_and_s3_storage(tmp_path, storage_root):
+    root = tmp_path / "tree"
+    for name, pixels in _photos().items():
+        _save(pixels, root / "train" / name / f"{name}.jpg")
+        _save(pixels[::-1], root / "test" / name / f"{name}.png")
+    out = f"{storage_root}/objects"
+    run(PrepareEvalConfig(layout="imagefolder", source=str(root), output=out, samples_per_shard=3))
+    split = open_split(out, "test")
+    assert split.shards[0].startswith(storage_root) and split.shard_sizes == (3, 1)
+    _, labels = scan_labels(split)
+    assert sorted(labels.tolist()) == [0, 1, 2, 3]
+    images, got, _ = next(iter(eval_loader(split, img_size=16, batch_size=4, num_workers=0)))
+    assert images.shape == (4, 3, 16, 16) and sorted(got.tolist()) == [0, 1, 2, 3]

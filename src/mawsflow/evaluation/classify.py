@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from mawsflow import storage
 from mawsflow.engine.artifacts import read_model_card, read_model_weights
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.eval_data import DEFAULT_CROP_PCT, EvalSplit, eval_loader, open_split
@@ -58,13 +59,8 @@ class NamedTestSet:
         """The named split, else `test`, else `val` (ImageNet's test set is its val split)."""
         if self.split is not None:
             return open_split(self.dataset, self.split)
-        try:
-            return open_split(self.dataset, "test")
-        except ValueError as missing_test:
-            try:
-                return open_split(self.dataset, "val")
-            except ValueError:
-                raise missing_test from None
+        has_test = storage.exists(storage.join(self.dataset, "test", "manifest.json"))
+        return open_split(self.dataset, "test" if has_test else "val")
 
 
 def evaluate_classifier(
