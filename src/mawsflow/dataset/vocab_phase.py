@@ -5,6 +5,9 @@ the same image (same content hash) arrive together, and the one at the earliest 
 (input shard ordinal, then sample ordinal) is kept, whichever group it is in; the others are
 written to their group's duplicates file. Synsets are counted over the kept images, so a
 synset's count is its number of unique images; the vocabulary follows (vocab.py).
+Deduplication comes first, so when the earliest copy of an image carries only synsets that
+miss the vocabulary cut, the image is gone even if a later copy (another caption) carries a kept
+synset: counted once as no_label_in_vocabulary and once as duplicate_image.
 
 Two more passes over the kept images (a local temporary file, not memory) give the resampling
 threshold that meets the target ratio (resample.py) and then, image by image, the exact number

@@ -120,7 +120,12 @@ class _RepeatSpool:
                 except EOFError:
                     break
                 output.write(key, members)
+        self.close()
+
+    def close(self) -> None:
+        for spool in self._files.values():
             spool.close()
+        self._files.clear()
 
 
 def _check_input(input_uri: str, shards: list[str], plan: dict[str, Any], summary: dict) -> None:
@@ -173,6 +178,7 @@ def run_write(input_uri: str, out_uri: str, group: ShardGroup) -> dict[str, Any]
     ):
         output = _GroupOutput(stack, layout, group, group_plan)
         repeats_spool = _RepeatSpool(Path(scratch))
+        stack.callback(repeats_spool.close)
         records = read_records(records_stream, records_uri)
         record = next(records, None)
         ordinals = group.shard_range(len(shards))
