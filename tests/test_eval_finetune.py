@@ -24,8 +24,10 @@ from mawsflow.evaluation.finetune import (
     layer_decay_scale,
 )
 from mawsflow.models.vit import create_trunk
+from mawsflow.recipes import load_recipe
 from mawsflow.steps import evaluate, finetune
 from mawsflow.steps.prepare_eval import PrepareEvalConfig, run
+from mawsflow.typed_config import ConfigError
 from trunk_artifacts import write_trunk_output
 
 
@@ -221,3 +223,15 @@ def test_finetune_at_higher_resolution_then_eval_on_real_and_label_subset_sets(d
     with pytest.raises(ValueError, match="not a finetuned model"):
         load_classifier(str(trunk))
     assert create_trunk("vit_tiny_p4", img_size=48).pos_embed.shape == weights["pos_embed"].shape
+
+
+def test_augmentations_a_transfer_step_would_ignore_are_refused():
+    recipe = load_recipe("finetune-mae", preset="tiny", overrides=["init_checkpoint=x"])
+    finetune.FinetuneTask(recipe, num_classes=10)
+    erasing = load_recipe(
+        "finetune-mae",
+        preset="tiny",
+        overrides=["init_checkpoint=x", "augment.random_erasing=0.25"],
+    )
+    with pytest.raises(ConfigError, match="random_erasing"):
+        finetune.FinetuneTask(erasing, num_classes=10)

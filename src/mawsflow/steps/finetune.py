@@ -61,6 +61,20 @@ from mawsflow.typed_config import ConfigError, parse_override
 log = logging.getLogger(__name__)
 
 
+def check_transfer_augmentation(recipe: Any, *, short_side_scale: bool) -> None:
+    """Finetuning and VPT apply crop, flip, RandAugment, mixup and cutmix; random erasing
+    would be silently ignored, so it is refused (as is a short-side resize where the crop does
+    not make it redundant)."""
+    check_crop_matches_model(recipe)
+    if recipe.augment.random_erasing:
+        raise ConfigError(
+            f"augment.random_erasing={recipe.augment.random_erasing} is not supported by this "
+            "step; set it to 0"
+        )
+    if recipe.augment.short_side_scale is not None and not short_side_scale:
+        raise ConfigError("augment.short_side_scale is not used by finetuning; set it to null")
+
+
 class ImageLabelDecoder:
     """Raw classification sample → {"image", "label"} with the recipe's crop and flip."""
 
@@ -80,7 +94,7 @@ class FinetuneTask(TrainTask):
     name = "finetune"
 
     def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
-        check_crop_matches_model(recipe)
+        check_transfer_augmentation(recipe, short_side_scale=False)
         if not recipe.init_checkpoint:
             raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
         self.recipe = recipe

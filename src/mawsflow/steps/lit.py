@@ -56,7 +56,7 @@ from mawsflow.models.text_tower import (
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import AugmentConfig, LiTRecipe
 from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.steps.mae import add_engine_arguments, check_crop_matches_model
+from mawsflow.steps.mae import add_engine_arguments, check_augmentation
 from mawsflow.typed_config import ConfigError
 
 TEXT_FOLDER = "text"
@@ -88,7 +88,7 @@ class LiTTask(TrainTask):
     name = "lit"
 
     def __init__(self, recipe: LiTRecipe) -> None:
-        check_crop_matches_model(recipe)
+        check_augmentation(recipe, batch_mixing=False)
         if not recipe.image_checkpoint:
             raise ConfigError("image_checkpoint is empty: give the WSP or MAE→WSP run's output")
         self.recipe = recipe

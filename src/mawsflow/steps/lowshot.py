@@ -54,7 +54,7 @@ from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.vpt import VPTClassifier
 from mawsflow.recipes import CheckpointConfig, DataConfig, LowShotRecipe, ScheduleConfig
 from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.steps.finetune import ImageLabelDecoder
+from mawsflow.steps.finetune import ImageLabelDecoder, check_transfer_augmentation
 from mawsflow.typed_config import ConfigError, to_dict
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,8 @@ class VPTTask(TrainTask):
     name = "lowshot"
 
     def __init__(self, recipe: LowShotRecipe, num_classes: int) -> None:
-        if recipe.augment.crop.size != recipe.model.img_size:
-            raise ConfigError(
-                f"augment.crop.size {recipe.augment.crop.size} must equal model.img_size "
-                f"{recipe.model.img_size}"
-            )
+        # Table 17's ShortSideScale is redundant before RandomResizedCrop (sample_decoder).
+        check_transfer_augmentation(recipe, short_side_scale=True)
         if not recipe.init_checkpoint:
             raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
         self.recipe = recipe
