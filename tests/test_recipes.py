@@ -497,6 +497,8 @@ def test_presets_shrink_sizes_and_lengths_only(name, preset):
         "schedule.samples_per_epoch",
         "schedule.batch_size",
         "schedule.epochs",
+        # A smaller pretrained text tower is a size change: still a pretrained HF encoder.
+        "text.model",
         "text.embed_dim",
         "text.context_length",
         "video.num_frames",

@@ -360,7 +360,8 @@ class SplitWriter:
         name = f"shard-{len(self.shards):06d}.tar"
         with storage.open_write(storage.join(self.dataset, self.split, name)) as stream:
             # A fixed mtime makes a rerun write identical bytes (steps are idempotent).
-            writer = wds.TarWriter(stream, mtime=0.0)
+            # An integer mtime: tarfile stores a float one in an extra PAX header per member.
+            writer = wds.TarWriter(stream, mtime=0)
             for sample in self._pending:
                 writer.write(sample)
             writer.close()
