@@ -1,0 +1,598 @@
+"""The typed KFP components of the MAWS pipeline: one per step (and per build-dataset phase).
+
+Each is a Lightweight Python Component bound to its step's image from `components/images.yaml`
+(`install_kfp_package=False`: the images carry kfp, and a run must not reach PyPI). A body
+imports mawsflow from that image and calls the step's own entry point through
+`mawsflow.pipeline.task_runtime`, so the code a component runs is the code a user runs with
+`mawsflow <step>`. Artifacts are typed: the pretraining and evaluation datasets are `Dataset`s,
+trained weights `Model`s, every result `Metrics`, the report `Markdown` and `HTML`.
+
+Artifact URIs follow `mawsflow.pipeline.artifact_uris`: outputs are written to the artifact's
+URI in the object store, and big artifacts point at their descriptor file.
+
+`python -m mawsflow.pipeline.specs --write` compiles each of these into `components/<name>.yaml`.
+"""
+
+# kfp reads the components' annotations as objects, so no `from __future__ import annotations`.
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from mawsflow.pipeline.images import image_for, read_images
+
+IMAGES = read_images()
+# The step whose image runs each component that is not itself a step of that name: helpers
+# run in the image of the step they serve, and `eval` (the evaluation of finetuned models,
+# for which images/ builds no image of its own) in the finetune image.
+IMAGE_OF = {
+    "step-images": "launch",
+    "build-dataset-plan": "build-dataset",
+    "build-dataset-count": "build-dataset",
+    "build-dataset-vocab": "build-dataset",
+    "build-dataset-write": "build-dataset",
+    "build-dataset-finalize": "build-dataset",
+    "eval-dataset": "prepare-eval",
+    "mae": "mae",
+    "wsp": "wsp",
+    "lit": "lit",
+    "finetune": "finetune",
+    "eval": "finetune",
+    "linear-probe": "linear-probe",
+    "lowshot-plan": "lowshot",
+    "lowshot": "lowshot",
+    "lowshot-summary": "lowshot",
+    "zeroshot": "zeroshot",
+    "transfer-rows": "report",
+    "report": "report",
+}
+
+
+def _component(name: str):  # noqa: ANN202 (returns kfp's decorator)
+    return dsl.component(base_image=image_for(IMAGES, IMAGE_OF[name]), install_kfp_package=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+
+
+@_component("step-images")
+def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
+    "StepImages",
+    [
+        ("launch", str),
+        ("build_dataset", str),
+        ("prepare_eval", str),
+        ("mae", str),
+        ("wsp", str),
+        ("lit", str),
+        ("finetune", str),
+        ("linear_probe", str),
+        ("lowshot", str),
+        ("zeroshot", str),
+        ("report", str),
+    ],
+):
+    """Every step's image: components/images.yaml's reference, or `image_tag` of it."""
+    from mawsflow.pipeline.images import retag
+
+    steps = ["launch", "build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune"]
+    steps += ["linear-probe", "lowshot", "zeroshot", "report"]
+    return tuple(retag(references[step], image_tag) for step in steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset build: plan → count (one task per shard group) → vocab → write (per group) → finalize
+
+
+@_component("build-dataset-plan")
+def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[str]:
+    """The shard groups ("i/N") to fan out over: at most one per input shard."""
+    from mawsflow.dataset.layout import ShardGroup, list_input_shards
+
+    if shard_groups < 1:
+        raise ValueError(f"shard_groups must be at least 1, got {shard_groups}")
+    count = min(shard_groups, len(list_input_shards(raw_corpus)))
+    return [f"{g.index}/{g.count}" for g in ShardGroup(0, count).all_groups()]
+
+
+@_component("build-dataset-count")
+def build_dataset_count(raw_corpus: str, dataset: str, group: str) -> str:
+    """Phase 1 on one shard group: the usable images and their hashtags."""
+    import json
+
+    from mawsflow.dataset.count_phase import run_count
+    from mawsflow.dataset.layout import ShardGroup
+    from mawsflow.dataset.sample_tags import ReadLimits
+    from mawsflow.log import setup_logging
+
+    setup_logging()
+    summary = run_count(raw_corpus, dataset, ShardGroup.parse(group), ReadLimits())
+    return json.dumps({k: summary[k] for k in ("samples_read", "records")})
+
+
+@_component("build-dataset-vocab")
+def build_dataset_vocab(
+    dataset: str,
+    counted: list[str],
+    min_count: int,
+    max_classes: int,
+    resample_ratio: float,
+    samples_per_shard: int,
+    seed: int,
+) -> int:
+    """Phase 2, once: deduplicate, build the synset vocabulary and the resampling plan."""
+    from mawsflow.dataset.resample import DEFAULT_POWER, ResampleSettings
+    from mawsflow.dataset.vocab import VocabSettings
+    from mawsflow.dataset.vocab_phase import run_vocab
+    from mawsflow.log import setup_logging
+
+    setup_logging()
+    plan = run_vocab(
+        dataset,
+        len(counted),
+        VocabSettings(min_count, max_classes or None),
+        ResampleSettings(resample_ratio, DEFAULT_POWER, seed),
+        samples_per_shard,
+    )
+    return int(plan["vocabulary"]["classes"])
+
+
+@_component("build-dataset-write")
+def build_dataset_write(raw_corpus: str, dataset: str, group: str) -> str:
+    """Phase 3 on one shard group: label, resample and write the group's shards."""
+    import json
+
+    from mawsflow.dataset.layout import ShardGroup
+    from mawsflow.dataset.write_phase import run_write
+    from mawsflow.log import setup_logging
+
+    setup_logging()
+    return json.dumps(run_write(raw_corpus, dataset, ShardGroup.parse(group)), sort_keys=True)
+
+
+@_component("build-dataset-finalize")
+def build_dataset_finalize(dataset: str, written: list[str], stats: Output[Metrics]) -> str:
+    """Phase 4, once: pack the groups' tails, write stats.json and manifest.json. Returns the
+    manifest's URI, which is what the pipeline imports as the Dataset artifact."""
+    from mawsflow import storage
+    from mawsflow.dataset.finalize_phase import run_finalize
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline.artifact_uris import DATASET_MANIFEST
+    from mawsflow.pipeline.task_runtime import log_metrics
+
+    setup_logging()
+    summary = run_finalize(dataset, len(written))
+    samples = summary["samples"]
+    log_metrics(
+        stats,
+        {
+            "images_read": samples["read"],
+            "images_kept": samples["kept"],
+            "samples_written": samples["written"],
+            "classes": summary["vocabulary"]["classes"],
+            **{f"dropped_{reason}": n for reason, n in samples["dropped"].items()},
+        },
+    )
+    return storage.join(dataset, DATASET_MANIFEST)
+
+
+@_component("eval-dataset")
+def eval_dataset(uri: str, name: str) -> str:
+    """Check an evaluation dataset before anything trains for it: its classes, a train split,
+    and a test split (`test`, else `val`) with the same classes must read. Returns its
+    classes.json URI (what the pipeline imports as the Dataset artifact)."""
+    from mawsflow import storage
+    from mawsflow.evaluation.eval_data import open_split
+    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES
+
+    if not name.strip():
+        raise ValueError("eval_name is empty: it names the report's columns, e.g. ImageNet-1k")
+    train = open_split(uri, "train")
+    has_test = storage.exists(storage.join(uri, "test", "manifest.json"))
+    test = open_split(uri, "test" if has_test else "val")
+    if train.classes != test.classes:
+        raise ValueError(f"{uri}: the train and test splits have different classes")
+    return storage.join(uri, EVAL_CLASSES)
+
+
+# --------------------------------------------------------------------------------------------
+# Training steps (MAE, WSP, LiT, finetuning): run by the launcher on the `backend` parameter.
+# Each takes the launch parameters (backend … tolerations) and writes its Model to the
+# artifact's URI, which the job's pods reach through the object store.
+
+
+@_component("mae")
+def mae(
+    dataset: Input[Dataset],
+    preset: str,
+    arch: str,
+    epochs: float,
+    samples_per_epoch: int,
+    mae_checkpoint: str,
+    backend: str,
+    nodes: int,
+    gpus_per_node: int,
+    job_image: str,
+    shm_size: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, str]],
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> None:
+    """MAE pre-pretraining (Table 10); with `mae_checkpoint`, that encoder instead (a previous
+    mae output, or a released checkpoint in timm's layout) and no training."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import storage_uri
+    from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
+    from mawsflow.recipes import load_recipe
+
+    setup_logging()
+    output = storage_uri(model.uri)
+    if mae_checkpoint:
+        arch_setting = rt.overrides({"model.arch": arch})
+        recipe = load_recipe("mae", preset=preset or None, overrides=arch_setting)
+        import_mae_checkpoint(
+            mae_checkpoint, output, arch=recipe.model.arch, img_size=recipe.model.img_size
+        )
+    else:
+        settings = {
+            "model.arch": arch,
+            "schedule.epochs": epochs,
+            "schedule.samples_per_epoch": samples_per_epoch,
+            "data.train": storage_uri(dataset.uri),
+            "output": output,
+        }
+        launch = rt.TrainingLaunch(
+            backend=backend,
+            image=job_image,
+            execution=model.uri,
+            task="mae",
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            shm_size=shm_size,
+            node_selector=node_selector,
+            tolerations=tolerations,
+        )
+        rt.launch_training("mae", rt.recipe_argv(preset, rt.overrides(settings)), launch)
+    rt.publish_model(model, metrics, output)
+
+
+@_component("wsp")
+def wsp(
+    dataset: Input[Dataset],
+    preset: str,
+    arch: str,
+    epochs: float,
+    samples_per_epoch: int,
+    backend: str,
+    nodes: int,
+    gpus_per_node: int,
+    job_image: str,
+    shm_size: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, str]],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    mae_model: Input[Model] = None,
+) -> None:
+    """Weakly supervised pretraining (Table 11): MAE→WSP when given `mae_model` (the trunk
+    starts from the MAE encoder), else the WSP-from-scratch baseline."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(model.uri)
+    settings = {
+        "model.arch": arch,
+        "schedule.epochs": epochs,
+        "schedule.samples_per_epoch": samples_per_epoch,
+        "data.train": storage_uri(dataset.uri),
+        "output": output,
+        "init": "mae" if mae_model else "scratch",
+        "init_checkpoint": root(storage_uri(mae_model.uri), MODEL_CARD) if mae_model else "",
+    }
+    launch = rt.TrainingLaunch(
+        backend=backend,
+        image=job_image,
+        execution=model.uri,
+        task="wsp",
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        shm_size=shm_size,
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    rt.launch_training("wsp", rt.recipe_argv(preset, rt.overrides(settings)), launch)
+    rt.publish_model(model, metrics, output)
+
+
+@_component("lit")
+def lit(
+    dataset: Input[Dataset],
+    image_model: Input[Model],
+    preset: str,
+    arch: str,
+    epochs: float,
+    samples_per_epoch: int,
+    text_model: str,
+    backend: str,
+    nodes: int,
+    gpus_per_node: int,
+    job_image: str,
+    shm_size: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, str]],
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> None:
+    """LiT (Table 12): a pretrained text tower aligned to the frozen `image_model`."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(model.uri)
+    settings = {
+        "model.arch": arch,
+        "schedule.epochs": epochs,
+        "schedule.samples_per_epoch": samples_per_epoch,
+        "text.model": text_model,
+        "data.train": storage_uri(dataset.uri),
+        "image_checkpoint": root(storage_uri(image_model.uri), MODEL_CARD),
+        "output": output,
+    }
+    launch = rt.TrainingLaunch(
+        backend=backend,
+        image=job_image,
+        execution=model.uri,
+        task="lit",
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        shm_size=shm_size,
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    rt.launch_training("lit", rt.recipe_argv(preset, rt.overrides(settings)), launch)
+    rt.publish_model(model, metrics, output)
+
+
+@_component("finetune")
+def finetune(
+    pretrained: Input[Model],
+    eval_dataset: Input[Dataset],
+    preset: str,
+    arch: str,
+    epochs: float,
+    backend: str,
+    nodes: int,
+    gpus_per_node: int,
+    job_image: str,
+    shm_size: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, str]],
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> None:
+    """Finetuning with a linear head on the evaluation dataset's train split (Table 14 for an
+    MAE trunk, Table 15 for a WSP or MAE→WSP one, chosen from the trunk's lineage)."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(model.uri)
+    settings = {
+        "model.arch": arch,
+        "schedule.epochs": epochs,
+        "init_checkpoint": root(storage_uri(pretrained.uri), MODEL_CARD),
+        "data.train": root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+        "output": output,
+    }
+    launch = rt.TrainingLaunch(
+        backend=backend,
+        image=job_image,
+        execution=model.uri,
+        task="finetune",
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        shm_size=shm_size,
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    argv = ["--recipe", "auto", *rt.recipe_argv(preset, rt.overrides(settings))]
+    rt.launch_training("finetune", argv, launch)
+    rt.publish_model(model, metrics, output)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluations: one process in the component's pod. Each result is a Metrics artifact whose
+# folder holds the step's metrics.json (the report's input) and whose metadata holds its numbers.
+
+
+@_component("eval")
+def evaluate(
+    finetuned: Input[Model],
+    eval_dataset: Input[Dataset],
+    eval_name: str,
+    loader_workers: int,
+    result: Output[Metrics],
+) -> None:
+    """The finetuned model's top-1/top-5 on the evaluation dataset's test split."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(result.uri)
+    rt.run_step(
+        "eval",
+        [
+            "--model", root(storage_uri(finetuned.uri), MODEL_CARD),
+            "--test-set", f"{eval_name}={root(storage_uri(eval_dataset.uri), EVAL_CLASSES)}",
+            "--num-workers", str(loader_workers),
+            "--output", output,
+        ],
+    )  # fmt: skip
+    rt.publish_result(result, output)
+
+
+@_component("linear-probe")
+def linear_probe(
+    pretrained: Input[Model],
+    eval_dataset: Input[Dataset],
+    eval_name: str,
+    loader_workers: int,
+    result: Output[Metrics],
+) -> None:
+    """Top-1 of a linear classifier on the frozen trunk's features."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(result.uri)
+    rt.run_step(
+        "linear-probe",
+        [
+            "--model", root(storage_uri(pretrained.uri), MODEL_CARD),
+            "--dataset", root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+            "--name", eval_name,
+            "--num-workers", str(loader_workers),
+            "--output", output,
+        ],
+    )  # fmt: skip
+    rt.publish_result(result, output)
+
+
+@_component("zeroshot")
+def zeroshot(
+    lit_model: Input[Model],
+    eval_dataset: Input[Dataset],
+    eval_name: str,
+    templates: str,
+    loader_workers: int,
+    result: Output[Metrics],
+) -> None:
+    """Zero-shot top-1/top-5 of the LiT model, class names × prompt templates, ensembled."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(result.uri)
+    rt.run_step(
+        "zeroshot",
+        [
+            "--model", root(storage_uri(lit_model.uri), MODEL_CARD),
+            "--dataset", root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+            "--templates", templates,
+            "--name", eval_name,
+            "--num-workers", str(loader_workers),
+            "--output", output,
+        ],
+    )  # fmt: skip
+    rt.publish_result(result, output)
+
+
+@_component("lowshot-plan")
+def lowshot_plan(preset: str) -> list[dict[str, int]]:
+    """The low-shot fan-out: every (K, seed) of the recipe (K ∈ {1, 5, 10} × 5 seeds)."""
+    from mawsflow.recipes import load_recipe
+
+    recipe = load_recipe("lowshot-vpt", preset=preset or None)
+    return [{"shots": k, "seed": s} for k in recipe.shots for s in recipe.seeds]
+
+
+@_component("lowshot")
+def lowshot(
+    pretrained: Input[Model],
+    eval_dataset: Input[Dataset],
+    preset: str,
+    arch: str,
+    shots: int,
+    seed: int,
+    epoch_multiplier: float,
+    method: str,
+    eval_name: str,
+    loader_workers: int,
+    result: Output[Metrics],
+) -> None:
+    """One low-shot run: K examples per class of the train split drawn with `seed`, adapted
+    with VPT (Table 17) or logistic regression, scored on the test split."""
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+
+    setup_logging()
+    output = storage_uri(result.uri)
+    settings = {
+        "model.arch": arch,
+        "init_checkpoint": root(storage_uri(pretrained.uri), MODEL_CARD),
+        "data.train": root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+        "output": output,
+        "shots": f"[{shots}]",
+        "seeds": f"[{seed}]",
+        "schedule.epoch_multiplier": epoch_multiplier,
+    }
+    argv = rt.recipe_argv(preset, rt.overrides(settings))
+    argv += ["--method", method, "--name", eval_name, "--num-workers", str(loader_workers)]
+    rt.run_step("lowshot", argv)
+    rt.publish_result(result, output)
+
+
+@_component("lowshot-summary")
+def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None:
+    """Mean and spread over seeds of every K, from the fan-out's runs."""
+    from mawsflow.evaluation.results import read_result, write_result
+    from mawsflow.pipeline import task_runtime as rt
+    from mawsflow.pipeline.artifact_uris import storage_uri
+    from mawsflow.pipeline.lowshot_fan_in import merge_lowshot_runs
+
+    output = storage_uri(result.uri)
+    write_result(output, merge_lowshot_runs([read_result(storage_uri(run.uri)) for run in runs]))
+    rt.publish_result(result, output)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+@_component("transfer-rows")
+def transfer_rows(
+    mae_model: Input[Model], maws_model: Input[Model], wsp_model: Input[Model] = None
+) -> list[str]:
+    """The pretrained models every transfer evaluation runs on, one per row of the report:
+    MAE, WSP (when the run trains the baseline) and MAE→WSP."""
+    return [m.uri for m in (mae_model, wsp_model, maws_model) if m is not None]
+
+
+@_component("report")
+def report(
+    finetune: Input[list[Metrics]],
+    lowshot: Input[list[Metrics]],
+    zeroshot: Input[list[Metrics]],
+    linear: Input[list[Metrics]],
+    pretrained: Input[list[Model]],
+    markdown: Output[Markdown],
+    html: Output[HTML],
+    files: Output[Artifact],
+) -> None:
+    """Table 22's shape: a row per pretrained model (MAE, WSP, MAE→WSP, from each result's
+    lineage), a column per evaluation (finetuning, low-shot K, zero-shot, linear probe), and
+    plots of the pretraining losses and of low-shot accuracy against K. `markdown` and `html`
+    are what the Kubeflow UI shows; `files` holds report.md, report.html and report.json."""
+    from mawsflow import storage
+    from mawsflow.log import setup_logging
+    from mawsflow.pipeline.artifact_uris import MODEL_CARD, root, storage_uri
+    from mawsflow.steps.report import run
+
+    setup_logging()
+    results = [storage_uri(a.uri) for kind in (finetune, lowshot, zeroshot, linear) for a in kind]
+    training = [root(storage_uri(m.uri), MODEL_CARD) for m in pretrained]
+    folder = storage_uri(files.uri)
+    run(results, training, folder)
+    storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))
+    storage.copy(storage.join(folder, "report.html"), storage_uri(html.uri))

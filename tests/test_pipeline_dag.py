@@ -1,0 +1,346 @@
+"""The compiled MAWS pipeline: `pipelines/maws.py --compile` writes a YAML that kfp loads back,
+and the DAG in it has the tasks, dependencies, artifact types, ParallelFor fan-outs,
+resources, retries, caching and Kubernetes settings (S3 secret, /dev/shm, node placement) of
+DESIGN.md."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import components as kfp_components
+
+from mawsflow.pipeline.images import read_images
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_pipeline_module():
+    spec = importlib.util.spec_from_file_location("maws_pipeline", REPO / "pipelines" / "maws.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+maws = load_pipeline_module()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["maws", "with-baselines"])
+def compiled(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    args = ["--compile", str(path)] + (["--baselines"] if request.param else [])
+    assert maws.main(args) == 0
+    pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
+    return {
+        "path": path,
+        "baselines": request.param,
+        "spec": pipeline_spec,
+        "kubernetes": platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"],
+    }
+
+
+def tasks_of(spec: dict) -> dict[str, dict]:
+    """Every task of the pipeline, ParallelFor bodies included, by task name."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for name, component in spec["components"].items():
+        if name.startswith("comp-for-loop"):
+            found.update(component["dag"]["tasks"])
+    return found
+
+
+def by_component(spec: dict, prefix: str) -> list[str]:
+    """Task names whose component is `prefix` or one of its numbered copies."""
+    return sorted(
+        name
+        for name, task in tasks_of(spec).items()
+        if task.get("componentRef", {}).get("name", "").removeprefix("comp-").rstrip("-0123456789")
+        == prefix
+    )
+
+
+def test_compiled_pipeline_loads_back(compiled):
+    loaded = kfp_components.load_component_from_file(str(compiled["path"]))
+    assert loaded.name == ("maws-with-baselines" if compiled["baselines"] else "maws")
+    inputs = loaded.component_spec.inputs
+    for required in ("raw_corpus", "dataset", "eval_dataset", "eval_name"):
+        assert not inputs[required].optional
+    # The issue's run parameters: data URIs, architecture, lengths, nodes and GPUs, launcher
+    # backend and image tag.
+    assert {
+        "arch",
+        "mae_epochs",
+        "wsp_epochs",
+        "lit_epochs",
+        "finetune_epochs",
+        "samples_per_epoch",
+        "nodes",
+        "gpus_per_node",
+        "backend",
+        "image_tag",
+        "mae_checkpoint",
+    } <= set(inputs)
+    assert inputs["backend"].default == "pytorchjob" and inputs["gpus_per_node"].type == "Integer"
+    outputs = {k: v.type for k, v in loaded.component_spec.outputs.items()}
+    assert outputs["markdown"] == "system.Markdown@0.0.1"
+    assert outputs["html"] == "system.HTML@0.0.1"
+
+
+def test_tasks_of_the_dag(compiled):
+    spec = compiled["spec"]
+    assert len(by_component(spec, "wsp")) == (2 if compiled["baselines"] else 1)
+    for step in (
+        "step-images",
+        "eval-dataset",
+        "mae",
+        "transfer-rows",
+        "lit",
+        "zeroshot",
+        "finetune",
+        "evaluate",
+        "linear-probe",
+        "lowshot-plan",
+        "lowshot",
+        "lowshot-summary",
+        "report",
+    ):
+        assert len(by_component(spec, step)) == 1, step
+    for phase in ("plan", "count", "vocab", "write", "finalize"):
+        assert len(by_component(spec, f"build-dataset-{phase}")) == 1, phase
+
+
+def _loop_of(spec: dict, task: str) -> tuple[str, dict]:
+    """The ParallelFor task (possibly itself inside another) whose body holds `task`."""
+    for name, component in spec["components"].items():
+        if name.startswith("comp-for-loop") and task in component["dag"]["tasks"]:
+            return next(
+                (t, body)
+                for t, body in tasks_of(spec).items()
+                if body["componentRef"]["name"] == name
+            )
+    raise AssertionError(f"{task} is in no ParallelFor")
+
+
+def test_dataset_build_fans_out_over_shard_groups(compiled):
+    spec = compiled["spec"]
+    root = spec["root"]["dag"]["tasks"]
+    for phase in ("count", "write"):
+        _, loop = _loop_of(spec, f"build-dataset-{phase}")
+        items = loop["parameterIterator"]["items"]["inputParameter"]
+        producer = loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"]
+        assert producer == "build-dataset-plan"
+    count_loop, _ = _loop_of(spec, "build-dataset-count")
+    write_loop, write = _loop_of(spec, "build-dataset-write")
+    vocab = root["build-dataset-vocab"]
+    # Fan-in by dsl.Collected: vocab takes every group's count, finalize every write.
+    assert vocab["inputs"]["parameters"]["counted"]["taskOutputParameter"]["producerTask"] == (
+        count_loop
+    )
+    assert "build-dataset-vocab" in write["dependentTasks"]
+    finalize = root["build-dataset-finalize"]
+    assert finalize["inputs"]["parameters"]["written"]["taskOutputParameter"]["producerTask"] == (
+        write_loop
+    )
+    assert root["importer"]["inputs"]["parameters"]["uri"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output",
+        "producerTask": "build-dataset-finalize",
+    }
+    importer = spec["components"]["comp-importer"]
+    assert importer["outputDefinitions"]["artifacts"]["artifact"]["artifactType"] == {
+        "schemaTitle": "system.Dataset",
+        "schemaVersion": "0.0.1",
+    }
+
+
+def _artifact_input(task: dict, name: str) -> tuple[str, str]:
+    source = task["inputs"]["artifacts"][name]
+    if "taskOutputArtifact" in source:
+        return source["taskOutputArtifact"]["producerTask"], source["taskOutputArtifact"][
+            "outputArtifactKey"
+        ]
+    return "parent", source["componentInputArtifact"]
+
+
+def test_pretraining_chain(compiled):
+    spec = compiled["spec"]
+    tasks = tasks_of(spec)
+    assert _artifact_input(tasks["mae"], "dataset") == ("importer", "artifact")
+    wsp = by_component(spec, "wsp")
+    maws_wsp = next(t for t in wsp if "mae_model" in tasks[t]["inputs"]["artifacts"])
+    assert _artifact_input(tasks[maws_wsp], "mae_model") == ("mae", "model")
+    assert tasks[maws_wsp]["taskInfo"]["name"] == "wsp (MAE→WSP)"
+    rows = tasks["transfer-rows"]
+    assert _artifact_input(rows, "mae_model") == ("mae", "model")
+    assert _artifact_input(rows, "maws_model") == (maws_wsp, "model")
+    if compiled["baselines"]:
+        (scratch,) = set(wsp) - {maws_wsp}
+        assert "mae_model" not in tasks[scratch]["inputs"].get("artifacts", {})
+        assert tasks[scratch]["taskInfo"]["name"] == "wsp (WSP from scratch)"
+        assert _artifact_input(rows, "wsp_model") == (scratch, "model")
+    else:
+        assert "wsp_model" not in rows["inputs"]["artifacts"]
+
+
+def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(compiled):
+    spec = compiled["spec"]
+    tasks = tasks_of(spec)
+    loop_name, loop = _loop_of(spec, "lit")
+    items = loop["parameterIterator"]["items"]["inputParameter"]
+    assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == (
+        "transfer-rows"
+    )
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"lit", "zeroshot", "finetune", "evaluate", "linear-probe", "lowshot-summary"} <= set(
+        body
+    )
+    # Inside, each evaluation reads the row's model (imported from its URI: the artifact its
+    # training step made), or the model trained from it.
+    importer = next(t for t in body if body[t]["componentRef"]["name"].startswith("comp-importer"))
+    assert _artifact_input(tasks["lit"], "image_model") == (importer, "artifact")
+    assert _artifact_input(tasks["finetune"], "pretrained") == (importer, "artifact")
+    assert _artifact_input(tasks["linear-probe"], "pretrained") == (importer, "artifact")
+    assert _artifact_input(tasks["zeroshot"], "lit_model") == ("lit", "model")
+    assert _artifact_input(tasks["evaluate"], "finetuned") == ("finetune", "model")
+    report = tasks["report"]
+    for name, producer in (
+        ("finetune", "evaluate"),
+        ("zeroshot", "zeroshot"),
+        ("linear", "linear-probe"),
+        ("lowshot", "lowshot-summary"),
+        ("pretrained", importer),
+    ):
+        task, key = _artifact_input(report, name)
+        assert task == loop_name and producer in key, name  # dsl.Collected over the rows
+    # The pretraining dataset for LiT, the checked evaluation dataset for the evaluations.
+    assert _artifact_input(loop, "pipelinechannel--importer-artifact") == ("importer", "artifact")
+    assert _artifact_input(loop, "pipelinechannel--importer-2-artifact") == (
+        "importer-2",
+        "artifact",
+    )
+    assert tasks["importer-2"]["inputs"]["parameters"]["uri"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output",
+        "producerTask": "eval-dataset",
+    }
+
+
+def test_artifact_types_of_the_steps(compiled):
+    components = compiled["spec"]["components"]
+
+    def types(component: str, side: str) -> dict[str, str]:
+        definitions = components[component][side].get("artifacts", {})
+        return {k: v["artifactType"]["schemaTitle"] for k, v in definitions.items()}
+
+    assert types("comp-mae", "outputDefinitions") == {
+        "model": "system.Model",
+        "metrics": "system.Metrics",
+    }
+    assert types("comp-wsp", "inputDefinitions") == {
+        "dataset": "system.Dataset",
+        "mae_model": "system.Model",
+    }
+    assert types("comp-zeroshot", "outputDefinitions") == {"result": "system.Metrics"}
+    assert types("comp-finetune", "inputDefinitions") == {
+        "pretrained": "system.Model",
+        "eval_dataset": "system.Dataset",
+    }
+    assert types("comp-report", "outputDefinitions") == {
+        "markdown": "system.Markdown",
+        "html": "system.HTML",
+        "files": "system.Artifact",
+    }
+    assert types("comp-build-dataset-finalize", "outputDefinitions") == {"stats": "system.Metrics"}
+
+
+def test_resources_retries_caching_and_images(compiled):
+    spec = compiled["spec"]
+    executors = spec["deploymentSpec"]["executors"]
+    tasks = tasks_of(spec)
+    references = read_images()
+    for name, task in tasks.items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "executorLabel" not in component:
+            continue  # a ParallelFor body
+        container = executors[component["executorLabel"]].get("container")
+        if container is None:
+            continue  # an importer
+        assert task["cachingOptions"] == {"enableCache": True}, name
+        assert task["retryPolicy"]["maxRetryCount"] >= 1, name
+        resources = container["resources"]
+        assert resources["resourceCpuLimit"] and resources["resourceMemoryLimit"], name
+        if name == "step-images":
+            assert container["image"] == references["launch"]
+        else:
+            # Every other task's image comes from step-images, so that image_tag applies.
+            assert container["image"].startswith(
+                "{{$.inputs.parameters['pipelinechannel--step-images-"
+            ), name
+    mae = executors[spec["components"]["comp-mae"]["executorLabel"]]["container"]
+    assert mae["resources"]["resourceMemoryLimit"] == "8Gi"
+    assert "accelerator" not in mae["resources"]  # the launcher's pod: the job has the GPUs
+    lowshot = executors[spec["components"]["comp-lowshot"]["executorLabel"]]["container"]
+    assert lowshot["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert lowshot["resources"]["accelerator"]["resourceCount"] == "1"
+    assert lowshot["resources"]["resourceMemoryLimit"] == "32Gi"
+    assert tasks["mae"]["retryPolicy"]["maxRetryCount"] == 3
+
+
+def test_kubernetes_settings_secret_shm_and_placement(compiled):
+    spec = compiled["spec"]
+    kubernetes = compiled["kubernetes"]
+    no_storage = {"exec-step-images", "exec-lowshot-plan", "exec-transfer-rows"}
+    for executor in spec["deploymentSpec"]["executors"]:
+        if executor.startswith("exec-importer") or executor in no_storage:
+            assert executor not in kubernetes, executor
+            continue
+        settings = kubernetes[executor]
+        (secret,) = settings["secretAsEnv"]
+        assert secret["secretNameParameter"]["componentInputParameter"].endswith("s3_secret")
+        assert {(k["secretKey"], k["envVar"]) for k in secret["keyToEnv"]} == {
+            ("accesskey", "AWS_ACCESS_KEY_ID"),
+            ("secretkey", "AWS_SECRET_ACCESS_KEY"),
+        }
+        (config,) = settings["configMapAsEnv"]
+        assert config["configMapNameParameter"]["componentInputParameter"].endswith(
+            "object_store_config"
+        )
+        assert {k["envVar"] for k in config["keyToEnv"]} == set(maws.OBJECT_STORE_KEYS)
+    for executor in ("exec-lowshot", "exec-zeroshot", "exec-evaluate", "exec-linear-probe"):
+        settings = kubernetes[executor]
+        assert settings["emptyDirMounts"] == [
+            {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}
+        ]
+        assert settings["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith(
+            "node_selector"
+        )
+        (toleration,) = settings["tolerations"]
+        assert toleration["tolerationJson"]["componentInputParameter"].endswith("tolerations")
+    # The training jobs get node placement and /dev/shm from the launcher, not the launcher's pod.
+    assert "nodeSelector" not in kubernetes["exec-mae"]
+    assert "emptyDirMounts" not in kubernetes["exec-wsp"]
+
+
+def test_secret_keys_are_a_compile_option(tmp_path):
+    path = tmp_path / "maws.yaml"
+    assert maws.main([
+        "--compile", str(path),
+        "--s3-access-key-id-key", "AWS_ACCESS_KEY_ID",
+        "--s3-secret-access-key-key", "AWS_SECRET_ACCESS_KEY",
+    ]) == 0  # fmt: skip
+    _, platform = yaml.safe_load_all(path.read_text())
+    (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-mae"][
+        "secretAsEnv"
+    ]
+    assert {k["secretKey"] for k in secret["keyToEnv"]} == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+
+
+def test_compile_default_path_and_nothing_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert maws.main(["--compile"]) == 0
+    assert (tmp_path / "maws.yaml").is_file()
+    with pytest.raises(SystemExit):
+        maws.main([])
+    assert "nothing to do" in capsys.readouterr().err
