@@ -59,6 +59,7 @@ from mawsflow.pipeline.submission import (
     upload,
 )
 from mawsflow.recipes import PRESETS, architectures
+from mawsflow.steps.report import REPORT_FILES
 
 PIPELINE_NAME = "maws"
 LOWSHOT_METHODS = ("vpt", "logreg")
@@ -135,6 +136,8 @@ def maws_pipeline(
         text_model: str = "",
         zeroshot_templates: str = "objects",
         lowshot_method: str = "vpt",
+        lowshot_shots: list = [],  # noqa: B006 (empty: the recipe's K ∈ {1, 5, 10})
+        lowshot_seeds: list = [],  # noqa: B006 (empty: the recipe's five seeds)
         shard_groups: int = 8,
         vocab_min_count: int = DEFAULT_MIN_COUNT,
         vocab_max_classes: int = PAPER_VOCABULARY_SIZE,
@@ -281,7 +284,7 @@ def maws_pipeline(
             artifact_uri=checked.output, artifact_class=Dataset, reimport=False
         ).set_display_name("evaluation dataset")
         lowshot_runs = settings(
-            c.lowshot_plan(preset=preset),
+            c.lowshot_plan(preset=preset, shots=lowshot_shots, seeds=lowshot_seeds),
             images["lowshot"],
             cpu="100m",
             memory="512Mi",
@@ -583,8 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.local:
             report = run_locally(pipeline, arguments, args.work_dir)
             print(f"\n{report.table}\n")
-            print(f"report: {report.markdown} (Markdown), {report.html} (HTML)")
-            print(f"report files: {report.folder}")
+            print("report: " + ", ".join(str(report.folder / name) for name in REPORT_FILES))
     except (ParameterError, SubmissionError, LocalRunFailed) as exc:
         return _fail(str(exc))
     return 0

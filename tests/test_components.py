@@ -60,8 +60,7 @@ def test_specs_load_back_typed_and_bound_to_their_step_image():
         loaded = kfp_components.load_component_from_file(str(path))
         assert loaded.name == component.name
         container = loaded.component_spec.implementation.container
-        step = components.IMAGE_OF[{"evaluate": "eval"}.get(component.name, component.name)]
-        assert container.image == references[step], component.name
+        assert container.image == references[components.IMAGE_OF[component.name]], component.name
         # The images carry kfp: nothing is installed from PyPI when a task starts.
         assert "pip install" not in " ".join(container.command), component.name
     mae = kfp_components.load_component_from_file(str(specs.COMPONENTS_DIR / "mae.yaml"))

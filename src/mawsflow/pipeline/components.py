@@ -22,9 +22,9 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Ou
 from mawsflow.pipeline.images import image_for, read_images
 
 IMAGES = read_images()
-# The step whose image runs each component that is not itself a step of that name: helpers
-# run in the image of the step they serve, and `eval` (the evaluation of finetuned models,
-# for which images/ builds no image of its own) in the finetune image.
+# Which step's image each component runs in: its own step's; for a helper, the image of the
+# step it serves; for `evaluate` (`mawsflow eval` of a finetuned model, for which images/ builds
+# no image of its own), the finetune image, which holds the same package.
 IMAGE_OF = {
     "step-images": "launch",
     "build-dataset-plan": "build-dataset",
@@ -37,7 +37,7 @@ IMAGE_OF = {
     "wsp": "wsp",
     "lit": "lit",
     "finetune": "finetune",
-    "eval": "finetune",
+    "evaluate": "finetune",
     "linear-probe": "linear-probe",
     "lowshot-plan": "lowshot",
     "lowshot": "lowshot",
@@ -60,7 +60,6 @@ def _component(name: str):  # noqa: ANN202 (returns kfp's decorator)
 def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
     "StepImages",
     [
-        ("launch", str),
         ("build_dataset", str),
         ("prepare_eval", str),
         ("mae", str),
@@ -76,7 +75,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
     """Every step's image: components/images.yaml's reference, or `image_tag` of it."""
     from mawsflow.pipeline.images import retag
 
-    steps = ["launch", "build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune"]
+    steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune"]
     steps += ["linear-probe", "lowshot", "zeroshot", "report"]
     return tuple(retag(references[step], image_tag) for step in steps)
 
@@ -412,7 +411,7 @@ def finetune(
 # folder holds the step's metrics.json (the report's input) and whose metadata holds its numbers.
 
 
-@_component("eval")
+@_component("evaluate")
 def evaluate(
     finetuned: Input[Model],
     eval_dataset: Input[Dataset],
@@ -498,12 +497,23 @@ def zeroshot(
 
 
 @_component("lowshot-plan")
-def lowshot_plan(preset: str) -> list[dict[str, int]]:
-    """The low-shot fan-out: every (K, seed) of the recipe (K ∈ {1, 5, 10} × 5 seeds)."""
+def lowshot_plan(preset: str, shots: list[int], seeds: list[int]) -> list[dict[str, int]]:
+    """The low-shot fan-out: every (K, seed), the recipe's (K ∈ {1, 5, 10} × 5 seeds) unless
+    `shots` or `seeds` name others."""
     from mawsflow.recipes import load_recipe
 
+    def integers(name: str, values: list, minimum: int) -> list[int]:
+        # Pipeline parameters travel as JSON, where 5 may arrive as 5.0.
+        if not all(float(v).is_integer() and v >= minimum for v in values):
+            raise ValueError(f"{name}: expected integers ≥ {minimum}, got {values}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name}: {values} repeats a value, which would repeat a run")
+        return [int(v) for v in values]
+
     recipe = load_recipe("lowshot-vpt", preset=preset or None)
-    return [{"shots": k, "seed": s} for k in recipe.shots for s in recipe.seeds]
+    shots = integers("lowshot_shots", shots or recipe.shots, 1)
+    seeds = integers("lowshot_seeds", seeds or recipe.seeds, 0)
+    return [{"shots": k, "seed": s} for k in shots for s in seeds]
 
 
 @_component("lowshot")

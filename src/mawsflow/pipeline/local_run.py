@@ -1,41 +1,78 @@
 """Running a whole pipeline on this machine with `kfp.local`.
 
-Tasks run one after another as subprocesses of this interpreter (`SubprocessRunner` without a
-virtual environment of its own, so they import this environment's mawsflow), ParallelFor
-iterations two at a time. Artifacts live under `<work dir>/runs/<timestamp>/`; the steps'
-inputs may be local paths or `s3://` URIs (with the usual AWS environment variables).
+Tasks run as subprocesses of this interpreter (`SubprocessRunner` without a virtual environment
+of its own, so they import this environment's mawsflow): top-level tasks one after another,
+ParallelFor iterations two at a time. Artifacts live under `<work dir>/runs/<timestamp>/`; the
+steps' inputs may be local paths or `s3://` URIs (with the usual AWS environment variables).
+
+kfp.local prints every task's executor input and output; that goes to `tasks.log` in the run's
+folder, and the terminal shows one line per task as it starts and ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
+import re
+import sys
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kfp import local
 from kfp.dsl.graph_component import GraphComponent
 
-from mawsflow import storage
+_PROGRESS = re.compile(r"Executing task|finished with status|cache hit|Skipping")
 
 
 class LocalRunFailed(RuntimeError):
-    """A task of the local run failed; its log is above in the output."""
+    """A task of the local run failed; its log is in the run's tasks.log."""
 
 
 @dataclass(frozen=True)
 class LocalReport:
-    markdown: str
-    html: str
-    folder: str
+    """The report task's `files` output: report.md, report.html and report.json."""
+
+    folder: Path
 
     @property
     def table(self) -> str:
         """The report's results table (the Markdown file's table lines)."""
-        text = storage.read_text(self.markdown)
+        text = (self.folder / "report.md").read_text(encoding="utf-8")
         return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+
+
+class _ProgressEcho(io.TextIOBase):
+    """A stdout that writes everything to the log and echoes kfp's task status lines to the
+    terminal. Tasks of a ParallelFor print from several threads, hence the lock."""
+
+    def __init__(self, log: TextIO, terminal: TextIO) -> None:
+        self._log = log
+        self._terminal = terminal
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._log.write(text)
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                if _PROGRESS.search(line):
+                    self._terminal.write(line.strip() + "\n")
+            self._terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._log.flush()
 
 
 def run_locally(
@@ -43,14 +80,20 @@ def run_locally(
 ) -> LocalReport:
     """Run every task of `pipeline`; returns where its report is."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    root = work_dir / "runs" / stamp
+    root = work_dir.resolve() / "runs" / stamp
     root.mkdir(parents=True, exist_ok=True)
+    log_path = root / "tasks.log"
+    print(f"running {pipeline.name} locally; task logs: {log_path}", flush=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
         raise_on_error=True,
     )
-    with warnings.catch_warnings():
+    with (
+        open(log_path, "w", encoding="utf-8") as log,
+        contextlib.redirect_stdout(_ProgressEcho(log, sys.stdout)),
+        warnings.catch_warnings(),
+    ):
         # The tasks name their cluster images and Kubernetes settings, which a local run
         # neither pulls nor applies; kfp says so for every task.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task")
@@ -58,8 +101,5 @@ def run_locally(
         try:
             task = pipeline(**arguments)
         except RuntimeError as exc:
-            raise LocalRunFailed(str(exc)) from None
-    outputs = task.outputs
-    return LocalReport(
-        markdown=outputs["markdown"].uri, html=outputs["html"].uri, folder=outputs["files"].uri
-    )
+            raise LocalRunFailed(f"{exc} (task logs: {log_path})") from None
+    return LocalReport(Path(task.outputs["files"].uri))

@@ -1,0 +1,107 @@
+"""The whole MAWS DAG, both baselines included, end to end on this machine: `pipelines/maws.py
+--local` runs every task with kfp.local's SubprocessRunner and the local launcher (torchrun),
+on a small demo corpus of real Fashion-MNIST images, with the `tiny` preset and short lengths.
+The report must hold every row (MAE, WSP, MAE→WSP) and every column the run evaluated."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mawsflow.dataset.demo_corpus import DEBIAN_FASHION_MNIST, DemoCorpusSettings, generate_demo
+from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from test_pipeline_dag import maws
+
+EVAL_NAME = "Fashion-MNIST"
+COLUMNS = [
+    EVAL_NAME,  # finetuned, then evaluated on the test split
+    f"{EVAL_NAME} 1-shot",
+    f"{EVAL_NAME} 5-shot",
+    f"{EVAL_NAME} zero-shot",
+    f"{EVAL_NAME} Linear",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> dict[str, Path]:
+    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    try:
+        find_wordnet_data_dir()
+    except WordNetUnavailableError as exc:
+        pytest.skip(f"WordNet is not installed: {exc}")
+    root = tmp_path_factory.mktemp("demo")
+    settings = DemoCorpusSettings(
+        num_images=1000, eval_train_images=300, eval_test_images=300, samples_per_shard=250
+    )
+    generate_demo(str(root / "corpus"), str(root / "eval"), settings)
+    return {"root": root, "corpus": root / "corpus", "eval": root / "eval"}
+
+
+@pytest.mark.slow
+def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, capsys):
+    work = demo_data["root"] / "work"
+    code = maws.main(
+        [
+            "--local", "--baselines", "--work-dir", str(work),
+            "--param", "preset=tiny",
+            "--param", f"raw_corpus={demo_data['corpus']}",
+            "--param", f"eval_dataset={demo_data['eval']}",
+            "--param", f"eval_name={EVAL_NAME}",
+            "--param", "zeroshot_templates=clothing",
+            "--param", "shard_groups=2",
+            "--param", "vocab_min_count=3",
+            "--param", "loader_workers=0",
+            # Short lengths: two optimizer steps per training step, two low-shot runs per model.
+            "--param", "mae_epochs=0.25",
+            "--param", "wsp_epochs=0.25",
+            "--param", "lit_epochs=0.25",
+            "--param", "finetune_epochs=0.25",
+            "--param", "lowshot_epoch_multiplier=0.5",
+            "--param", "lowshot_shots=[1, 5]",
+            "--param", "lowshot_seeds=[0]",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+
+    # The terminal shows the table and where the report is.
+    assert "| MAE→WSP |" in out and "| Method |" in out
+    printed = re.findall(r"(/\S+/report\.(?:md|html|json))", out.split("\nreport: ", 1)[1])
+    assert [Path(p).name for p in printed] == ["report.md", "report.html", "report.json"]
+    folder = Path(printed[0]).parent
+    report = json.loads((folder / "report.json").read_text())
+    assert report["rows"] == ["MAE", "WSP", "MAE→WSP"]
+    assert report["columns"] == COLUMNS
+    for row in report["rows"]:
+        cells = report["table"][row]
+        assert set(cells) == set(COLUMNS), row
+        assert all(0.0 <= value <= 100.0 for value in cells.values()), cells
+    assert set(report["plots"]) == {"Training loss", "Low-shot accuracy against K"}
+    html = (folder / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html
+
+    # The dataset was built where --local put it, by the fanned-out phases.
+    manifest = json.loads((work / "dataset" / "manifest.json").read_text())
+    assert manifest["format"] == "mawsflow.multilabel/1" and manifest["num_classes"] > 0
+    (run,) = (work / "runs").iterdir()
+    (pipeline_run,) = [p for p in run.iterdir() if p.is_dir()]
+    assert len(list(pipeline_run.glob("for-loop-*-iteration-*/build-dataset-count"))) == 2
+
+    # Typed artifacts: the trained models point at their model.json, with their lineage.
+    executor_output = json.loads((pipeline_run / "mae" / "executor_output.json").read_text())
+    (model,) = executor_output["artifacts"]["model"]["artifacts"]
+    assert model["uri"].endswith("/model/model.json")
+    assert model["metadata"]["pretraining"] == "MAE" and model["metadata"]["arch"] == "vit_tiny_p4"
+    card = json.loads(Path(model["uri"]).read_text())
+    assert card["step"] == "mae" and card["train_steps"] == 2
+    log = (run / "tasks.log").read_text()
+    assert "Pipeline 'maws-with-baselines' finished with status" in _plain(log)
+    assert "SUCCESS" in _plain(log).rsplit("Pipeline 'maws-with-baselines'", 1)[1]
+    assert (folder / "report.md").read_text().startswith("# mawsflow run report")
+
+
+def _plain(text: str) -> str:
+    """Without the terminal colours kfp.local puts around names."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
