@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """The MAWS pipeline on Kubeflow: dataset build → MAE → MAE→WSP → LiT and transfer → report.
 
+    step-images    every task's image (components/images.yaml, or `image_tag` of each)
     build-dataset  plan → count (ParallelFor over shard groups) → vocab → write (ParallelFor)
-                   → finalize                                         ⇒ Dataset (manifest.json)
-    eval-dataset   check the evaluation dataset                       ⇒ Dataset (classes.json)
-    mae            MAE pre-pretraining, or the given mae_checkpoint   ⇒ Model
-    wsp            MAE→WSP, the trunk initialised from the MAE encoder ⇒ Model
-    per pretrained model: lit → zeroshot; finetune → eval; linear-probe;
+                   → finalize                                 ⇒ Dataset (its manifest.json)
+    eval-dataset   check the evaluation dataset               ⇒ Dataset (its classes.json)
+    mae            MAE pre-pretraining, or the given mae_checkpoint        ⇒ Model
+    wsp            MAE→WSP: the trunk starts from the MAE encoder          ⇒ Model
+    ParallelFor over the pretrained models (transfer-rows):
+                   lit → zeroshot; finetune → eval; linear-probe;
                    lowshot (ParallelFor over K × seeds) → lowshot-summary  ⇒ Metrics
-    report         Table 22's shape (rows MAE, WSP, MAE→WSP) and plots ⇒ Markdown, HTML
+    report         Table 22's shape (rows MAE, WSP, MAE→WSP) and plots     ⇒ Markdown, HTML
 
-With `--baselines` the same run also trains WSP from scratch and evaluates it and MAE alone,
-the paper's two comparisons. Training steps run under the launcher on the `backend` parameter
-(`pytorchjob`, `trainjob`, or `local` torchrun).
+With `--baselines` the same run also trains WSP from scratch, and the transfer evaluations run
+on it and on MAE alone: the paper's two comparisons. Training steps run under the launcher on
+the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
 
     python pipelines/maws.py --compile [PATH]                     write the pipeline YAML
     python pipelines/maws.py --submit --host URL --param …        upload a version and run it
@@ -20,7 +22,8 @@ the paper's two comparisons. Training steps run under the launcher on the `backe
     python pipelines/maws.py --local --param …                    run every task here
 
 Parameters are given as `--param name=value` (see `--list-params`); `--local` fills in the
-local backend, this machine's GPU count and a dataset folder under `--work-dir`.
+local backend, this machine's GPU count and a dataset folder under `--work-dir`. See
+pipelines/README.md.
 """
 
 # kfp reads the pipeline's annotations as objects, so no `from __future__ import annotations`.
@@ -46,7 +49,7 @@ from mawsflow.launch.spec import BACKENDS
 from mawsflow.pipeline import components as c
 from mawsflow.pipeline.images import ImageError, read_images, retag
 from mawsflow.pipeline.local_run import LocalRunFailed, run_locally
-from mawsflow.pipeline.parameters import ParameterError, parse_arguments
+from mawsflow.pipeline.parameters import ParameterError, declared_parameters, parse_arguments
 from mawsflow.pipeline.submission import (
     RunSettings,
     SubmissionError,
@@ -449,7 +452,7 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
 def local_defaults(work_dir: Path) -> dict[str, Any]:
     """What `--local` fills in unless given: the local launcher on this machine's GPUs and a
     dataset folder in the work dir."""
-    import torch
+    import torch  # here: only a local run needs it, and it takes seconds to import
 
     return {
         "backend": "local",
@@ -539,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--work-dir",
         type=Path,
-        default=Path("mawsflow-local"),
+        default=Path("demo-output"),
         help="--local: where the run's artifacts and the dataset go (default: %(default)s)",
     )
     return parser
@@ -565,8 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     name = pipeline_name(args.baselines)
     if args.list_params:
-        for parameter in pipeline.component_spec.inputs.values():
-            print(parameter)
+        for p in declared_parameters(pipeline.component_spec).values():
+            print(f"{p.name}: {p.type}" + (" (required)" if p.required else f" = {p.default!r}"))
         return 0
     try:
         if args.schedule:

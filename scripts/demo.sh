@@ -7,11 +7,11 @@
 #      MAE, MAE→WSP, the WSP-from-scratch and MAE-alone baselines, LiT, zero-shot, finetuning,
 #      linear probe, low-shot, report) under kfp.local with the local launcher, ending with the
 #      report's table.
-# Usage: scripts/demo.sh [WORK_DIR]   (default: ./demo-run; everything the run writes goes there)
+# Usage: scripts/demo.sh [WORK_DIR]   (default: ./demo-output; everything the run writes goes there)
 # Extra pipeline parameters: MAWSFLOW_DEMO_PARAMS="name=value …" scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${1:-demo-run}
+work=${1:-demo-output}
 
 scripts/setup.sh
 
@@ -21,7 +21,7 @@ if [[ ! -f "$work/eval/test/manifest.json" ]]; then
   echo "demo: writing the demo corpus and the evaluation dataset into $work"
   .venv/bin/mawsflow demo-corpus \
     --corpus-out "$work/corpus" --eval-out "$work/eval" \
-    --num-images 6000 --eval-train-images 2000 --eval-test-images 1000 \
+    --num-images 5000 --eval-train-images 1000 --eval-test-images 500 \
     --samples-per-shard 1000 >/dev/null
 fi
 

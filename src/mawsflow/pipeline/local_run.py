@@ -11,6 +11,7 @@ folder, and the terminal shows one line per task as it starts and ends.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime
 import io
@@ -89,6 +90,9 @@ def run_locally(
         pipeline_root=str(root),
         raise_on_error=True,
     )
+    # kfp.local indents task output by swapping builtins.print while a task runs; tasks of a
+    # ParallelFor swap it from several threads and can leave an indenting print behind.
+    print_function = builtins.print
     with (
         open(log_path, "w", encoding="utf-8") as log,
         contextlib.redirect_stdout(_ProgressEcho(log, sys.stdout)),
@@ -102,4 +106,6 @@ def run_locally(
             task = pipeline(**arguments)
         except RuntimeError as exc:
             raise LocalRunFailed(f"{exc} (task logs: {log_path})") from None
+        finally:
+            builtins.print = print_function
     return LocalReport(Path(task.outputs["files"].uri))
