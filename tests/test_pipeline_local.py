@@ -1,16 +1,22 @@
 """The whole MAWS DAG, both baselines included, end to end on this machine: `pipelines/maws.py
 --local` runs every task with kfp.local's SubprocessRunner and the local launcher (torchrun),
 on a small demo corpus of real Fashion-MNIST images, with the `tiny` preset and short lengths.
-The report must hold every row (MAE, WSP, MAE→WSP) and every column the run evaluated."""
+The report must hold every row (MAE, WSP, MAE→WSP) and every column the run evaluated. And the
+`mae` task starting from a given checkpoint instead of training, under kfp.local too."""
 
 import json
 import re
 from pathlib import Path
 
 import pytest
+import torch
+from kfp import dsl, local
+from kfp.dsl import Dataset, Model
 
 from mawsflow.dataset.demo_corpus import DEBIAN_FASHION_MNIST, DemoCorpusSettings, generate_demo
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from mawsflow.models.vit import create_trunk
+from mawsflow.pipeline import components
 from test_pipeline_dag import maws
 
 EVAL_NAME = "Fashion-MNIST"
@@ -105,3 +111,35 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, caps
 def _plain(text: str) -> str:
     """Without the terminal colours kfp.local puts around names."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+# The task names its cluster image, which a local run does not use.
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task")
+def test_mae_component_imports_a_given_checkpoint_instead_of_training(tmp_path, capsys):
+    """The `mae` task with `mae_checkpoint` set, under kfp.local: the released encoder becomes
+    the task's Model (pointing at its model.json) and nothing trains."""
+    trunk = create_trunk("vit_tiny_p4", img_size=32)
+    torch.save({"model": trunk.state_dict()}, tmp_path / "mae_release.pth")
+
+    @dsl.pipeline(name="mae-from-checkpoint")
+    def from_checkpoint(checkpoint: str) -> Model:
+        data = dsl.importer(artifact_uri=str(tmp_path / "unused"), artifact_class=Dataset)
+        task = components.mae(
+            dataset=data.output, preset="tiny", arch="", epochs=0.0, samples_per_epoch=0,
+            mae_checkpoint=checkpoint, backend="local", nodes=1, gpus_per_node=0,
+            job_image="unused", shm_size="", node_selector={}, tolerations=[],
+        )  # fmt: skip
+        return task.outputs["model"]
+
+    local.init(local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    model = from_checkpoint(checkpoint=str(tmp_path / "mae_release.pth")).output
+    assert model.uri.endswith("/model.json")
+    assert model.metadata == {
+        "step": "mae",
+        "arch": "vit_tiny_p4",
+        "img_size": 32,
+        "pretraining": "MAE",
+    }
+    card = json.loads(Path(model.uri).read_text())
+    assert card["source"] == str(tmp_path / "mae_release.pth") and "train_steps" not in card
+    assert "running 1 local ranks" not in capsys.readouterr().out  # no launcher, no training
