@@ -1,6 +1,7 @@
 """The whole MAWS DAG, both baselines included, end to end on this machine: `pipelines/maws.py
 --local` runs every task with kfp.local's SubprocessRunner and the local launcher (torchrun),
-on a small demo corpus of real Fashion-MNIST images, with the `tiny` preset and short lengths.
+on a small demo corpus of real Fashion-MNIST images in S3 (SeaweedFS), with the `tiny` preset
+and short lengths.
 The report must hold every row (MAE, WSP, MAE→WSP) and every column the run evaluated. And the
 `mae` task starting from a given checkpoint instead of training, under kfp.local too."""
 
@@ -13,6 +14,7 @@ import torch
 from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
+from mawsflow import storage
 from mawsflow.dataset.demo_corpus import DEBIAN_FASHION_MNIST, DemoCorpusSettings, generate_demo
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.models.vit import create_trunk
@@ -29,31 +31,34 @@ COLUMNS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> dict[str, Path]:
+@pytest.fixture
+def demo_data(s3_bucket) -> dict[str, str]:
+    """The demo corpus and the evaluation dataset in a bucket of a real S3 server (SeaweedFS):
+    the run reads its data from S3 while its artifacts stay in local folders."""
     if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     try:
         find_wordnet_data_dir()
     except WordNetUnavailableError as exc:
         pytest.skip(f"WordNet is not installed: {exc}")
-    root = tmp_path_factory.mktemp("demo")
     settings = DemoCorpusSettings(
         num_images=1000, eval_train_images=300, eval_test_images=300, samples_per_shard=250
     )
-    generate_demo(str(root / "corpus"), str(root / "eval"), settings)
-    return {"root": root, "corpus": root / "corpus", "eval": root / "eval"}
+    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset")}
+    generate_demo(data["corpus"], data["eval"], settings)
+    return data
 
 
 @pytest.mark.slow
-def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, capsys):
-    work = demo_data["root"] / "work"
+def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_path, capsys):
+    work = tmp_path / "work"
     code = maws.main(
         [
             "--local", "--baselines", "--work-dir", str(work),
             "--param", "preset=tiny",
             "--param", f"raw_corpus={demo_data['corpus']}",
             "--param", f"eval_dataset={demo_data['eval']}",
+            "--param", f"dataset={demo_data['dataset']}",
             "--param", f"eval_name={EVAL_NAME}",
             "--param", "zeroshot_templates=clothing",
             "--param", "shard_groups=2",
@@ -88,8 +93,8 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, caps
     html = (folder / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html
 
-    # The dataset was built where --local put it, by the fanned-out phases.
-    manifest = json.loads((work / "dataset" / "manifest.json").read_text())
+    # The dataset was built in the bucket, by the fanned-out phases.
+    manifest = storage.read_json(f"{demo_data['dataset']}/manifest.json")
     assert manifest["format"] == "mawsflow.multilabel/1" and manifest["num_classes"] > 0
     (run,) = (work / "runs").iterdir()
     (pipeline_run,) = [p for p in run.iterdir() if p.is_dir()]

@@ -102,6 +102,9 @@ def run_locally(
         # neither pulls nor applies; kfp says so for every task.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task")
         warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local")
+        # Imported s3:// datasets: kfp.local cannot fill their `.path`, which no step uses (the
+        # components read every artifact through its URI).
+        warnings.filterwarnings("ignore", message="It looks like you're using the remote file")
         try:
             task = pipeline(**arguments)
         except RuntimeError as exc:
