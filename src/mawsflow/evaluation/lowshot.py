@@ -97,3 +97,12 @@ def summarize(results: Mapping[int, Sequence[float]]) -> list[ShotSummary]:
             raise ValueError(f"{shots}-shot has no runs")
         out.append(ShotSummary(shots, tuple(float(v) for v in results[shots])))
     return out
+
+
+def summary_metrics(summaries: Sequence[ShotSummary]) -> dict[str, float]:
+    """A low-shot result's flat metrics: the mean and spread of top-1 for every K."""
+    metrics: dict[str, float] = {}
+    for s in summaries:
+        metrics[f"{s.shots}shot_top1_mean"] = s.mean
+        metrics[f"{s.shots}shot_top1_std"] = s.std
+    return metrics

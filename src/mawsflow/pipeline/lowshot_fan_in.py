@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mawsflow.evaluation.lowshot import summarize
+from mawsflow.evaluation.lowshot import summarize, summary_metrics
 from mawsflow.evaluation.results import EvalResult
 
 
@@ -39,16 +39,11 @@ def merge_lowshot_runs(runs: Sequence[EvalResult]) -> EvalResult:
         top1.setdefault(int(shots), []).extend(float(v) for v in summary["runs"])
         column[int(shots)] = name
     summaries = summarize(top1)
-    metrics: dict[str, float] = {}
-    for s in summaries:
-        # The metric names `mawsflow lowshot` gives its summary of each K.
-        metrics[f"{s.shots}shot_top1_mean"] = s.mean
-        metrics[f"{s.shots}shot_top1_std"] = s.std
     return EvalResult(
         step="lowshot",
         evaluation=first.evaluation,
         pretraining=first.pretraining,
-        metrics=metrics,
+        metrics=summary_metrics(summaries),
         table={column[s.shots]: s.mean for s in summaries},
         model=first.model,
         dataset=first.dataset,

@@ -47,7 +47,12 @@ from mawsflow.evaluation.eval_data import (
 )
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
 from mawsflow.evaluation.finetune import ClassificationLoss
-from mawsflow.evaluation.lowshot import logistic_regression_top1, sample_few_shot, summarize
+from mawsflow.evaluation.lowshot import (
+    logistic_regression_top1,
+    sample_few_shot,
+    summarize,
+    summary_metrics,
+)
 from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
 from mawsflow.models.pretrained import load_trunk
 from mawsflow.models.vit import architecture, create_trunk
@@ -287,10 +292,7 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
     summaries = summarize(results)
     name = args.name or dataset_name(recipe.data.train)
     method = "VPT" if args.method == "vpt" else "logistic regression"
-    metrics: dict[str, float] = {}
-    for s in summaries:
-        metrics[f"{s.shots}shot_top1_mean"] = s.mean
-        metrics[f"{s.shots}shot_top1_std"] = s.std
+    metrics = summary_metrics(summaries)
     result = EvalResult(
         step="lowshot",
         evaluation=f"{name} low-shot ({method})",
