@@ -397,7 +397,7 @@ def maws_pipeline(
                 retry=1,
             )
             on_accelerators(settings(zeroshot, images["zeroshot"], **EVALUATION))
-            on_accelerators(settings(evaluation, images["finetune"], **EVALUATION))
+            on_accelerators(settings(evaluation, images["eval"], **EVALUATION))
             on_accelerators(settings(linear, images["linear_probe"], **EVALUATION))
 
         report = c.report(

@@ -27,6 +27,7 @@ STEPS = {
     "wsp",
     "lit",
     "finetune",
+    "eval",
     "linear-probe",
     "lowshot",
     "zeroshot",
@@ -155,7 +156,7 @@ def test_oci_labels_of_the_base_carry_version_and_commit():
     labels = _labels(_parse(IMAGES / "Dockerfile.base"))
     assert labels["org.opencontainers.image.version"] == "${MAWSFLOW_VERSION}"
     assert labels["org.opencontainers.image.revision"] == "${GIT_COMMIT}"
-    assert labels["org.opencontainers.image.licenses"] == _pyproject()["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == _pyproject()["project"]["license"]
 
 
 def test_plan_builds_the_base_first_and_tags_with_version_and_commit():

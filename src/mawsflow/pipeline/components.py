@@ -23,8 +23,7 @@ from mawsflow.pipeline.images import image_for, read_images
 
 IMAGES = read_images()
 # Which step's image each component runs in: its own step's; for a helper, the image of the
-# step it serves; for `evaluate` (`mawsflow eval` of a finetuned model, for which images/ builds
-# no image of its own), the finetune image, which holds the same package.
+# step it serves.
 IMAGE_OF = {
     "step-images": "launch",
     "build-dataset-plan": "build-dataset",
@@ -37,7 +36,7 @@ IMAGE_OF = {
     "wsp": "wsp",
     "lit": "lit",
     "finetune": "finetune",
-    "evaluate": "finetune",
+    "evaluate": "eval",
     "linear-probe": "linear-probe",
     "lowshot-plan": "lowshot",
     "lowshot": "lowshot",
@@ -66,6 +65,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
         ("wsp", str),
         ("lit", str),
         ("finetune", str),
+        ("eval", str),
         ("linear_probe", str),
         ("lowshot", str),
         ("zeroshot", str),
@@ -75,7 +75,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
     """Every step's image: components/images.yaml's reference, or `image_tag` of it."""
     from mawsflow.pipeline.images import retag
 
-    steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune"]
+    steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "eval"]
     steps += ["linear-probe", "lowshot", "zeroshot", "report"]
     return tuple(retag(references[step], image_tag) for step in steps)
 
