@@ -41,3 +41,21 @@ def test_progress_logs_when_not_a_terminal(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any("count: 5" in m for m in messages)
     assert messages[-1].startswith("count: done, 5 it")
+
+
+def test_logs_follow_a_replaced_stderr(monkeypatch, capsys):
+    """setup_logging once, then stderr replaced (as pytest or a task runner does): records go
+    to the current stderr, never to the old, possibly closed, stream."""
+    import io
+    import sys
+
+    monkeypatch.setenv("MAWSFLOW_LOG_FORMAT", "text")
+    old = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", old)
+    log.setup_logging("INFO")
+    old.close()
+    new = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", new)
+    logging.getLogger("mawsflow.x").warning("still here")
+    written = new.getvalue()
+    assert "mawsflow.x: still here" in written and "Logging error" not in written

@@ -70,6 +70,16 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes each record to whatever `sys.stderr` is when the record is emitted, not the one
+    at setup: a process that redirects or replaces stderr later (kfp.local's task runner,
+    pytest's capture) keeps its logs instead of writing into a closed stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging(level: str | None = None, *, json_lines: bool | None = None) -> None:
     """Configure the root logger once per process. MAWSFLOW_LOG_LEVEL / MAWSFLOW_LOG_FORMAT
     (text|json) override the defaults, so a launcher can set them for every rank."""
@@ -77,7 +87,7 @@ def setup_logging(level: str | None = None, *, json_lines: bool | None = None) -
     fmt = os.environ.get("MAWSFLOW_LOG_FORMAT")
     if json_lines is None:
         json_lines = fmt == "json" if fmt else not sys.stderr.isatty()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
