@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import datetime
 import io
+import logging
 import re
 import sys
 import threading
@@ -90,9 +91,13 @@ def run_locally(
         pipeline_root=str(root),
         raise_on_error=True,
     )
-    # kfp.local indents task output by swapping builtins.print while a task runs; tasks of a
-    # ParallelFor swap it from several threads and can leave an indenting print behind.
+    # kfp.local indents task output by swapping builtins.print, and installs a root-logger
+    # handler on the current stdout, while a task runs; tasks of a ParallelFor do both from
+    # several threads and can leave an indenting print, or a handler writing into this run's
+    # (soon closed) log, behind. Both are put back when the run ends.
     print_function = builtins.print
+    root_logger = logging.getLogger()
+    root_handlers, root_level = root_logger.handlers[:], root_logger.level
     with (
         open(log_path, "w", encoding="utf-8") as log,
         contextlib.redirect_stdout(_ProgressEcho(log, sys.stdout)),
@@ -111,4 +116,6 @@ def run_locally(
             raise LocalRunFailed(f"{exc} (task logs: {log_path})") from None
         finally:
             builtins.print = print_function
+            root_logger.handlers[:] = root_handlers
+            root_logger.setLevel(root_level)
     return LocalReport(Path(task.outputs["files"].uri))
