@@ -12,12 +12,16 @@ import torch
 
 from mawsflow.engine.checkpoint import Checkpointer, capture_rng_state, restore_rng_state
 from mawsflow.engine.distributed import DistributedContext
-from mawsflow.engine.flops import mae_training_flops, vit_training_flops
+from mawsflow.engine.flops import (
+    mae_training_flops,
+    transformer_forward_flops,
+    vit_training_flops,
+)
 from mawsflow.engine.optim import build_optimizer, parameter_groups, set_learning_rate
 from mawsflow.engine.schedule import LRSchedule, schedule_from_recipe
 from mawsflow.engine.trainer import micro_batching
 from mawsflow.models.mae import MaskedAutoencoder
-from mawsflow.models.vit import create_trunk
+from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import OptimizerConfig, load_recipe
 from mawsflow.typed_config import ConfigError
 
@@ -91,18 +95,18 @@ def test_micro_batching_reaches_the_global_batch_on_any_world_size():
 
 def test_flops_match_the_known_vit_b16_count():
     # ViT-B/16 at 224 px: 17.6 GMACs per image forward (timm's and the literature's figure).
-    flops = vit_training_flops(img_size=224, patch_size=16, depth=12, dim=768, mlp_dim=3072)
+    vit_b16 = architecture("vit_b16")
+    flops = vit_training_flops(vit_b16, img_size=224)
     assert math.isclose(flops / 3 / 2, 17.6e9, rel_tol=0.02)
     mae = mae_training_flops(
-        img_size=224,
-        patch_size=16,
-        depth=12,
-        dim=768,
-        mlp_dim=3072,
-        mask_ratio=0.75,
-        decoder_depth=8,
-        decoder_dim=512,
+        vit_b16, img_size=224, mask_ratio=0.75, decoder_depth=8, decoder_dim=512
     )
+    # VPT's 8 prompt tokens lengthen all 12 blocks' sequences (197 → 205 tokens).
+    prompted = vit_training_flops(vit_b16, img_size=224, extra_tokens=8)
+    added = transformer_forward_flops(205, 12, 768, 3072) - transformer_forward_flops(
+        197, 12, 768, 3072
+    )
+    assert math.isclose(prompted - flops, 3 * added)
     # The encoder on a quarter of the patches plus a light decoder: well under the full cost.
     assert 0.3 * flops < mae < 0.7 * flops
 

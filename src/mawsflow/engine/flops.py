@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from mawsflow.recipes import Architecture
+
 
 def transformer_forward_flops(tokens: int, depth: int, dim: int, mlp_dim: int) -> float:
     """One sample through `depth` pre-norm blocks over `tokens` tokens."""
@@ -61,40 +63,34 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def vit_training_flops(
-    *,
-    img_size: int,
-    patch_size: int,
-    depth: int,
-    dim: int,
-    mlp_dim: int,
-    head_dims: tuple[int, ...] = (),
+    spec: Architecture, *, img_size: int, head_dims: tuple[int, ...] = (), extra_tokens: int = 0
 ) -> float:
-    """A classifier ViT (class token + all patches), with an optional MLP head whose layer
-    widths are `head_dims` (e.g. (dim, num_classes) for WSP's Linear–Tanh–Linear)."""
-    patches = (img_size // patch_size) ** 2
-    forward = patch_embed_forward_flops(patches, patch_size, dim)
-    forward += transformer_forward_flops(patches + 1, depth, dim, mlp_dim)
+    """A classifier ViT (class token + all patches, plus `extra_tokens` such as VPT prompts),
+    with an optional MLP head whose layer widths are `head_dims` (e.g. (dim, num_classes) for
+    WSP's Linear–Tanh–Linear)."""
+    dim = spec.embed_dim
+    patches = (img_size // spec.patch_size) ** 2
+    forward = patch_embed_forward_flops(patches, spec.patch_size, dim)
+    forward += transformer_forward_flops(patches + 1 + extra_tokens, spec.layers, dim, spec.mlp_dim)
     widths = (dim, *head_dims)
     forward += sum(linear_forward_flops(1, a, b) for a, b in itertools.pairwise(widths))
     return training_flops(forward)
 
 
 def mae_training_flops(
+    spec: Architecture,
     *,
     img_size: int,
-    patch_size: int,
-    depth: int,
-    dim: int,
-    mlp_dim: int,
     mask_ratio: float,
     decoder_depth: int,
     decoder_dim: int,
 ) -> float:
     """MAE: the encoder runs on the visible patches only, the decoder on all of them."""
+    dim, patch_size = spec.embed_dim, spec.patch_size
     patches = (img_size // patch_size) ** 2
     visible = int(patches * (1 - mask_ratio))
     forward = patch_embed_forward_flops(patches, patch_size, dim)
-    forward += transformer_forward_flops(visible + 1, depth, dim, mlp_dim)
+    forward += transformer_forward_flops(visible + 1, spec.layers, dim, spec.mlp_dim)
     forward += linear_forward_flops(visible + 1, dim, decoder_dim)
     forward += transformer_forward_flops(patches + 1, decoder_depth, decoder_dim, 4 * decoder_dim)
     forward += linear_forward_flops(patches, decoder_dim, patch_size * patch_size * 3)

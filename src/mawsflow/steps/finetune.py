@@ -156,14 +156,8 @@ class FinetuneTask(TrainTask):
 
     def flops_per_sample(self) -> float:
         r = self.recipe
-        spec = architecture(r.model.arch)
         return vit_training_flops(
-            img_size=r.model.img_size,
-            patch_size=spec.patch_size,
-            depth=spec.layers,
-            dim=spec.embed_dim,
-            mlp_dim=spec.mlp_dim,
-            head_dims=(self.num_classes,),
+            architecture(r.model.arch), img_size=r.model.img_size, head_dims=(self.num_classes,)
         )
 
     def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -140,16 +140,7 @@ class LiTTask(TrainTask):
         backward, counted at the full context length)."""
         r = self.recipe
         spec = architecture(r.model.arch)
-        image_forward = (
-            vit_training_flops(
-                img_size=r.model.img_size,
-                patch_size=spec.patch_size,
-                depth=spec.layers,
-                dim=spec.embed_dim,
-                mlp_dim=spec.mlp_dim,
-            )
-            / 3
-        )
+        image_forward = vit_training_flops(spec, img_size=r.model.img_size) / 3
         text = self.text_config
         width = int(text.hidden_size)
         text_forward = transformer_forward_flops(

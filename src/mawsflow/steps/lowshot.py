@@ -156,17 +156,12 @@ class VPTTask(TrainTask):
 
     def flops_per_sample(self) -> float:
         r = self.recipe
-        spec = architecture(r.model.arch)
-        patches = (r.model.img_size // spec.patch_size) ** 2
         # The prompts lengthen every block's sequence by num_tokens tokens.
-        prompt_scale = (patches + 1 + r.vpt.num_tokens) / (patches + 1)
-        return prompt_scale * vit_training_flops(
+        return vit_training_flops(
+            architecture(r.model.arch),
             img_size=r.model.img_size,
-            patch_size=spec.patch_size,
-            depth=spec.layers,
-            dim=spec.embed_dim,
-            mlp_dim=spec.mlp_dim,
             head_dims=(self.num_classes,),
+            extra_tokens=r.vpt.num_tokens,
         )
 
     def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -82,13 +82,9 @@ class MAETask(TrainTask):
 
     def flops_per_sample(self) -> float:
         r = self.recipe
-        spec = architecture(r.model.arch)
         return mae_training_flops(
+            architecture(r.model.arch),
             img_size=r.model.img_size,
-            patch_size=spec.patch_size,
-            depth=spec.layers,
-            dim=spec.embed_dim,
-            mlp_dim=spec.mlp_dim,
             mask_ratio=r.mask_ratio,
             decoder_depth=r.decoder.depth,
             decoder_dim=r.decoder.embed_dim,

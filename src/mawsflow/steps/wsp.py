@@ -161,14 +161,7 @@ class WSPTask(TrainTask):
         r = self.recipe
         spec = architecture(r.model.arch)
         head = (spec.embed_dim, self.num_classes) if r.head == "mlp" else (self.num_classes,)
-        return vit_training_flops(
-            img_size=r.model.img_size,
-            patch_size=spec.patch_size,
-            depth=spec.layers,
-            dim=spec.embed_dim,
-            mlp_dim=spec.mlp_dim,
-            head_dims=head,
-        )
+        return vit_training_flops(spec, img_size=r.model.img_size, head_dims=head)
 
     def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The trunk under timm's keys; the vocabulary head is pretraining-only."""
