@@ -11,11 +11,8 @@ import importlib.util
 import json
 import re
 import sys
-import threading
 import tomllib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import helm_python as helm
 import jsonschema
@@ -25,6 +22,7 @@ import referencing
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, all_versions, schema_contents
 
+from kfp_api_standin import empty_state, serve
 from mawsflow.metrics import TrainingMetrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -657,113 +655,30 @@ bootstrap = _load_bootstrap()
 quiet_kfp_client = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 
 
-class PipelinesAPI(BaseHTTPRequestHandler):
-    """An in-memory stand-in for the few Kubeflow Pipelines v2beta1 REST calls the bootstrap
-    makes, so that it runs through kfp's real client and HTTP layer. State is on the server."""
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, body: dict, status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _query(self) -> tuple[str, dict[str, str]]:
-        url = urlparse(self.path)
-        return url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
-
-    @staticmethod
-    def _named(items: list[dict], query: dict[str, str]) -> list[dict]:
-        if "filter" not in query:
-            return items
-        (predicate,) = json.loads(query["filter"])["predicates"]
-        return [i for i in items if i["display_name"] == predicate["stringValue"]]
-
-    def do_GET(self):
-        state = self.server.state
-        path, query = self._query()
-        state["calls"].append(("GET", path, query))
-        if path == "/apis/v2beta1/pipelines":
-            pipelines = [p for p in state["pipelines"] if p["namespace"] == query.get("namespace")]
-            return self._reply({"pipelines": self._named(pipelines, query)})
-        if match := re.fullmatch(r"/apis/v2beta1/pipelines/([^/]+)/versions", path):
-            versions = [v for v in state["versions"] if v["pipeline_id"] == match[1]]
-            if query.get("sort_by") == "created_at desc":
-                versions = sorted(versions, key=lambda v: v["created_at"], reverse=True)
-            return self._reply({"pipeline_versions": self._named(versions, query)})
-        if path == "/apis/v2beta1/experiments":
-            return self._reply({"experiments": self._named(state["experiments"], query)})
-        if path == "/apis/v2beta1/recurringruns":
-            runs = [
-                r for r in state["recurring_runs"] if r["experiment_id"] == query["experiment_id"]
-            ]
-            # The one camelCase field of this API (recurringRuns in the proto).
-            return self._reply({"recurringRuns": self._named(runs, query)})
-        return self._reply({"error": f"no route {path}"}, 404)
-
-    def do_POST(self):
-        state = self.server.state
-        path, _ = self._query()
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        state["calls"].append(("POST", path, body))
-        if path == "/apis/v2beta1/experiments":
-            body["experiment_id"] = f"exp-{len(state['experiments'])}"
-            state["experiments"].append(body)
-            return self._reply(body)
-        if path == "/apis/v2beta1/recurringruns":
-            body["recurring_run_id"] = f"rr-{len(state['calls'])}"
-            state["recurring_runs"].append(body)
-            return self._reply(body)
-        return self._reply({"error": f"no route {path}"}, 404)
-
-    def do_DELETE(self):
-        state = self.server.state
-        path, _ = self._query()
-        state["calls"].append(("DELETE", path, None))
-        run_id = path.rsplit("/", 1)[-1]
-        state["recurring_runs"] = [
-            r for r in state["recurring_runs"] if r["recurring_run_id"] != run_id
-        ]
-        return self._reply({})
-
-
 @pytest.fixture
 def pipelines_api(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp reads a context file under $HOME
-    server = ThreadingHTTPServer(("127.0.0.1", 0), PipelinesAPI)
-    server.state = {
-        "calls": [],
-        "pipelines": [
-            {"pipeline_id": "p-shared", "display_name": "maws", "namespace": None},
-            {"pipeline_id": "p-other", "display_name": "other", "namespace": NAMESPACE},
-        ],
-        "versions": [
-            {
-                "pipeline_id": "p-shared",
-                "pipeline_version_id": "v-old",
-                "display_name": "v1",
-                "created_at": "2026-01-01T00:00:00Z",
-            },
-            {
-                "pipeline_id": "p-shared",
-                "pipeline_version_id": "v-new",
-                "display_name": "v2",
-                "created_at": "2026-02-01T00:00:00Z",
-            },
-        ],
-        "experiments": [],
-        "recurring_runs": [],
-    }
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    state = empty_state()
+    state["pipelines"] = [
+        {"pipeline_id": "p-shared", "display_name": "maws", "namespace": None},
+        {"pipeline_id": "p-other", "display_name": "other", "namespace": NAMESPACE},
+    ]
+    state["versions"] = [
+        {
+            "pipeline_id": "p-shared",
+            "pipeline_version_id": "v-old",
+            "display_name": "v1",
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+        {
+            "pipeline_id": "p-shared",
+            "pipeline_version_id": "v-new",
+            "display_name": "v2",
+            "created_at": "2026-02-01T00:00:00Z",
+        },
+    ]
+    with serve(state) as server:
+        yield server
 
 
 def _bootstrap_env(server, **overrides) -> dict[str, str]:

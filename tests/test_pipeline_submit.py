@@ -2,18 +2,11 @@
 against a local stand-in of the Kubeflow Pipelines v2beta1 REST API that records every call;
 and the clear errors for a wrong host, missing credentials and bad parameters."""
 
-import json
-import re
 import socket
-import threading
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
-import yaml
 
+from kfp_api_standin import empty_state, serve
 from test_pipeline_dag import maws
 
 ARGS = [
@@ -26,133 +19,13 @@ ARGS = [
 ]  # fmt: skip
 
 
-class PipelinesAPI(BaseHTTPRequestHandler):
-    """The v2beta1 calls `--submit` and `--schedule` make, with state on the server. With a
-    `token` set on the server, requests without `Authorization: Bearer <token>` get 401."""
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, body: dict, status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorised(self) -> bool:
-        token = self.server.state["token"]
-        if token and self.headers.get("Authorization") != f"Bearer {token}":
-            self._reply({"error": "missing or wrong token", "code": 16}, 401)
-            return False
-        return True
-
-    def _route(self) -> tuple[str, dict[str, str]]:
-        url = urlparse(self.path)
-        return url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
-
-    @staticmethod
-    def _named(items: list[dict], query: dict[str, str]) -> list[dict]:
-        if "filter" not in query:
-            return items
-        (predicate,) = json.loads(query["filter"])["predicates"]
-        return [i for i in items if i["display_name"] == predicate["stringValue"]]
-
-    def do_GET(self):
-        state = self.server.state
-        path, query = self._route()
-        state["calls"].append(("GET", path, query))
-        if not self._authorised():
-            return None
-        if path == "/apis/v2beta1/healthz":
-            return self._reply({"multi_user": False})
-        if path == "/apis/v2beta1/pipelines":
-            return self._reply({"pipelines": self._named(state["pipelines"], query)})
-        if match := re.fullmatch(r"/apis/v2beta1/pipelines/([^/]+)/versions", path):
-            versions = [v for v in state["versions"] if v["pipeline_id"] == match[1]]
-            versions.sort(key=lambda v: v["created_at"], reverse=True)
-            return self._reply({"pipeline_versions": versions})
-        if path == "/apis/v2beta1/experiments":
-            return self._reply({"experiments": self._named(state["experiments"], query)})
-        return self._reply({"error": f"no route {path}"}, 404)
-
-    def _upload(self, query: dict[str, str]) -> dict:
-        length = int(self.headers["Content-Length"])
-        header = f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode()
-        message = BytesParser(policy=HTTP).parsebytes(header + self.rfile.read(length))
-        (part,) = list(message.iter_parts())
-        package = yaml.safe_load_all(part.get_content())
-        return {"query": query, "pipeline": next(package)["pipelineInfo"]["name"]}
-
-    def _new_version(self, pipeline_id: str, name: str) -> dict:
-        versions = self.server.state["versions"]
-        version = {
-            "pipeline_id": pipeline_id,
-            "pipeline_version_id": f"v-{len(versions) + 1}",
-            "display_name": name,
-            "created_at": f"2026-01-01T00:00:{len(versions):02d}Z",
-        }
-        versions.append(version)
-        return version
-
-    def do_POST(self):
-        state = self.server.state
-        path, query = self._route()
-        if path.startswith("/apis/v2beta1/pipelines/upload"):
-            body = self._upload(query)
-        else:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        state["calls"].append(("POST", path, body))
-        if not self._authorised():
-            return None
-        if path == "/apis/v2beta1/pipelines/upload":
-            pipeline = {
-                "pipeline_id": f"p-{len(state['pipelines']) + 1}",
-                "display_name": query["name"],
-            }
-            state["pipelines"].append(pipeline)
-            self._new_version(pipeline["pipeline_id"], query["name"])
-            return self._reply(pipeline)
-        if path == "/apis/v2beta1/pipelines/upload_version":
-            return self._reply(self._new_version(query["pipelineid"], query["name"]))
-        if path == "/apis/v2beta1/experiments":
-            body["experiment_id"] = f"e-{len(state['experiments']) + 1}"
-            state["experiments"].append(body)
-            return self._reply(body)
-        if path == "/apis/v2beta1/runs":
-            body["run_id"] = f"r-{len(state['runs']) + 1}"
-            state["runs"].append(body)
-            return self._reply(body)
-        if path == "/apis/v2beta1/recurringruns":
-            body["recurring_run_id"] = f"rr-{len(state['recurring_runs']) + 1}"
-            state["recurring_runs"].append(body)
-            return self._reply(body)
-        return self._reply({"error": f"no route {path}"}, 404)
-
-
 @pytest.fixture
 def api(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp reads a context file under $HOME
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.delenv("MAWSFLOW_KFP_TOKEN", raising=False)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), PipelinesAPI)
-    server.state = {
-        "calls": [],
-        "token": None,
-        "pipelines": [],
-        "versions": [],
-        "experiments": [],
-        "runs": [],
-        "recurring_runs": [],
-    }
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serve(empty_state()) as server:
+        yield server
 
 
 def _posts(server, path: str) -> list:
