@@ -26,6 +26,12 @@ AUG_224_008 = {
     "augment.normalize": True,
 }
 
+# Tables 14/15 give 518px, "or 512×512 for models which use a patch size of 16" (§B).
+PX_518 = {
+    f"arch:{arch}": {"model.arch": arch, "model.img_size": 518, f"{RRC}.size": 518}
+    for arch in ("vit_h14", "vit_2b14", "vit_6.5b14")
+}
+
 # recipe → {None: base, "variant:<v>" or "arch:<a>": the values that change}
 PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
     "mae": {  # Table 10 + §A decoder
@@ -57,6 +63,8 @@ PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
             "augment.normalize": True,
         },
         "variant:in21k": {"schedule.epochs": 160.0, "schedule.samples_per_epoch": 14_000_000},
+        # §4.2: ViT-6.5B "with full precision to avoid divergence".
+        "arch:vit_6.5b14": {"model.arch": "vit_6.5b14", "runtime.precision": "fp32"},
     },
     "wsp": {  # Table 11
         None: {
@@ -84,6 +92,7 @@ PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
             "optimizer.grad_clip": 1.0,
             "optimizer.betas": [0.9, 0.95],
         },
+        "arch:vit_6.5b14": {"model.arch": "vit_6.5b14", "runtime.precision": "fp32"},
     },
     "wsp-in21k": {  # Table 13
         None: {
@@ -149,11 +158,11 @@ PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
         },
         "variant:pmd": {"schedule.epochs": 20.0, "schedule.samples_per_epoch": 70_000_000},
     },
-    "finetune-mae": {  # Table 14 (§B: 518px)
+    "finetune-mae": {  # Table 14 (§B: 518px, 512px for patch 16)
         None: {
             "source": "Table 14",
             "model.arch": "vit_l16",
-            "model.img_size": 518,
+            "model.img_size": 512,  # §B: 512px for patch-16 models
             "model.drop_path": 0.2,
             "ema": 1e-4,
             "optimizer.name": "adamw",
@@ -169,10 +178,11 @@ PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
             "schedule.warmup_fraction": 0.05,
             "loss.label_smoothing": 0.1,
             **AUG_224_008,
-            f"{RRC}.size": 518,
+            f"{RRC}.size": 512,
             "augment.mixup": 0.8,
             "augment.cutmix": 1.0,
         },
+        **PX_518,
         "variant:in1k": {"schedule.epochs": 50.0, "schedule.samples_per_epoch": 1_281_167},
         "variant:inat18": {"schedule.epochs": 100.0, "schedule.samples_per_epoch": 437_513},
     },
@@ -180,7 +190,7 @@ PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
         None: {
             "source": "Table 15",
             "model.arch": "vit_l16",
-            "model.img_size": 518,
+            "model.img_size": 512,  # §B: 512px for patch-16 models
             "model.drop_path": 0.2,
             "ema": 1e-4,
             "optimizer.name": "sgd",
@@ -196,9 +206,10 @@ PAPER: dict[str, dict[str | None, dict[str, Any]]] = {
             "schedule.warmup_schedule": "linear",
             "schedule.warmup_fraction": 0.05,
             **AUG_224_008,
-            f"{RRC}.size": 518,
+            f"{RRC}.size": 512,
             "augment.mixup": 0.1,
         },
+        **PX_518,
         "variant:in1k": {"schedule.epochs": 50.0, "schedule.samples_per_epoch": 1_281_167},
         "variant:inat18": {"schedule.epochs": 150.0, "schedule.samples_per_epoch": 437_513},
     },
@@ -559,3 +570,24 @@ def test_recipe_files_are_plain_yaml():
     for filename, _ in recipes.RECIPES.values():
         text = (recipes.resources.files("mawsflow") / "recipes" / filename).read_text()
         assert yaml.safe_load(text)["base"]["source"].startswith("Table")
+
+
+@pytest.mark.parametrize("name", ["finetune-mae", "finetune-wsp"])
+def test_finetune_resolution_fits_every_paper_architectures_patch(name):
+    # §B: "518×518 (or 512×512 for models which use a patch size of 16)". 518 is not a multiple
+    # of 16, so ViT-B/16 and ViT-L/16 could not be built at it.
+    from mawsflow.models.vit import trunk_kwargs
+
+    for arch, spec in recipes.architectures().items():
+        if not spec.paper:
+            continue
+        recipe = recipes.load_recipe(name, arch=arch)
+        want = 512 if spec.patch_size == 16 else 518
+        assert recipe.model.img_size == recipe.augment.crop.size == want, arch
+        assert trunk_kwargs(arch, img_size=recipe.model.img_size)["img_size"] == want
+
+
+def test_vit_6_5b_pretrains_in_full_precision_and_the_others_keep_autocast():
+    for name in ("mae", "wsp"):
+        assert recipes.load_recipe(name, arch="vit_6.5b14").runtime.precision == "fp32"
+        assert recipes.load_recipe(name, arch="vit_2b14").runtime.precision == "auto"
