@@ -52,9 +52,9 @@ def test_no_weight_decay_on_norms_biases_and_embeddings():
     plain = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert "encoder.blocks.0.attn.qkv.weight" in decayed
     assert "decoder_embed.weight" in decayed and "encoder.patch_embed.proj.weight" in decayed
+    # fb/mae decays MAE's class and mask tokens (tests/test_model_init.py).
+    assert {"encoder.cls_token", "mask_token"} <= decayed
     for name in (
-        "encoder.cls_token",
-        "mask_token",
         "encoder.norm.weight",
         "encoder.blocks.0.attn.qkv.bias",
         "decoder_blocks.0.norm1.weight",

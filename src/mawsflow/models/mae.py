@@ -6,6 +6,12 @@ decoder (8 blocks, 512 wide, 16 heads) with fixed 2-D sin-cos position embedding
 the pixels; the loss is the mean squared error on the masked patches against per-patch
 normalised pixels. The encoder is an ordinary trunk from `vit.create_trunk`, so after
 pre-pretraining it is saved under timm's keys and WSP starts from it unchanged.
+
+The paper makes "no changes from He et al." (§A), so the whole model starts as fb/mae's
+`initialize_weights` starts it, not as timm would: Xavier-uniform linear layers with zero
+biases, the patch embedding initialised like a linear layer (Xavier on its flattened weight),
+normal(0.02) class and mask tokens, LayerNorms at one and zero. fb/mae's optimiser also decays
+the class and mask tokens (only 1-D tensors are exempt), so they are decayed here too.
 """
 
 from __future__ import annotations
@@ -13,16 +19,17 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from mawsflow.models.pos_embed import sincos_2d
+from mawsflow.models.vit import Trunk
 
 
 class MaskedAutoencoder(nn.Module):
     def __init__(
         self,
-        encoder: VisionTransformer,
+        encoder: Trunk,
         *,
         decoder_depth: int = 8,
         decoder_dim: int = 512,
@@ -33,6 +40,12 @@ class MaskedAutoencoder(nn.Module):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        if not isinstance(encoder, Trunk):
+            # A plain timm ViT would keep its class token out of weight decay, unlike fb/mae.
+            raise TypeError(
+                f"the MAE encoder must come from mawsflow.models.vit.create_trunk, got "
+                f"{type(encoder).__name__}"
+            )
         if decoder_dim % decoder_heads:
             raise ValueError(
                 f"decoder.embed_dim {decoder_dim} is not divisible by decoder.num_heads "
@@ -70,19 +83,27 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_norm = norm_layer(decoder_dim)
         in_chans = encoder.patch_embed.proj.in_channels
         self.decoder_pred = nn.Linear(decoder_dim, self.patch_size**2 * in_chans)
-        self._init_decoder()
+        encoder.decay_class_token = True
+        self.initialize_weights()
 
-    def _init_decoder(self) -> None:
-        # MAE's choices: small normal init for the mask token, Xavier for decoder linears.
-        nn.init.normal_(self.mask_token, std=0.02)
-        for module in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
+    def initialize_weights(self) -> None:
+        """fb/mae's initialisation of the encoder and the decoder (see the module docstring).
+        The position embeddings are the fixed sin-cos ones set above."""
+        with torch.no_grad():
+            # The patch embedding is a linear map of each flattened patch; the view shares
+            # the convolution's storage.
+            weight = self.encoder.patch_embed.proj.weight
+            nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+            nn.init.normal_(self.encoder.cls_token, std=0.02)
+            nn.init.normal_(self.mask_token, std=0.02)
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
-
-    def no_weight_decay(self) -> set[str]:
-        return {"mask_token"}
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] → [B, num_patches, p·p·C], patches row-major, pixels (p, p, C)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from mawsflow.recipes import Architecture, architectures
@@ -26,6 +27,27 @@ TIMM_EQUIVALENTS = {
 # Parameter counts above which data-parallel replicas no longer fit an 80 GB GPU next to their
 # optimizer state; the paper's 2B and 6.5B models are trained sharded (DESIGN.md).
 SHARDING_PARAMS = 1_000_000_000
+
+
+class Trunk(VisionTransformer):
+    """timm's VisionTransformer (same modules, same keys), with one setting of its own: whether
+    weight decay skips the class token.
+
+    timm and the finetuning recipes (fb/mae's `main_finetune`) exclude the class token from
+    weight decay; fb/mae's pre-pretraining optimiser decays it (its parameter groups exempt
+    only 1-D tensors), so the MAE wrapper turns `decay_class_token` on.
+    """
+
+    def __init__(self, *, decay_class_token: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.decay_class_token = decay_class_token
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        names = set(super().no_weight_decay())
+        if self.decay_class_token:
+            names.discard("cls_token")
+        return names
 
 
 def architecture(arch: str) -> Architecture:
@@ -60,9 +82,9 @@ def trunk_kwargs(arch: str, *, img_size: int = 224, drop_path: float = 0.0) -> d
     }
 
 
-def create_trunk(arch: str, *, img_size: int = 224, drop_path: float = 0.0) -> VisionTransformer:
+def create_trunk(arch: str, *, img_size: int = 224, drop_path: float = 0.0) -> Trunk:
     """A freshly initialised ViT trunk (timm's init) that returns the class-token feature."""
-    return VisionTransformer(**trunk_kwargs(arch, img_size=img_size, drop_path=drop_path))
+    return Trunk(**trunk_kwargs(arch, img_size=img_size, drop_path=drop_path))
 
 
 def parameter_count(arch: str, *, img_size: int = 224) -> int:

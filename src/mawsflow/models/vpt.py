@@ -46,6 +46,9 @@ class VPTClassifier(nn.Module):
         bound = math.sqrt(6.0 / float(3 * patch[0] * patch[1] + dim_tokens))
         nn.init.uniform_(self.prompts, -bound, bound)
         self.prompt_proj = nn.Linear(dim_tokens, width)
+        # KMnP/vpt's projection init: Kaiming-normal over the fan-out (its bias keeps
+        # PyTorch's default, as there).
+        nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode="fan_out")
         self.prompt_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
         nn.init.zeros_(self.head.bias)

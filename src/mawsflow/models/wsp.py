@@ -3,10 +3,15 @@
 Table 11 (IG-3B, following SWAG): head Linear(embed, embed) → Tanh → Linear(embed, classes);
 Table 13 (IN21k): a single Linear. The loss is softmax cross-entropy against each image's label
 vector normalised to sum to one, so an image with k labels puts 1/k on each.
+
+The head starts as SWAG's does: the hidden layer LeCun-normal (truncated normal, std
+sqrt(1 / fan_in)) with zero bias, the output layer all zeros, so every class starts at the same
+logit. The single linear head of Table 13 starts at zero too, as big_vision's does.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -29,6 +34,15 @@ class WSPHead(nn.Module):
         else:
             raise ValueError(f"head: unknown kind {kind!r}; choose mlp or linear")
         self.fc = nn.Linear(embed_dim, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if isinstance(self.pre_logits, nn.Sequential):
+            hidden = self.pre_logits[0]
+            nn.init.trunc_normal_(hidden.weight, std=math.sqrt(1.0 / hidden.in_features))
+            nn.init.zeros_(hidden.bias)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pre_logits(features))
