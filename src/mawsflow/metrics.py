@@ -81,6 +81,24 @@ class TrainingMetrics:
         self.optimizer_steps = Counter(
             "mawsflow_optimizer_steps", "Optimizer steps taken", labels, registry=r
         )
+        # Set by rank 0, which marks a checkpoint complete: from the start of the save (the
+        # training stall is only the host copy when saving asynchronously) to the marker.
+        self.checkpoint_save_seconds = Histogram(
+            "mawsflow_checkpoint_save_seconds",
+            "Wall time from the start of a checkpoint save until it is complete",
+            labels,
+            buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "mawsflow_checkpoint_bytes", "Size of the last complete checkpoint", labels, registry=r
+        )
+        self.checkpoint_load_seconds = Gauge(
+            "mawsflow_checkpoint_load_seconds",
+            "Time this rank took to restore the checkpoint it resumed from",
+            labels,
+            registry=r,
+        )
 
     def labels(self) -> dict[str, str]:
         return {"step": self.step, "rank": str(self.rank)}

@@ -10,6 +10,7 @@ mode. The loop keeps the device busy: no host synchronisation except on logging 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 
 from mawsflow import metrics as prom
-from mawsflow.engine.artifacts import write_model
+from mawsflow import storage
+from mawsflow.engine.artifacts import MODEL_CARD, write_model
 from mawsflow.engine.checkpoint import (
     Checkpointer,
     capture_rng_state,
@@ -42,6 +44,7 @@ from mawsflow.engine.distributed import (
     DistributedContext,
     all_reduce_mean,
     apply_activation_checkpointing,
+    broadcast_object,
     compile_blocks,
     init_distributed,
     shutdown,
@@ -183,6 +186,21 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
     }
 
 
+def _result_from(train_state: Mapping[str, Any], latest: int) -> TrainResult:
+    history = train_state["loss_history"]
+    seconds = float(train_state["train_seconds"])
+    samples = int(train_state["samples_seen"])
+    return TrainResult(
+        steps=int(train_state["step"]),
+        samples_seen=samples,
+        initial_loss=history[0][1] if history else None,
+        final_loss=history[-1][1] if history else None,
+        samples_per_second=samples / seconds if seconds else 0.0,
+        skipped_samples=int(train_state["skipped_samples"]),
+        resumed_from_step=latest,
+    )
+
+
 def train(task: TrainTask, config: TrainConfig, dataset: PretrainManifest) -> TrainResult:
     """Run (or resume, or finish) training of `task` and write its model artifacts."""
     ctx = init_distributed(config.runtime.device)
@@ -220,13 +238,14 @@ class _Run:
             warmup_fraction=config.schedule.warmup_fraction,
             shape=config.schedule.lr_schedule,
         )
+        self.metrics = prom.TrainingMetrics(step=task.name, rank=ctx.rank)
         self.checkpointer = Checkpointer(
             config.output,
             every_steps=config.checkpoint.every_steps,
             keep_last=config.checkpoint.keep_last,
             ctx=ctx,
+            metrics=self.metrics,
         )
-        self.metrics = prom.TrainingMetrics(step=task.name, rank=ctx.rank)
         self.labels = self.metrics.labels()
         self.peak = peak_flops(ctx.device)
 
@@ -252,10 +271,44 @@ class _Run:
         optimizer = build_optimizer(groups, cfg.optimizer, device=ctx.device)
         return wrapped, optimizer
 
+    def _finished(self, latest: int | None) -> TrainResult | None:
+        """The result of an earlier run that already finished this output (its model card is
+        written last), agreed by all ranks; None when there is training or exporting to do."""
+        finished = None
+        if self.ctx.is_main and latest == self.total_steps:
+            card_uri = storage.join(self.config.output, MODEL_CARD)
+            if storage.exists(card_uri):
+                card = storage.read_json(card_uri)
+                # Compared as JSON, as the card stores it.
+                recipe = json.loads(json.dumps(self.config.recipe))
+                if card.get("recipe") != recipe:
+                    differ = sorted(
+                        k
+                        for k in set(recipe) | set(card.get("recipe") or {})
+                        if recipe.get(k) != (card.get("recipe") or {}).get(k)
+                    )
+                    finished = ValueError(
+                        f"{self.config.output} already holds a finished {self.task.name} model "
+                        f"trained with another recipe (sections {', '.join(differ)} differ): "
+                        "write to a new output"
+                    )
+                else:
+                    state = self.checkpointer.read_train_state(latest)
+                    finished = _result_from(state, latest)
+        finished = broadcast_object(finished, self.ctx)
+        if isinstance(finished, Exception):
+            raise finished
+        return finished  # type: ignore[return-value]
+
     def fit(self) -> TrainResult:
         cfg, ctx, task = self.config, self.ctx, self.task
         configure_determinism(cfg.runtime.deterministic)
         latest = self.checkpointer.latest_step()
+        done = self._finished(latest)
+        if done is not None:
+            # A rerun (e.g. a pipeline retry after success): the model is there already.
+            log.info("output already complete; not retraining", extra={"output": cfg.output})
+            return done
         model, optimizer = self._build(resuming=latest is not None)
         # Each rank draws its own masks and drop-path decisions.
         seed_everything(sample_seed(cfg.runtime.seed, ctx.rank, 0))
@@ -277,7 +330,17 @@ class _Run:
                 restore_rng_state(rank_state["rng"], ctx.device)
                 saved_loader = rank_state["data"]
             else:
-                log.warning("checkpoint has no state for rank %d; RNG reseeded", ctx.rank)
+                # Another world size: ranks' RNG streams do not map onto each other. Seeded by
+                # (seed, rank, step), so no rank replays the masks of the run's first steps.
+                seed_everything(sample_seed(cfg.runtime.seed, ctx.rank, step))
+                saved_ranks = self.checkpointer.saved_rank_states(latest)
+                saved_loader = LoaderState.merge([r["data"] for r in saved_ranks])
+                log.warning(
+                    "resuming %d ranks from a checkpoint of %d: model and optimizer continue "
+                    "exactly, the RNG is reseeded and data streams are redistributed",
+                    ctx.world_size,
+                    len(saved_ranks),
+                )
         # Under FSDP each rank holds only its shard: the log shows both counts.
         params = list(model.parameters())
         local_params = sum(
@@ -345,6 +408,7 @@ class _Run:
             skipped_samples=skipped,
             resumed_from_step=latest,
         )
+        self.checkpointer.wait()
         train_state = {
             "step": step,
             "samples_seen": samples_seen,
@@ -478,5 +542,6 @@ class _Run:
                         "recipe": cfg.recipe,
                     },
                     {"rng": capture_rng_state(ctx.device), "data": loader_state.state_dict()},
+                    asynchronous=True,
                 )
         return step, time.perf_counter() - start, skipped
