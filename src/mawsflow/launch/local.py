@@ -5,6 +5,14 @@ is the torchrun entry point, and this way it is certainly the torch the launcher
 standalone rendezvous on a free local port so parallel launches cannot collide. Without GPUs the
 ranks see no CUDA device, so they use gloo on the CPU.
 
+A bare `mawsflow` as the command means this project: it runs as `<the launcher's python> -m
+mawsflow.cli`, so ranks run the launcher's own installation whether or not its bin directory is
+on PATH (`.venv/bin/mawsflow launch … -- mawsflow mae …` from any shell).
+
+torchrun does not run as the launcher's child directly but under a guard
+(mawsflow.launch.job_guard), which sees every process of the job and kills them all when the
+launcher goes away for any reason, SIGKILL included; its docstring says why this design.
+
 Output is streamed line by line. torchrun itself exits 1 whenever a rank fails; the failing
 rank's own exit status is in torchrun's "Root Cause" report, which is read from the stream and
 becomes the launcher's exit status (128 + N for a rank killed by signal N, as a shell reports it).
@@ -20,7 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -39,6 +47,13 @@ class LocalResult:
     failed_rank: int | None = None
 
 
+def rank_command(command: Sequence[str]) -> list[str]:
+    """What every rank runs: the command, with a bare `mawsflow` bound to this installation."""
+    if command[:1] == ["mawsflow"]:
+        return [sys.executable, "-m", "mawsflow.cli", *command[1:]]
+    return list(command)
+
+
 def torchrun_argv(spec: LaunchSpec) -> list[str]:
     return [
         sys.executable,
@@ -50,7 +65,22 @@ def torchrun_argv(spec: LaunchSpec) -> list[str]:
         "--nproc-per-node",
         str(spec.procs_per_node),
         "--no-python",
-        *spec.command,
+        *rank_command(spec.command),
+    ]
+
+
+def guarded_argv(argv: Sequence[str], liveness_fd: int) -> list[str]:
+    """`argv` run under the job guard, which watches this process through `liveness_fd`."""
+    return [
+        sys.executable,
+        "-m",
+        "mawsflow.launch.job_guard",
+        "--launcher-pid",
+        str(os.getpid()),
+        "--liveness-fd",
+        str(liveness_fd),
+        "--",
+        *argv,
     ]
 
 
@@ -99,22 +129,41 @@ def run_local(spec: LaunchSpec, *, out: TextIO | None = None) -> LocalResult:
     argv = torchrun_argv(spec)
     log.info("running %d local ranks: %s", spec.procs_per_node, " ".join(spec.command))
     report = TorchrunFailureReport()
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=local_env(spec),
-        text=True,
-        errors="replace",
-        bufsize=1,
-    )
-    with _signals_forwarded_to(proc):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.write(line)
-            out.flush()
-            report.feed(line)
-        returncode = proc.wait()
+    # The guard's read end; this process holds the only write end (os.pipe's ends are not
+    # inherited by other children), so the kernel closes it exactly when this process dies.
+    guard_end, launcher_alive = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            guarded_argv(argv, guard_end),
+            pass_fds=(guard_end,),
+            # Its own session: a Ctrl-C at the terminal reaches the job once, through the
+            # forwarding below, not also directly.
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=local_env(spec),
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except BaseException:
+        os.close(launcher_alive)
+        raise
+    finally:
+        os.close(guard_end)
+    try:
+        with _signals_forwarded_to(proc):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                report.feed(line)
+            returncode = proc.wait()
+    finally:
+        # After a normal end this changes nothing; when an error leaves this function early,
+        # it tells the guard that nobody watches the job any more, and the guard kills it.
+        os.close(launcher_alive)
+        proc.wait()
     if returncode == 0:
         log.info("all %d ranks finished", spec.procs_per_node)
         return LocalResult(0)
@@ -128,9 +177,9 @@ def run_local(spec: LaunchSpec, *, out: TextIO | None = None) -> LocalResult:
 
 @contextlib.contextmanager
 def _signals_forwarded_to(proc: subprocess.Popen) -> Iterator[None]:
-    """While torchrun runs, SIGTERM/SIGINT to the launcher go to torchrun, which stops the ranks
-    in order; otherwise a cancelled step would leave them running. Handlers can only be installed
-    from the main thread; elsewhere the defaults stay."""
+    """While torchrun runs, SIGTERM/SIGINT to the launcher go to the guard and on to torchrun,
+    which stops the ranks in order; otherwise a cancelled step would leave them running.
+    Handlers can only be installed from the main thread; elsewhere the defaults stay."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
