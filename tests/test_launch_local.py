@@ -324,3 +324,53 @@ def test_a_bare_mawsflow_runs_the_launchers_own_installation(tmp_path, job_tag):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count(f"mawsflow {mawsflow.__version__}") == 2  # once per rank
+
+
+@pytest.mark.slow
+def test_a_sigkilled_launcher_stops_a_real_two_rank_mae_run(tmp_path, job_tag):
+    """The issue's case: `mawsflow launch --backend local -- mawsflow mae` on 2 ranks with a
+    loader worker each, the launcher SIGKILLed after the run's first checkpoint; the command is
+    a bare `mawsflow` and PATH lacks the venv, as in a user's shell."""
+    from test_engine_data import write_pretrain_dataset
+
+    dataset = write_pretrain_dataset(tmp_path / "dataset", num_samples=64)
+    out = tmp_path / "mae"
+    settings = [
+        f"data.train={dataset}",
+        f"output={out}",
+        "schedule.epochs=1000",  # far more than the test lets it run
+        "checkpoint.every_steps=2",
+        "data.num_workers=1",
+    ]
+    command = ["mawsflow", "mae", "--preset", "tiny"]
+    for setting in settings:
+        command += ["--set", setting]
+    env = {**os.environ, "PATH": path_without(str(Path(sys.executable).parent))}
+    launcher = subprocess.Popen(
+        launch_argv(job_tag, *command),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        checkpoints = out / "checkpoints"
+        wait_for(
+            lambda: (
+                (checkpoints.is_dir() and any(checkpoints.iterdir())) or launcher.poll() is not None
+            ),
+            JOB_START_TIMEOUT_S,
+            "the first checkpoint",
+        )
+        assert launcher.poll() is None, launcher.communicate()[0][-3000:]
+        job = tagged_processes(job_tag)
+        # the guard, torchrun, two ranks and their loader workers
+        assert len(job) >= 6, job
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        assert_job_is_gone(job_tag, out)
+        assert not (out / "model.safetensors").exists()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.communicate()
