@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from docker_engine import BuiltImages, DockerEngine, build_all_images
+from docker_engine import cache_dir as docker_cache_dir
+from docker_engine import why_unavailable as why_docker_unavailable
 from seaweedfs import SeaweedFS, weed_binary
 
 # Short retries keep tests that meet a dead server quick; tests of the retry behaviour itself
@@ -99,3 +102,24 @@ def storage_root(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "local":
         return str(tmp_path / "store")
     return request.getfixturevalue("s3_bucket")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A real Docker engine on a private socket for the whole session (tests/docker_engine.py),
+    stopped at the end if this session started it."""
+    reason = why_docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    engine = DockerEngine(docker_cache_dir())
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_engine: DockerEngine) -> BuiltImages:
+    """Every image, built once per session by images/build.py through the Docker SDK, exactly as
+    a user builds them: on Debian bookworm made locally (Docker Hub is not reachable here) and
+    from a wheelhouse served on loopback (pip cannot reach the index from containers here)."""
+    return build_all_images(docker_engine)

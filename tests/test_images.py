@@ -1,11 +1,13 @@
 """The container images: Dockerfile structure (parsed by Docker's own parser), the build plan of
 images/build.py, the components/images.yaml rewrite, and the clean failure without an engine.
 
-No Docker engine exists in CI, so nothing here builds an image."""
+The tests at the end build every image with images/build.py on a real Docker engine
+(tests/docker_engine.py) and check each one from the inside."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import socket
 import subprocess
@@ -34,6 +36,13 @@ STEPS = {
     "report",
     "launch",
 }
+# The images the steps build on: runtime (Debian's Python, WordNet's packages, the user), and on
+# it base (mawsflow, CPU-only) and torch-runtime (the train extra), and torch on torch-runtime.
+BASES = {"runtime", "base", "torch-runtime", "torch"}
+# The bases that hold mawsflow, which every step image builds on.
+PACKAGE_BASES = {"base", "torch"}
+# The steps that need no torch: their images build on the CPU-only base.
+CPU_STEPS = {"build-dataset", "report", "launch"}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CREDENTIAL_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|AUTH|^AWS_", re.IGNORECASE)
 UID_NON_ROOT = re.compile(r"^[1-9][0-9]*(:[1-9][0-9]*)?$")
@@ -79,55 +88,97 @@ def _arg_defaults(commands: list) -> dict[str, str | None]:
     return defaults
 
 
-def test_one_dockerfile_per_step_and_a_base():
+def _env(commands: list) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for command in _instructions(commands, "ENV"):
+        env.update(zip(command.value[::2], command.value[1::2], strict=True))
+    return env
+
+
+def test_one_dockerfile_per_step_and_four_bases():
     names = {p.name.removeprefix("Dockerfile.") for p in IMAGES.glob("Dockerfile.*")}
-    assert names == STEPS | {"base"}
-    assert set(build.discover_images()) == STEPS | {"base"}
+    assert names == STEPS | BASES
+    specs = build.discover_images()
+    assert set(specs) == STEPS | BASES
+    assert build.base_images(specs) == BASES
+    assert {name: specs[name].builds_on for name in BASES} == {
+        "runtime": None,
+        "base": "runtime",
+        "torch-runtime": "runtime",
+        "torch": "torch-runtime",
+    }
+    assert {name for name, spec in specs.items() if spec.needs_wheel} == PACKAGE_BASES
 
 
-def test_base_is_the_pinned_cuda_pytorch_runtime_whose_torch_pyproject_pins():
-    commands = _parse(IMAGES / "Dockerfile.base")
+def test_runtime_is_debian_bookworm_with_its_python_in_a_venv_and_the_core_holds_no_torch():
+    commands = _parse(IMAGES / "Dockerfile.runtime")
     froms = _instructions(commands, "FROM")
-    assert [c.value[0] for c in froms] == ["${PYTORCH_IMAGE}"]
-    runtime = _arg_defaults(commands[: commands.index(froms[0])])["PYTORCH_IMAGE"]
-    match = re.fullmatch(
-        r"pytorch/pytorch:(?P<torch>\d+\.\d+\.\d+)-cuda(?P<cuda>\d+\.\d+)-cudnn\d+-runtime",
-        runtime,
-    )
-    assert match, f"base runtime {runtime!r} is not a pinned CUDA PyTorch runtime tag"
-    pinned = [d for d in _pyproject()["project"]["dependencies"] if d.startswith("torch==")]
-    assert pinned == [f"torch=={match['torch']}"]
+    assert [c.value[0] for c in froms] == ["${DEBIAN_IMAGE}"]
+    # Not -slim: WordNet's lexnames(5WN) man page, which nltk's lexnames is made from, is kept.
+    assert _arg_defaults(commands[: commands.index(froms[0])]) == {
+        "DEBIAN_IMAGE": "debian:bookworm"
+    }
+    env = _env(commands)
+    assert env["PATH"].startswith(env["VIRTUAL_ENV"] + "/bin:")
+    runs = [c.value[0] for c in _instructions(commands, "RUN")]
+    assert any("python3 python3-venv wordnet-base wordnet-sense-index" in r for r in runs)
+    assert not any(re.search(r"\bpython -m\b|\bpython -c\b", r) for r in runs)  # Debian: python3
+    # The core dependencies hold no torch: the CPU-only steps' images must not carry CUDA.
+    core = " ".join(_pyproject()["project"]["dependencies"])
+    for heavy in ("torch", "torchvision", "timm", "transformers", "nvidia"):
+        assert not re.search(rf"(^|\s|\"){heavy}\b", core), heavy
 
 
-def test_base_installs_the_wheel_and_fetches_wordnet_with_nltk_into_a_fixed_dir():
-    commands = _parse(IMAGES / "Dockerfile.base")
+def test_torch_runtime_installs_the_train_extra_before_mawsflow_whose_torch_pyproject_pins():
+    commands = _parse(IMAGES / "Dockerfile.torch-runtime")
+    assert [c.value for c in _instructions(commands, "FROM")] == [("${RUNTIME_IMAGE}",)]
+    assert not _instructions(commands, "COPY")  # no wheel: cached across mawsflow commits
+    runs = [c.value[0] for c in _instructions(commands, "RUN")]
+    assert any("pip install" in r and r.endswith("${TRAIN_REQUIREMENTS}") for r in runs)
+    train = _pyproject()["project"]["optional-dependencies"]["train"]
+    assert "torch==2.14.1" in train and "torchvision==0.29.1" in train
+    plan = build.make_plan(version="0.1.0", commit=COMMIT, dirty=False, steps=["mae"])
+    (runtime,) = [image for image in plan.images if image.name == "torch-runtime"]
+    assert runtime.build_args["TRAIN_REQUIREMENTS"].split() == train
+    # Nothing that changes from commit to commit reaches these images' cache keys or config.
+    for name in ("runtime", "torch-runtime"):
+        (image,) = [i for i in plan.images if i.name == name]
+        assert not {"GIT_COMMIT", "MAWSFLOW_VERSION"} & set(image.build_args), name
+    checks = " ".join(c.value[0] for c in _instructions(_parse(IMAGES / "Dockerfile.torch"), "RUN"))
+    assert "torch.version.cuda" in checks
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGE_BASES))
+def test_package_bases_install_the_wheel_and_lay_out_debians_wordnet_for_nltk(name):
+    commands = _parse(IMAGES / f"Dockerfile.{name}")
     copies = _instructions(commands, "COPY")
     assert [c.value for c in copies] == [("dist/", "/tmp/mawsflow-dist/")]
     runs = [c.value[0] for c in _instructions(commands, "RUN")]
-    assert any("pip install /tmp/mawsflow-dist/*.whl" in run for run in runs)
-    env = {}
-    for command in _instructions(commands, "ENV"):
-        env.update(zip(command.value[::2], command.value[1::2], strict=True))
-    assert env["NLTK_DATA"] == "/opt/nltk_data"
-    downloads = [r for r in runs if "nltk.downloader" in r]
-    assert len(downloads) == 1
-    assert '--dir "${NLTK_DATA}"' in downloads[0]
-    assert downloads[0].split()[-1] == "wordnet"
+    installs = [r for r in runs if "pip install" in r]
+    wheel = "/tmp/mawsflow-dist/*.whl" if name == "base" else '"${wheel}[train]"'
+    assert len(installs) == 1 and wheel in installs[0]
+    assert '${WHEELHOUSE_URL:+--no-index --find-links "$WHEELHOUSE_URL"}' in installs[0]
+    assert _env(_parse(IMAGES / "Dockerfile.runtime"))["NLTK_DATA"] == "/opt/nltk_data"
+    # The project's own layout code, at build time: nothing is downloaded at run time.
+    assert "build_nltk_wordnet(DEBIAN_WORDNET_DIR, DEBIAN_LEXNAMES_MAN_PAGE" in installs[0]
+    assert not any("nltk.downloader" in r for r in runs)
     # The build checks WordNet and the CLI as the runtime user, after the switch to it.
     user_at = commands.index(_instructions(commands, "USER")[-1])
     checks = [c for c in commands[user_at:] if c.cmd == "RUN"]
     assert checks and "wordnet" in checks[0].value[0] and "mawsflow --version" in checks[0].value[0]
+    assert "kfp.dsl.executor_main" in checks[0].value[0]
 
 
 @pytest.mark.parametrize("step", sorted(STEPS))
-def test_step_image_is_metadata_on_the_shared_base_with_its_own_entrypoint(step):
+def test_step_image_is_metadata_on_its_base_with_its_own_entrypoint(step):
     commands = _parse(IMAGES / f"Dockerfile.{step}")
     # No RUN, COPY, ADD, ENV …: a step image adds no filesystem layer to the base.
     assert {c.cmd for c in commands} <= {"ARG", "FROM", "LABEL", "USER", "ENTRYPOINT"}
     froms = _instructions(commands, "FROM")
-    assert [c.value for c in froms] == [("${BASE_IMAGE}",)]
+    parent = "BASE_IMAGE" if step in CPU_STEPS else "TORCH_IMAGE"
+    assert [c.value for c in froms] == [(f"${{{parent}}}",)]
     before_from = commands[: commands.index(froms[0])]
-    assert _arg_defaults(before_from) == {"BASE_IMAGE": None}  # build.py always passes it
+    assert _arg_defaults(before_from) == {parent: None}  # build.py always passes it
     entrypoints = _instructions(commands, "ENTRYPOINT")
     assert len(entrypoints) == 1 and entrypoints[0].json
     assert list(entrypoints[0].value) == ["mawsflow", step]
@@ -137,7 +188,7 @@ def test_step_image_is_metadata_on_the_shared_base_with_its_own_entrypoint(step)
     assert labels["org.opencontainers.image.revision"] == "${GIT_COMMIT}"
 
 
-@pytest.mark.parametrize("name", sorted(STEPS | {"base"}))
+@pytest.mark.parametrize("name", sorted(STEPS | BASES))
 def test_image_runs_as_non_root_and_holds_no_credentials(name):
     commands = _parse(IMAGES / f"Dockerfile.{name}")
     users = _instructions(commands, "USER")
@@ -159,32 +210,85 @@ def test_oci_labels_of_the_base_carry_version_and_commit():
     assert labels["org.opencontainers.image.licenses"] == _pyproject()["project"]["license"]
 
 
-def test_plan_builds_the_base_first_and_tags_with_version_and_commit():
+def test_plan_builds_each_base_before_what_builds_on_it_and_tags_with_version_and_commit():
     plan = build.make_plan(version="0.1.0", commit=COMMIT, dirty=False, registry="reg.example/ml")
     names = [image.name for image in plan.images]
-    assert names[0] == "base" and set(names[1:]) == STEPS and len(names) == len(STEPS) + 1
+    assert names[0] == "runtime" and set(names[1:]) == STEPS | BASES - {"runtime"}
+    assert len(names) == len(STEPS) + len(BASES)
     for image in plan.images:
+        if image.builds_on:
+            assert names.index(image.builds_on) < names.index(image.name)
         assert image.repository == f"reg.example/ml/mawsflow-{image.name}"
         assert image.tags == ("0.1.0", "sha-0123456789ab")
-        assert image.build_args["MAWSFLOW_VERSION"] == "0.1.0"
-        assert image.build_args["GIT_COMMIT"] == COMMIT
+        if image.name not in {"runtime", "torch-runtime"}:
+            assert image.build_args["MAWSFLOW_VERSION"] == "0.1.0"
+            assert image.build_args["GIT_COMMIT"] == COMMIT
         assert all("latest" not in ref for ref in image.references)
-    base, steps = plan.images[0], plan.images[1:]
-    assert base.needs_wheel and "BASE_IMAGE" not in base.build_args
-    assert "PYTORCH_IMAGE" not in base.build_args  # the Dockerfile's pin applies
-    for image in steps:
-        assert not image.needs_wheel
-        assert image.build_args["BASE_IMAGE"] == "reg.example/ml/mawsflow-base:sha-0123456789ab"
-
-
-def test_plan_for_chosen_steps_still_builds_their_base_and_marks_a_dirty_tree():
-    plan = build.make_plan(
-        version="0.1.0", commit=COMMIT, dirty=True, steps=["mae", "launch"], pytorch_image="x/y:1"
+    by_name = {image.name: image for image in plan.images}
+    runtime = by_name["runtime"]
+    assert runtime.is_base and runtime.builds_on is None and not runtime.needs_wheel
+    assert "DEBIAN_IMAGE" not in runtime.build_args  # the Dockerfile's default applies
+    assert by_name["base"].needs_wheel and by_name["torch"].needs_wheel
+    assert by_name["torch"].build_args["TORCH_RUNTIME_IMAGE"] == (
+        "reg.example/ml/mawsflow-torch-runtime:sha-0123456789ab"
     )
-    assert [image.name for image in plan.images] == ["base", "launch", "mae"]
-    assert plan.images[0].build_args["PYTORCH_IMAGE"] == "x/y:1"
+    for step in STEPS:
+        image = by_name[step]
+        assert not image.needs_wheel and not image.is_base
+        parent = "base" if step in CPU_STEPS else "torch"
+        assert image.build_args[build.parent_arg(parent)] == (
+            f"reg.example/ml/mawsflow-{parent}:sha-0123456789ab"
+        )
+    assert not any("WHEELHOUSE_URL" in image.build_args for image in plan.images)
+    assert not plan.pull and plan.network_mode is None
+
+
+def test_plan_for_chosen_steps_still_builds_their_bases_and_marks_a_dirty_tree():
+    plan = build.make_plan(
+        version="0.1.0",
+        commit=COMMIT,
+        dirty=True,
+        steps=["mae", "launch"],
+        base_image="local/debian:bookworm",
+    )
+    names = [image.name for image in plan.images]
+    assert names == ["runtime", "base", "torch-runtime", "launch", "torch", "mae"]
+    assert plan.images[0].build_args["DEBIAN_IMAGE"] == "local/debian:bookworm"
     assert plan.images[1].tags == ("0.1.0", "sha-0123456789ab-dirty")
-    assert plan.images[0].repository == "ghcr.io/mawsflow/mawsflow-base"
+    assert plan.images[0].repository == "ghcr.io/mawsflow/mawsflow-runtime"
+
+
+def test_plan_with_a_wheelhouse_passes_its_url_to_the_images_that_install_packages(tmp_path):
+    plan = build.make_plan(
+        version="0.1.0", commit=COMMIT, dirty=False, wheelhouse=tmp_path, network_mode="host"
+    )
+    with_url = {image.name for image in plan.images if "WHEELHOUSE_URL" in image.build_args}
+    assert with_url == {"base", "torch-runtime", "torch"}
+    # A fixed port: the URL is part of the layer cache key of the RUN that installs torch.
+    assert {
+        image.build_args["WHEELHOUSE_URL"] for image in plan.images if image.name in with_url
+    } == {f"http://127.0.0.1:{build.DEFAULT_WHEELHOUSE_PORT}/"}
+
+
+def test_a_dockerfile_that_does_not_declare_a_passed_argument_is_refused(tmp_path):
+    (tmp_path / "Dockerfile.runtime").write_text("FROM ${DEBIAN_IMAGE}\n")
+    (tmp_path / "Dockerfile.base").write_text("FROM ${RUNTIME_IMAGE}\n")
+    with pytest.raises(build.BuildError, match="base: does not declare ARG RUNTIME_IMAGE"):
+        build.make_plan(version="0.1.0", commit=COMMIT, dirty=False, images_dir=tmp_path)
+
+
+def test_a_dockerfile_must_name_its_base_through_a_build_argument(tmp_path):
+    (tmp_path / "Dockerfile.base").write_text("FROM debian:bookworm\n")
+    with pytest.raises(build.BuildError, match="exactly one `FROM"):
+        build.discover_images(tmp_path)
+
+
+def test_the_former_pytorch_image_option_names_the_debian_base(monkeypatch, capsys):
+    monkeypatch.setattr(build, "git_state", lambda: (COMMIT, False))
+    assert build.main(["--dry-run", "--pytorch-image", "local/debian:bookworm"]) == 0
+    out = capsys.readouterr().out
+    assert "--build-arg DEBIAN_IMAGE=local/debian:bookworm" in out
+    assert "no pull (local images)" in out
 
 
 def test_plan_rejects_unknown_steps_and_bad_commits():
@@ -266,14 +370,14 @@ def test_push_returns_the_digest_the_registry_reported_for_the_version_tag():
         ]
     )
     plan = build.make_plan(version="0.1.0", commit=COMMIT, dirty=False, steps=["mae"])
-    assert build.push_image(engine, plan.images[1]) == digest
+    assert build.push_image(engine, plan.images[-1]) == digest
 
 
 def test_push_errors_from_the_registry_stop_the_build():
     engine = _PushStream(lambda tag: [{"error": "denied", "errorDetail": {"message": "denied"}}])
     plan = build.make_plan(version="0.1.0", commit=COMMIT, dirty=False, steps=["mae"])
     with pytest.raises(build.BuildError, match="denied"):
-        build.push_image(engine, plan.images[1])
+        build.push_image(engine, plan.images[-1])
 
 
 def test_push_of_a_dirty_tree_is_refused(monkeypatch, capsys):
@@ -302,8 +406,8 @@ def test_dry_run_prints_the_plan_without_an_engine():
     host = f"tcp://127.0.0.1:{_closed_loopback_port()}"
     done = _run_build_script("--dry-run", "--step", "wsp", docker_host=host)
     assert done.returncode == 0, done.stderr
-    assert "ghcr.io/mawsflow/mawsflow-base:" in done.stdout
-    assert done.stdout.index("mawsflow-base:") < done.stdout.index("mawsflow-wsp:")
+    assert "ghcr.io/mawsflow/mawsflow-torch:" in done.stdout
+    assert done.stdout.index("mawsflow-torch:") < done.stdout.index("mawsflow-wsp:")
 
 
 def test_without_an_engine_the_build_fails_cleanly():
@@ -313,3 +417,122 @@ def test_without_an_engine_the_build_fails_cleanly():
     assert "Traceback" not in done.stderr
     assert f"error: no Docker engine is reachable at {host}" in done.stderr
     assert "--dry-run" in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Built and run on a real engine (tests/docker_engine.py): every image as images/build.py makes
+# it, then each one checked from the inside.
+
+RUNTIME_UID = 10001
+# Run as the image's own user through `python3 -c`: what each image must offer every step.
+_PROBE = r"""
+import importlib.util, json, os, pathlib, sys, tempfile
+result = {"uid": os.getuid(), "gid": os.getgid(), "writable": {}}
+places = {
+    "HOME": os.environ["HOME"],
+    "/tmp": tempfile.gettempdir(),
+    "TORCH_HOME": os.environ["TORCH_HOME"],
+    "HF_HOME": os.environ["HF_HOME"],
+    "MPLCONFIGDIR": os.environ["MPLCONFIGDIR"],
+}
+for name, place in places.items():
+    try:
+        probe = pathlib.Path(place, "write-probe")
+        probe.write_text("ok")
+        probe.unlink()
+        result["writable"][name] = place
+    except OSError as exc:
+        result["writable"][name] = f"NOT WRITABLE: {exc}"
+import matplotlib, matplotlib.pyplot  # builds its font cache under MPLCONFIGDIR
+result["matplotlib_cache"] = matplotlib.get_cachedir()
+import kfp.dsl.executor_main  # what the KFP launcher runs: python3 -m kfp.dsl.executor_main
+result["python3"] = sys.executable
+from mawsflow.dataset.wordnet_corpus import load_wordnet
+wordnet = load_wordnet()
+result["wordnet_root"] = str(wordnet.root)
+result["noun_synsets"] = sum(1 for _ in wordnet.all_synsets("n"))
+result["dog"] = wordnet.synsets("dog", pos="n")[0].name()
+result["torch"] = importlib.util.find_spec("torch") is not None
+site = pathlib.Path(importlib.util.find_spec("kfp").origin).parents[1]
+result["nvidia"] = sorted(p.name for p in site.glob("nvidia*"))
+if result["torch"]:
+    import torch
+    result["torch_cuda"] = torch.version.cuda
+    result["torch_hub"] = torch.hub.get_dir()
+print("PROBE " + json.dumps(result))
+"""
+
+
+def _run(client, reference: str, command: list[str], **options) -> str:
+    """Run a container to completion (no network unless asked) and return its output; a
+    non-zero exit fails with the output."""
+    options.setdefault("network_mode", "none")
+    container = client.containers.run(reference, command, detach=True, **options)
+    try:
+        status = container.wait(timeout=300)["StatusCode"]
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert status == 0, f"{reference} {command} exited {status}:\n{output}"
+    return output
+
+
+@pytest.fixture(scope="module")
+def engine_client(docker_engine):
+    client = docker_engine.client()
+    yield client
+    client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_built_step_image_answers_help_through_its_entrypoint(built_images, engine_client, step):
+    reference = built_images.references[step]
+    config = engine_client.images.get(reference).attrs["Config"]
+    assert config["Entrypoint"] == ["mawsflow", step]
+    output = _run(engine_client, reference, ["--help"])
+    assert output.startswith(f"usage: mawsflow {step} "), output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(STEPS | PACKAGE_BASES))
+def test_built_image_runs_as_its_numeric_user_with_writable_caches_and_offline_wordnet(
+    built_images, engine_client, name
+):
+    reference = built_images.references[name]
+    image = engine_client.images.get(reference)
+    # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+    assert image.attrs["Config"]["User"] == f"{RUNTIME_UID}:{RUNTIME_UID}"
+    # No network at all: WordNet must be in the image, and nothing may be fetched.
+    output = _run(engine_client, reference, ["-c", _PROBE], entrypoint=["python3"])
+    probe = json.loads(output.split("PROBE ", 1)[1])
+    assert (probe["uid"], probe["gid"]) == (RUNTIME_UID, RUNTIME_UID)
+    assert not [v for v in probe["writable"].values() if v.startswith("NOT WRITABLE")], probe
+    assert probe["matplotlib_cache"] == "/home/mawsflow/.cache/matplotlib"
+    assert probe["python3"] == "/opt/mawsflow/bin/python3"
+    # The nltk layout built from Debian's WordNet at build time (WordNet 3.0: 82,115 nouns).
+    assert probe["wordnet_root"].startswith("/opt/nltk_data/corpora/wordnet")
+    assert probe["noun_synsets"] == 82115
+    assert probe["dog"] == "dog.n.01"
+    if name == "base" or name in CPU_STEPS:
+        # The CPU-only images: no torch and none of CUDA's libraries.
+        assert not probe["torch"] and probe["nvidia"] == [], probe
+    else:
+        assert probe["torch"] and probe["torch_cuda"], probe
+        assert probe["torch_hub"] == "/home/mawsflow/.cache/torch/hub"
+
+
+@pytest.mark.slow
+def test_cpu_only_images_are_a_fraction_of_the_torch_images(built_images, engine_client):
+    size = {
+        name: engine_client.images.get(ref).attrs["Size"]
+        for name, ref in built_images.references.items()
+    }
+    print(f"image build: {built_images.seconds:.0f} s; sizes (MB):")
+    for name in sorted(size):
+        print(f"  {name}: {size[name] / 1e6:.0f}")
+    # Step images add metadata only: exactly their base's size.
+    for step in STEPS:
+        assert size[step] == size["base" if step in CPU_STEPS else "torch"], step
+    assert size["runtime"] < size["base"] < 1e9, size
+    assert size["torch"] > 4 * size["base"], size

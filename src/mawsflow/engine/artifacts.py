@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+from typing import TYPE_CHECKING, Any
 
 from mawsflow import storage
+
+if TYPE_CHECKING:  # torch loads only where weights are read or written: the CPU-only images
+    import torch  # (report, helper tasks) read model cards and metrics here, and hold no torch.
 
 MODEL_FILE = "model.safetensors"
 MODEL_CARD = "model.json"
@@ -30,6 +29,8 @@ def write_model(
     """`model.safetensors` + `model.json` + `metrics.json` + `history.json` ({"steps",
     "loss", "samples_per_step"}); the card is written after the weights, so a present card
     means a complete model."""
+    from safetensors.torch import save as save_safetensors
+
     weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     storage.write_bytes(
         storage.join(output, MODEL_FILE), save_safetensors(weights, metadata={"format": "pt"})
@@ -48,6 +49,8 @@ def write_model(
 
 def read_model_weights(uri: str) -> dict[str, torch.Tensor]:
     """Weights from a step's output URI or a `.safetensors` file URI."""
+    from safetensors.torch import load as load_safetensors
+
     if not uri.endswith(".safetensors"):
         uri = storage.join(uri, MODEL_FILE)
     try:

@@ -78,16 +78,20 @@ class _ProgressEcho(io.TextIOBase):
 
 
 def run_locally(
-    pipeline: GraphComponent, arguments: Mapping[str, Any], work_dir: Path
+    pipeline: GraphComponent,
+    arguments: Mapping[str, Any],
+    work_dir: Path,
+    runner: local.SubprocessRunner | local.DockerRunner | None = None,
 ) -> LocalReport:
-    """Run every task of `pipeline`; returns where its report is."""
+    """Run every task of `pipeline` (as subprocesses, or with `runner`: see
+    mawsflow.pipeline.container_run); returns where its report is."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     root = work_dir.resolve() / "runs" / stamp
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "tasks.log"
     print(f"running {pipeline.name} locally; task logs: {log_path}", flush=True)
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
         raise_on_error=True,
     )
