@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import HTML, Artifact, Dataset, Markdown, Model
+from kfp.dsl import HTML, Artifact, Markdown
 from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_task import PipelineTask
 
@@ -47,6 +47,7 @@ from mawsflow.dataset.resample import PAPER_RATIO
 from mawsflow.dataset.vocab import DEFAULT_MIN_COUNT, PAPER_VOCABULARY_SIZE
 from mawsflow.launch.spec import BACKENDS
 from mawsflow.pipeline import components as c
+from mawsflow.pipeline.conformance import ConformanceError, pipeline_spec, require_conformance
 from mawsflow.pipeline.images import ImageError, read_images, retag
 from mawsflow.pipeline.local_run import LocalRunFailed, run_locally
 from mawsflow.pipeline.parameters import ParameterError, declared_parameters, parse_arguments
@@ -183,6 +184,7 @@ def maws_pipeline(
             retry: int,
             name: str = "",
             storage: bool = True,
+            cache: bool = True,
         ) -> PipelineTask:
             if image is not None:
                 task.set_container_image(image)
@@ -190,7 +192,7 @@ def maws_pipeline(
             task.set_memory_request(memory).set_memory_limit(memory)
             if retries:
                 task.set_retry(retry, backoff_duration="60s", backoff_factor=2.0)
-            task.set_caching_options(enable_caching=True)
+            task.set_caching_options(enable_caching=cache)
             if name:
                 task.set_display_name(name)
             return storage_access(task) if storage else task
@@ -227,17 +229,25 @@ def maws_pipeline(
             "tolerations": tolerations,
         }
 
-        # Dataset build, fanned out over shard groups.
+        # Dataset build, fanned out over shard groups. The plan lists the corpus and is never
+        # cached; its fingerprints key every build task's cache on the data (issue: a rerun over
+        # changed shards must not reuse stale results).
         plan = settings(
             c.build_dataset_plan(raw_corpus=raw_corpus, shard_groups=shard_groups),
             images["build_dataset"],
             cpu="500m",
             memory="1Gi",
             retry=2,
+            cache=False,
         )
-        with dsl.ParallelFor(plan.output, name="count-groups") as group:
+        with dsl.ParallelFor(plan.output) as group:
             count = settings(
-                c.build_dataset_count(raw_corpus=raw_corpus, dataset=dataset, group=group),
+                c.build_dataset_count(
+                    raw_corpus=raw_corpus,
+                    dataset=dataset,
+                    group=group.group,
+                    fingerprint=group.fingerprint,
+                ),
                 images["build_dataset"],
                 cpu="2",
                 memory="8Gi",
@@ -258,34 +268,46 @@ def maws_pipeline(
             memory="32Gi",
             retry=2,
         )
-        with dsl.ParallelFor(plan.output, name="write-groups") as group:
+        with dsl.ParallelFor(plan.output) as group:
             write = settings(
-                c.build_dataset_write(raw_corpus=raw_corpus, dataset=dataset, group=group),
+                c.build_dataset_write(
+                    raw_corpus=raw_corpus,
+                    dataset=dataset,
+                    group=group.group,
+                    fingerprint=group.fingerprint,
+                    vocab_plan=vocab.output,
+                ),
                 images["build_dataset"],
                 cpu="2",
                 memory="8Gi",
                 retry=2,
-            ).after(vocab)
+            )
         finalize = settings(
-            c.build_dataset_finalize(dataset=dataset, written=dsl.Collected(write.output)),
+            c.build_dataset_finalize(
+                dataset=dataset,
+                written=dsl.Collected(write.output),
+            ),
             images["build_dataset"],
             cpu="2",
             memory="8Gi",
             retry=2,
         )
-        pretraining_data = dsl.importer(
-            artifact_uri=finalize.outputs["Output"], artifact_class=Dataset, reimport=False
-        ).set_display_name("pretraining dataset")
-        checked = settings(
-            c.eval_dataset(uri=eval_dataset, name=eval_name),
+        pretraining_data = finalize.outputs["pretraining"]
+        eval_listing = settings(
+            c.eval_fingerprint(uri=eval_dataset),
             images["prepare_eval"],
             cpu="500m",
             memory="1Gi",
             retry=2,
+            cache=False,
         )
-        eval_data = dsl.importer(
-            artifact_uri=checked.output, artifact_class=Dataset, reimport=False
-        ).set_display_name("evaluation dataset")
+        eval_data = settings(
+            c.eval_dataset(uri=eval_dataset, name=eval_name, fingerprint=eval_listing.output),
+            images["prepare_eval"],
+            cpu="500m",
+            memory="1Gi",
+            retry=2,
+        ).outputs["dataset"]
         lowshot_runs = settings(
             c.lowshot_plan(preset=preset, shots=lowshot_shots, seeds=lowshot_seeds),
             images["lowshot"],
@@ -298,7 +320,7 @@ def maws_pipeline(
         def train_wsp(name: str, **init: Any) -> PipelineTask:
             """MAE→WSP given `mae_model=`, else WSP from scratch."""
             task = c.wsp(
-                dataset=pretraining_data.output,
+                dataset=pretraining_data,
                 preset=preset,
                 arch=arch,
                 epochs=wsp_epochs,
@@ -310,7 +332,7 @@ def maws_pipeline(
             return settings(task, images["wsp"], cpu="2", memory="8Gi", retry=3, name=name)
 
         mae = c.mae(
-            dataset=pretraining_data.output,
+            dataset=pretraining_data,
             preset=preset,
             arch=arch,
             epochs=mae_epochs,
@@ -325,18 +347,25 @@ def maws_pipeline(
         if baselines:
             pretrained["wsp_model"] = train_wsp("wsp (WSP from scratch)").outputs["model"]
         rows = settings(
-            c.transfer_rows(**pretrained), images["report"], cpu="100m", memory="256Mi", retry=2,
-            storage=False,
+            c.transfer_rows(baselines=baselines), images["report"], cpu="100m", memory="256Mi",
+            retry=2, storage=False,
         )  # fmt: skip
 
         # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
-        with dsl.ParallelFor(rows.output, name="transfer per pretrained model") as model_uri:
-            # The row's model, as the artifact its training step made (same URI, no copy).
-            model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
-            model.set_display_name("pretrained model")
+        with dsl.ParallelFor(rows.output) as row:
+            # The row's model as a container task's output (an importer here would break the
+            # backend: mawsflow.pipeline.conformance).
+            picked = settings(
+                c.pick_model(row=row, **pretrained),
+                images["report"],
+                cpu="100m",
+                memory="256Mi",
+                retry=2,
+            )
+            model = picked.outputs["model"]
             lit = c.lit(
-                dataset=pretraining_data.output,
-                image_model=model.output,
+                dataset=pretraining_data,
+                image_model=model,
                 preset=preset,
                 arch=arch,
                 epochs=lit_epochs,
@@ -348,14 +377,14 @@ def maws_pipeline(
             settings(lit, images["lit"], cpu="2", memory="8Gi", retry=3)
             zeroshot = c.zeroshot(
                 lit_model=lit.outputs["model"],
-                eval_dataset=eval_data.output,
+                eval_dataset=eval_data,
                 eval_name=eval_name,
                 templates=zeroshot_templates,
                 loader_workers=loader_workers,
             )
             finetune = c.finetune(
-                pretrained=model.output,
-                eval_dataset=eval_data.output,
+                pretrained=model,
+                eval_dataset=eval_data,
                 preset=preset,
                 arch=arch,
                 epochs=finetune_epochs,
@@ -365,20 +394,20 @@ def maws_pipeline(
             settings(finetune, images["finetune"], cpu="2", memory="8Gi", retry=3)
             evaluation = c.evaluate(
                 finetuned=finetune.outputs["model"],
-                eval_dataset=eval_data.output,
+                eval_dataset=eval_data,
                 eval_name=eval_name,
                 loader_workers=loader_workers,
             )
             linear = c.linear_probe(
-                pretrained=model.output,
-                eval_dataset=eval_data.output,
+                pretrained=model,
+                eval_dataset=eval_data,
                 eval_name=eval_name,
                 loader_workers=loader_workers,
             )
-            with dsl.ParallelFor(lowshot_runs.output, name="low-shot K × seeds") as run:
+            with dsl.ParallelFor(lowshot_runs.output) as run:
                 lowshot = c.lowshot(
-                    pretrained=model.output,
-                    eval_dataset=eval_data.output,
+                    pretrained=model,
+                    eval_dataset=eval_data,
                     preset=preset,
                     arch=arch,
                     shots=run.shots,
@@ -405,7 +434,7 @@ def maws_pipeline(
             lowshot=dsl.Collected(summary.outputs["result"]),
             zeroshot=dsl.Collected(zeroshot.outputs["result"]),
             linear=dsl.Collected(linear.outputs["result"]),
-            pretrained=dsl.Collected(model.output),
+            pretrained=dsl.Collected(model),
         )
         settings(report, images["report"], cpu="1", memory="4Gi", retry=1)
         return Report(report.outputs["markdown"], report.outputs["html"], report.outputs["files"])
@@ -582,17 +611,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_arguments(arguments)
         if args.compile is not None:
             path = args.compile or f"{name}.yaml"
-            compiler.Compiler().compile(pipeline, path)
-            print(f"pipeline written to {path}")
+            compile_checked(pipeline, path)
+            print(f"pipeline written to {path} (passes the backend conformance rules)")
         if args.submit or args.schedule:
             _submit(args, pipeline, name, arguments)
         if args.local:
             report = run_locally(pipeline, arguments, args.work_dir)
             print(f"\n{report.table}\n")
             print("report: " + ", ".join(str(report.folder / name) for name in REPORT_FILES))
-    except (ParameterError, SubmissionError, LocalRunFailed) as exc:
+    except (ParameterError, SubmissionError, LocalRunFailed, ConformanceError) as exc:
         return _fail(str(exc))
     return 0
+
+
+def compile_checked(pipeline: GraphComponent, path: str) -> None:
+    """Compile to `path` only if the result passes the backend conformance rules: nothing the
+    Kubeflow Pipelines backend would reject is written, uploaded or scheduled."""
+    folder = Path(path).resolve().parent
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, delete=False) as f:
+        staging = Path(f.name)
+    try:
+        compiler.Compiler().compile(pipeline, str(staging))
+        require_conformance(pipeline_spec(str(staging)))
+        staging.replace(path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _submit(args: argparse.Namespace, pipeline: GraphComponent, name: str, arguments: dict) -> None:
@@ -613,7 +656,7 @@ def _submit(args: argparse.Namespace, pipeline: GraphComponent, name: str, argum
     client = connect(target)
     with tempfile.TemporaryDirectory(prefix="mawsflow-pipeline-") as folder:
         package = Path(folder) / f"{name}.yaml"
-        compiler.Compiler().compile(pipeline, str(package))
+        compile_checked(pipeline, str(package))
         uploaded = upload(client, target, str(package))
     print(
         f"uploaded pipeline {target.pipeline_name!r} version {target.version_name!r} "

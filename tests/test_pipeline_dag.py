@@ -131,26 +131,32 @@ def test_dataset_build_fans_out_over_shard_groups(compiled):
         producer = loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"]
         assert producer == "build-dataset-plan"
     count_loop, _ = _loop_of(spec, "build-dataset-count")
-    write_loop, write = _loop_of(spec, "build-dataset-write")
+    write_loop, _ = _loop_of(spec, "build-dataset-write")
     vocab = root["build-dataset-vocab"]
     # Fan-in by dsl.Collected: vocab takes every group's count, finalize every write.
     assert vocab["inputs"]["parameters"]["counted"]["taskOutputParameter"]["producerTask"] == (
         count_loop
     )
-    assert "build-dataset-vocab" in write["dependentTasks"]
+    # Every write waits for the vocabulary through its plan's digest (a data dependency, so a
+    # new plan also re-runs the writes of unchanged groups instead of serving them cached).
+    inner = tasks_of(spec)
+    assert inner["build-dataset-write"]["inputs"]["parameters"]["vocab_plan"][
+        "componentInputParameter"
+    ].endswith("build-dataset-vocab-Output")
     finalize = root["build-dataset-finalize"]
     assert finalize["inputs"]["parameters"]["written"]["taskOutputParameter"]["producerTask"] == (
         write_loop
     )
-    assert root["importer"]["inputs"]["parameters"]["uri"]["taskOutputParameter"] == {
-        "outputParameterKey": "Output",
-        "producerTask": "build-dataset-finalize",
-    }
-    importer = spec["components"]["comp-importer"]
-    assert importer["outputDefinitions"]["artifacts"]["artifact"]["artifactType"] == {
-        "schemaTitle": "system.Dataset",
-        "schemaVersion": "0.0.1",
-    }
+    # The build's tasks are keyed on the corpus: the plan (never cached) hands out the
+    # fingerprints of each group's shards and of the whole corpus.
+    assert not root["build-dataset-plan"].get("cachingOptions", {}).get("enableCache")
+    for phase in ("count", "write"):
+        fingerprint = inner[f"build-dataset-{phase}"]["inputs"]["parameters"]["fingerprint"]
+        assert "fingerprint" in fingerprint["parameterExpressionSelector"]
+    # No importer anywhere: the Dataset is finalize's own output.
+    assert not [c for c in spec["components"] if c.startswith("comp-importer")]
+    outputs = spec["components"]["comp-build-dataset-finalize"]["outputDefinitions"]["artifacts"]
+    assert outputs["pretraining"]["artifactType"]["schemaTitle"] == "system.Dataset"
 
 
 def _artifact_input(task: dict, name: str) -> tuple[str, str]:
@@ -165,21 +171,23 @@ def _artifact_input(task: dict, name: str) -> tuple[str, str]:
 def test_pretraining_chain(compiled):
     spec = compiled["spec"]
     tasks = tasks_of(spec)
-    assert _artifact_input(tasks["mae"], "dataset") == ("importer", "artifact")
+    assert _artifact_input(tasks["mae"], "dataset") == ("build-dataset-finalize", "pretraining")
     wsp = by_component(spec, "wsp")
     maws_wsp = next(t for t in wsp if "mae_model" in tasks[t]["inputs"]["artifacts"])
     assert _artifact_input(tasks[maws_wsp], "mae_model") == ("mae", "model")
     assert tasks[maws_wsp]["taskInfo"]["name"] == "wsp (MAE→WSP)"
-    rows = tasks["transfer-rows"]
-    assert _artifact_input(rows, "mae_model") == ("mae", "model")
-    assert _artifact_input(rows, "maws_model") == (maws_wsp, "model")
+    pick = tasks["pick-model"]  # inside the transfer loop: the models come in as loop inputs
+    assert _artifact_input(pick, "mae_model") == ("parent", "pipelinechannel--mae-model")
+    assert _artifact_input(pick, "maws_model") == ("parent", f"pipelinechannel--{maws_wsp}-model")
+    rows = tasks["transfer-rows"]["inputs"]["parameters"]["baselines"]["runtimeValue"]
+    assert rows["constant"] is compiled["baselines"]
     if compiled["baselines"]:
         (scratch,) = set(wsp) - {maws_wsp}
         assert "mae_model" not in tasks[scratch]["inputs"].get("artifacts", {})
         assert tasks[scratch]["taskInfo"]["name"] == "wsp (WSP from scratch)"
-        assert _artifact_input(rows, "wsp_model") == (scratch, "model")
+        assert _artifact_input(pick, "wsp_model") == ("parent", f"pipelinechannel--{scratch}-model")
     else:
-        assert "wsp_model" not in rows["inputs"]["artifacts"]
+        assert "wsp_model" not in pick["inputs"]["artifacts"]
 
 
 def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(compiled):
@@ -194,12 +202,12 @@ def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(
     assert {"lit", "zeroshot", "finetune", "evaluate", "linear-probe", "lowshot-summary"} <= set(
         body
     )
-    # Inside, each evaluation reads the row's model (imported from its URI: the artifact its
-    # training step made), or the model trained from it.
-    importer = next(t for t in body if body[t]["componentRef"]["name"].startswith("comp-importer"))
-    assert _artifact_input(tasks["lit"], "image_model") == (importer, "artifact")
-    assert _artifact_input(tasks["finetune"], "pretrained") == (importer, "artifact")
-    assert _artifact_input(tasks["linear-probe"], "pretrained") == (importer, "artifact")
+    # Inside, each evaluation reads the row's model (pick-model's output: a reference to the
+    # artifact its training step made), or the model trained from it.
+    importer = "pick-model"
+    assert _artifact_input(tasks["lit"], "image_model") == (importer, "model")
+    assert _artifact_input(tasks["finetune"], "pretrained") == (importer, "model")
+    assert _artifact_input(tasks["linear-probe"], "pretrained") == (importer, "model")
     assert _artifact_input(tasks["zeroshot"], "lit_model") == ("lit", "model")
     assert _artifact_input(tasks["evaluate"], "finetuned") == ("finetune", "model")
     report = tasks["report"]
@@ -213,15 +221,18 @@ def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(
         task, key = _artifact_input(report, name)
         assert task == loop_name and producer in key, name  # dsl.Collected over the rows
     # The pretraining dataset for LiT, the checked evaluation dataset for the evaluations.
-    assert _artifact_input(loop, "pipelinechannel--importer-artifact") == ("importer", "artifact")
-    assert _artifact_input(loop, "pipelinechannel--importer-2-artifact") == (
-        "importer-2",
-        "artifact",
+    assert _artifact_input(loop, "pipelinechannel--build-dataset-finalize-pretraining") == (
+        "build-dataset-finalize",
+        "pretraining",
     )
-    assert tasks["importer-2"]["inputs"]["parameters"]["uri"]["taskOutputParameter"] == {
-        "outputParameterKey": "Output",
-        "producerTask": "eval-dataset",
-    }
+    assert _artifact_input(loop, "pipelinechannel--eval-dataset-dataset") == (
+        "eval-dataset",
+        "dataset",
+    )
+    # The evaluation dataset is keyed on its listing: an uncached fingerprint task feeds it.
+    fingerprint = tasks["eval-dataset"]["inputs"]["parameters"]["fingerprint"]
+    assert fingerprint["taskOutputParameter"]["producerTask"] == "eval-fingerprint"
+    assert not tasks["eval-fingerprint"].get("cachingOptions", {}).get("enableCache")
 
 
 def test_artifact_types_of_the_steps(compiled):
@@ -249,7 +260,12 @@ def test_artifact_types_of_the_steps(compiled):
         "html": "system.HTML",
         "files": "system.Artifact",
     }
-    assert types("comp-build-dataset-finalize", "outputDefinitions") == {"stats": "system.Metrics"}
+    assert types("comp-build-dataset-finalize", "outputDefinitions") == {
+        "pretraining": "system.Dataset",
+        "stats": "system.Metrics",
+    }
+    assert types("comp-eval-dataset", "outputDefinitions") == {"dataset": "system.Dataset"}
+    assert types("comp-pick-model", "outputDefinitions") == {"model": "system.Model"}
 
 
 def test_resources_retries_caching_and_images(compiled):
@@ -264,7 +280,9 @@ def test_resources_retries_caching_and_images(compiled):
         container = executors[component["executorLabel"]].get("container")
         if container is None:
             continue  # an importer
-        assert task["cachingOptions"] == {"enableCache": True}, name
+        # Cached, except the listings whose fingerprints key the others' caches on the data.
+        uncached = name in ("build-dataset-plan", "eval-fingerprint")
+        assert task["cachingOptions"] == ({} if uncached else {"enableCache": True}), name
         assert task["retryPolicy"]["maxRetryCount"] >= 1, name
         resources = container["resources"]
         assert resources["resourceCpuLimit"] and resources["resourceMemoryLimit"], name

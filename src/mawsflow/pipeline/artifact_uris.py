@@ -12,8 +12,15 @@ store also spares the launcher an upload.
 
 Big artifacts point at their descriptor file rather than at their folder, because KFP's
 launcher copies every input artifact into the consuming pod before the component starts:
-a pretraining dataset is its `manifest.json`, an evaluation dataset its `classes.json`, a
-model its `model.json`. Steps stream the rest from the store.
+a model is its `model.json`. Steps stream the rest from the store.
+
+Data the pipeline does not own (the pretraining dataset the build writes to the `dataset`
+prefix, the evaluation dataset at `eval_dataset`) may sit in any bucket, where the backend's
+launcher has no credentials (it reads and writes only the pipeline root's store). Such data
+enters the DAG as a *reference*: a small JSON object at the artifact's own URI, in the
+pipeline root, naming the data's location and the fingerprint of its listing. The same holds
+for an artifact that re-publishes another task's (the transfer fan-out's picked model). The
+steps follow the reference (`resolve`) and stream the data from where it is.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from mawsflow import storage
 DATASET_MANIFEST = "manifest.json"
 EVAL_CLASSES = "classes.json"
 MODEL_CARD = "model.json"
+
+REFERENCE_FORMAT = "mawsflow.reference/1"
+# A reference is a few hundred bytes; anything much larger at an artifact URI is data.
+_MAX_REFERENCE_BYTES = 64 * 1024
 
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
@@ -65,3 +76,39 @@ def root(uri: str, descriptor: str) -> str:
 def descriptor(folder: str, name: str) -> str:
     """The URI an artifact gets once its folder is complete: the folder's descriptor file."""
     return storage.join(folder, name)
+
+
+def write_reference(uri: str, target: str, **facts: str) -> None:
+    """Make the artifact at `uri` a reference to `target` (a storage URI), with `facts`
+    (e.g. the data's fingerprint) beside it for people reading the artifact."""
+    if not target:
+        raise ArtifactURIError(f"{uri}: a reference needs a target URI")
+    storage.write_json(uri, {"format": REFERENCE_FORMAT, "target": target, **facts})
+
+
+def resolve(uri: str) -> str:
+    """The URI an artifact stands for: the target of a reference, else the URI itself."""
+    if uri.endswith(".json") or not storage.exists(uri):
+        return uri  # a descriptor file (model.json) or a folder, not a reference
+    if storage.size(uri) > _MAX_REFERENCE_BYTES:
+        return uri
+    try:
+        data = storage.read_json(uri)
+    except (storage.StorageError, UnicodeDecodeError):
+        return uri  # not JSON: the artifact is the data itself
+    if isinstance(data, dict) and data.get("format") == REFERENCE_FORMAT:
+        target = data.get("target")
+        if not isinstance(target, str) or not target:
+            raise ArtifactURIError(f"{uri}: reference without a target")
+        return target
+    return uri
+
+
+def model_folder(artifact_uri: str) -> str:
+    """The folder of a Model artifact (its model.json's folder), through a reference."""
+    return root(resolve(storage_uri(artifact_uri)), MODEL_CARD)
+
+
+def dataset_location(artifact_uri: str) -> str:
+    """Where a Dataset artifact's data is (a manifest.json, or an evaluation dataset's folder)."""
+    return resolve(storage_uri(artifact_uri))

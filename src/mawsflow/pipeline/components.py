@@ -31,6 +31,7 @@ IMAGE_OF = {
     "build-dataset-vocab": "build-dataset",
     "build-dataset-write": "build-dataset",
     "build-dataset-finalize": "build-dataset",
+    "eval-fingerprint": "prepare-eval",
     "eval-dataset": "prepare-eval",
     "mae": "mae",
     "wsp": "wsp",
@@ -43,12 +44,53 @@ IMAGE_OF = {
     "lowshot-summary": "lowshot",
     "zeroshot": "zeroshot",
     "transfer-rows": "report",
+    "pick-model": "report",
     "report": "report",
 }
 
 
+# What each component needs from where it runs, appended to its description: the compiled
+# specs in components/ are for other pipeline authors, who see only that text.
+_BACKEND = (
+    "Runs on the Kubeflow Pipelines backend 2.16.0 or newer (mawsflow.pipeline.conformance)."
+)
+_NEEDS_NOTHING = f"Environment: needs nothing (no object store, no cluster access). {_BACKEND}"
+_STORE = (
+    "Environment: reads and writes S3-compatible storage: AWS_ENDPOINT_URL and "
+    "AWS_DEFAULT_REGION from the object-store ConfigMap (charts/mawsflow), "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the S3 Secret "
+    "(kfp-kubernetes use_config_map_as_env / use_secret_as_env). Artifact URIs: outputs are "
+    "written straight to the artifact's URI (minio:// is read as s3://); a Model artifact "
+    "points at its model.json, and a Dataset (or a re-published Model) is a "
+    "mawsflow.reference/1 JSON object naming the data's location "
+    f"(mawsflow.pipeline.artifact_uris). {_BACKEND}"
+)
+_LAUNCHER = (
+    " Training runs as a Kubernetes job made by `mawsflow launch`: the pod's ServiceAccount "
+    "needs the launcher's RBAC in its namespace (pytorchjobs or trainjobs: create, get, "
+    "watch, delete; pods: get, list, watch; pods/log: get), as the chart's Role or "
+    "Kubeflow's kubeflow-edit grants, and the ConfigMap's MAWSFLOW_S3_SECRET_NAME, "
+    "MAWSFLOW_S3_ACCESS_KEY_ID_KEY and MAWSFLOW_S3_SECRET_ACCESS_KEY_KEY, which name the "
+    "Secret the job's pods read."
+)
+_NO_STORE = {"step-images", "transfer-rows", "lowshot-plan"}
+_TRAINING = {"mae", "wsp", "lit", "finetune"}
+
+
+def _environment(name: str) -> str:
+    if name in _NO_STORE:
+        return _NEEDS_NOTHING
+    return _STORE + (_LAUNCHER if name in _TRAINING else "")
+
+
 def _component(name: str):  # noqa: ANN202 (returns kfp's decorator)
-    return dsl.component(base_image=image_for(IMAGES, IMAGE_OF[name]), install_kfp_package=False)
+    make = dsl.component(base_image=image_for(IMAGES, IMAGE_OF[name]), install_kfp_package=False)
+
+    def decorate(func):  # noqa: ANN001, ANN202
+        func.__doc__ = f"{func.__doc__.rstrip()}\n\n{_environment(name)}"
+        return make(func)
+
+    return decorate
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,19 +127,20 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
 
 
 @_component("build-dataset-plan")
-def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[str]:
-    """The shard groups ("i/N") to fan out over: at most one per input shard."""
-    from mawsflow.dataset.layout import ShardGroup, list_input_shards
+def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[dict[str, str]]:
+    """The shard groups to fan out over (at most one per input shard), each with the
+    fingerprint of its shards' listing. Never cached: the fingerprints are what makes the
+    build's cache keys follow the data (each phase passes its group's fingerprint on in its
+    output, so the fan-ins are keyed on every group's)."""
+    from mawsflow.pipeline.data_fingerprint import corpus_groups
 
-    if shard_groups < 1:
-        raise ValueError(f"shard_groups must be at least 1, got {shard_groups}")
-    count = min(shard_groups, len(list_input_shards(raw_corpus)))
-    return [f"{g.index}/{g.count}" for g in ShardGroup(0, count).all_groups()]
+    return corpus_groups(raw_corpus, shard_groups)
 
 
 @_component("build-dataset-count")
-def build_dataset_count(raw_corpus: str, dataset: str, group: str) -> str:
-    """Phase 1 on one shard group: the usable images and their hashtags."""
+def build_dataset_count(raw_corpus: str, dataset: str, group: str, fingerprint: str) -> str:
+    """Phase 1 on one shard group: the usable images and their hashtags. `fingerprint` (of
+    the group's shards) keys the cache on the data and goes on in the output, for vocab's key."""
     import json
 
     from mawsflow.dataset.count_phase import run_count
@@ -107,7 +150,8 @@ def build_dataset_count(raw_corpus: str, dataset: str, group: str) -> str:
 
     setup_logging()
     summary = run_count(raw_corpus, dataset, ShardGroup.parse(group), ReadLimits())
-    return json.dumps({k: summary[k] for k in ("samples_read", "records")})
+    counted = {k: summary[k] for k in ("samples_read", "records")}
+    return json.dumps({**counted, "group": group, "fingerprint": fingerprint}, sort_keys=True)
 
 
 @_component("build-dataset-vocab")
@@ -119,8 +163,13 @@ def build_dataset_vocab(
     resample_ratio: float,
     samples_per_shard: int,
     seed: int,
-) -> int:
-    """Phase 2, once: deduplicate, build the synset vocabulary and the resampling plan."""
+) -> str:
+    """Phase 2, once: deduplicate, build the synset vocabulary and the resampling plan.
+    Returns the plan's digest, which every write task takes, so that a new plan re-runs the
+    writes of unchanged groups too (their labels depend on the vocabulary)."""
+    import hashlib
+    import json
+
     from mawsflow.dataset.resample import DEFAULT_POWER, ResampleSettings
     from mawsflow.dataset.vocab import VocabSettings
     from mawsflow.dataset.vocab_phase import run_vocab
@@ -134,12 +183,17 @@ def build_dataset_vocab(
         ResampleSettings(resample_ratio, DEFAULT_POWER, seed),
         samples_per_shard,
     )
-    return int(plan["vocabulary"]["classes"])
+    text = json.dumps({"counted": counted, "plan": plan}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @_component("build-dataset-write")
-def build_dataset_write(raw_corpus: str, dataset: str, group: str) -> str:
-    """Phase 3 on one shard group: label, resample and write the group's shards."""
+def build_dataset_write(
+    raw_corpus: str, dataset: str, group: str, fingerprint: str, vocab_plan: str
+) -> str:
+    """Phase 3 on one shard group: label, resample and write the group's shards.
+    `fingerprint` and `vocab_plan` key the cache on the group's data and on the plan, and go
+    on in the output, for finalize's key."""
     import json
 
     from mawsflow.dataset.layout import ShardGroup
@@ -147,17 +201,28 @@ def build_dataset_write(raw_corpus: str, dataset: str, group: str) -> str:
     from mawsflow.log import setup_logging
 
     setup_logging()
-    return json.dumps(run_write(raw_corpus, dataset, ShardGroup.parse(group)), sort_keys=True)
+    written = run_write(raw_corpus, dataset, ShardGroup.parse(group))
+    keys = {"group": group, "fingerprint": fingerprint, "vocab_plan": vocab_plan}
+    return json.dumps({**written, **keys}, sort_keys=True, default=str)
 
 
 @_component("build-dataset-finalize")
-def build_dataset_finalize(dataset: str, written: list[str], stats: Output[Metrics]) -> str:
-    """Phase 4, once: pack the groups' tails, write stats.json and manifest.json. Returns the
-    manifest's URI, which is what the pipeline imports as the Dataset artifact."""
+def build_dataset_finalize(
+    dataset: str,
+    written: list[str],
+    pretraining: Output[Dataset],
+    stats: Output[Metrics],
+) -> None:
+    """Phase 4, once: pack the groups' tails, write stats.json and manifest.json. The
+    `pretraining` Dataset is a reference (in the pipeline root) to the manifest under
+    `dataset`, with the fingerprint of the corpus it was built from."""
+    import json
+
     from mawsflow import storage
     from mawsflow.dataset.finalize_phase import run_finalize
     from mawsflow.log import setup_logging
-    from mawsflow.pipeline.artifact_uris import DATASET_MANIFEST
+    from mawsflow.pipeline.artifact_uris import DATASET_MANIFEST, storage_uri, write_reference
+    from mawsflow.pipeline.data_fingerprint import digest
     from mawsflow.pipeline.task_runtime import log_metrics
 
     setup_logging()
@@ -173,17 +238,30 @@ def build_dataset_finalize(dataset: str, written: list[str], stats: Output[Metri
             **{f"dropped_{reason}": n for reason, n in samples["dropped"].items()},
         },
     )
-    return storage.join(dataset, DATASET_MANIFEST)
+    groups = [json.loads(w) for w in written]
+    corpus = digest({g["group"]: g["fingerprint"] for g in groups})
+    manifest = storage.join(dataset, DATASET_MANIFEST)
+    write_reference(storage_uri(pretraining.uri), manifest, corpus_fingerprint=corpus)
+    pretraining.metadata.update({"location": manifest, "corpus_fingerprint": corpus})
+
+
+@_component("eval-fingerprint")
+def eval_fingerprint(uri: str) -> str:
+    """The fingerprint of the evaluation dataset's listing. Never cached: it is what makes
+    every evaluation's cache key follow the evaluation data."""
+    from mawsflow.pipeline.data_fingerprint import dataset_fingerprint
+
+    return dataset_fingerprint(uri)
 
 
 @_component("eval-dataset")
-def eval_dataset(uri: str, name: str) -> str:
+def eval_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]) -> None:
     """Check an evaluation dataset before anything trains for it: its classes, a train split,
-    and a test split (`test`, else `val`) with the same classes must read. Returns its
-    classes.json URI (what the pipeline imports as the Dataset artifact)."""
+    and a test split (`test`, else `val`) with the same classes must read. `dataset` is a
+    reference (in the pipeline root) to it, with the fingerprint of its listing."""
     from mawsflow import storage
     from mawsflow.evaluation.eval_data import open_split
-    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES
+    from mawsflow.pipeline.artifact_uris import storage_uri, write_reference
 
     if not name.strip():
         raise ValueError("eval_name is empty: it names the report's columns, e.g. ImageNet-1k")
@@ -192,7 +270,9 @@ def eval_dataset(uri: str, name: str) -> str:
     test = open_split(uri, "test" if has_test else "val")
     if train.classes != test.classes:
         raise ValueError(f"{uri}: the train and test splits have different classes")
-    return storage.join(uri, EVAL_CLASSES)
+    location = uri.rstrip("/")
+    write_reference(storage_uri(dataset.uri), location, name=name, fingerprint=fingerprint)
+    dataset.metadata.update({"location": location, "name": name, "fingerprint": fingerprint})
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +303,7 @@ def mae(
     mae output, or a released checkpoint in timm's layout) and no training."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, storage_uri
     from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
     from mawsflow.recipes import load_recipe
 
@@ -240,7 +320,7 @@ def mae(
             "model.arch": arch,
             "schedule.epochs": epochs,
             "schedule.samples_per_epoch": samples_per_epoch,
-            "data.train": storage_uri(dataset.uri),
+            "data.train": dataset_location(dataset.uri),
             "output": output,
         }
         launch = rt.TrainingLaunch(
@@ -280,7 +360,7 @@ def wsp(
     starts from the MAE encoder), else the WSP-from-scratch baseline."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(model.uri)
@@ -288,10 +368,10 @@ def wsp(
         "model.arch": arch,
         "schedule.epochs": epochs,
         "schedule.samples_per_epoch": samples_per_epoch,
-        "data.train": storage_uri(dataset.uri),
+        "data.train": dataset_location(dataset.uri),
         "output": output,
         "init": "mae" if mae_model else "scratch",
-        "init_checkpoint": root(storage_uri(mae_model.uri), MODEL_CARD) if mae_model else "",
+        "init_checkpoint": model_folder(mae_model.uri) if mae_model else "",
     }
     launch = rt.TrainingLaunch(
         backend=backend,
@@ -330,7 +410,7 @@ def lit(
     """LiT (Table 12): a pretrained text tower aligned to the frozen `image_model`."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(model.uri)
@@ -339,8 +419,8 @@ def lit(
         "schedule.epochs": epochs,
         "schedule.samples_per_epoch": samples_per_epoch,
         "text.model": text_model,
-        "data.train": storage_uri(dataset.uri),
-        "image_checkpoint": root(storage_uri(image_model.uri), MODEL_CARD),
+        "data.train": dataset_location(dataset.uri),
+        "image_checkpoint": model_folder(image_model.uri),
         "output": output,
     }
     launch = rt.TrainingLaunch(
@@ -379,15 +459,15 @@ def finetune(
     MAE trunk, Table 15 for a WSP or MAE→WSP one, chosen from the trunk's lineage)."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(model.uri)
     settings = {
         "model.arch": arch,
         "schedule.epochs": epochs,
-        "init_checkpoint": root(storage_uri(pretrained.uri), MODEL_CARD),
-        "data.train": root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+        "init_checkpoint": model_folder(pretrained.uri),
+        "data.train": dataset_location(eval_dataset.uri),
         "output": output,
     }
     launch = rt.TrainingLaunch(
@@ -422,15 +502,15 @@ def evaluate(
     """The finetuned model's top-1/top-5 on the evaluation dataset's test split."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(result.uri)
     rt.run_step(
         "eval",
         [
-            "--model", root(storage_uri(finetuned.uri), MODEL_CARD),
-            "--test-set", f"{eval_name}={root(storage_uri(eval_dataset.uri), EVAL_CLASSES)}",
+            "--model", model_folder(finetuned.uri),
+            "--test-set", f"{eval_name}={dataset_location(eval_dataset.uri)}",
             "--num-workers", str(loader_workers),
             "--output", output,
         ],
@@ -449,15 +529,15 @@ def linear_probe(
     """Top-1 of a linear classifier on the frozen trunk's features."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(result.uri)
     rt.run_step(
         "linear-probe",
         [
-            "--model", root(storage_uri(pretrained.uri), MODEL_CARD),
-            "--dataset", root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+            "--model", model_folder(pretrained.uri),
+            "--dataset", dataset_location(eval_dataset.uri),
             "--name", eval_name,
             "--num-workers", str(loader_workers),
             "--output", output,
@@ -478,15 +558,15 @@ def zeroshot(
     """Zero-shot top-1/top-5 of the LiT model, class names × prompt templates, ensembled."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(result.uri)
     rt.run_step(
         "zeroshot",
         [
-            "--model", root(storage_uri(lit_model.uri), MODEL_CARD),
-            "--dataset", root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+            "--model", model_folder(lit_model.uri),
+            "--dataset", dataset_location(eval_dataset.uri),
             "--templates", templates,
             "--name", eval_name,
             "--num-workers", str(loader_workers),
@@ -534,14 +614,14 @@ def lowshot(
     with VPT (Table 17) or logistic regression, scored on the test split."""
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import EVAL_CLASSES, MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(result.uri)
     settings = {
         "model.arch": arch,
-        "init_checkpoint": root(storage_uri(pretrained.uri), MODEL_CARD),
-        "data.train": root(storage_uri(eval_dataset.uri), EVAL_CLASSES),
+        "init_checkpoint": model_folder(pretrained.uri),
+        "data.train": dataset_location(eval_dataset.uri),
         "output": output,
         "shots": f"[{shots}]",
         "seeds": f"[{seed}]",
@@ -571,12 +651,33 @@ def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None
 
 
 @_component("transfer-rows")
-def transfer_rows(
-    mae_model: Input[Model], maws_model: Input[Model], wsp_model: Input[Model] = None
-) -> list[str]:
-    """The pretrained models every transfer evaluation runs on, one per row of the report:
-    MAE, WSP (when the run trains the baseline) and MAE→WSP."""
-    return [m.uri for m in (mae_model, wsp_model, maws_model) if m is not None]
+def transfer_rows(baselines: bool) -> list[str]:
+    """The report's rows, one per pretrained model every transfer evaluation runs on: MAE and
+    MAE→WSP, and WSP from scratch when the run trains that baseline."""
+    return ["mae", "wsp", "maws"] if baselines else ["mae", "maws"]
+
+
+@_component("pick-model")
+def pick_model(
+    row: str,
+    mae_model: Input[Model],
+    maws_model: Input[Model],
+    model: Output[Model],
+    wsp_model: Input[Model] = None,
+) -> None:
+    """The pretrained model of one report row, inside the transfer fan-out. A container task
+    rather than an importer: the backend resolves an importer's URI only from pipeline
+    parameters and cannot collect its outputs (see mawsflow.pipeline.conformance). `model` is
+    a reference to the row's model, so lineage runs from the training task through here."""
+    from mawsflow.pipeline.artifact_uris import resolve, storage_uri, write_reference
+
+    models = {"mae": mae_model, "maws": maws_model, "wsp": wsp_model}
+    chosen = models.get(row)
+    if chosen is None:
+        given = sorted(k for k, v in models.items() if v is not None)
+        raise ValueError(f"row {row!r}: no such pretrained model in this run (have {given})")
+    write_reference(storage_uri(model.uri), resolve(storage_uri(chosen.uri)), row=row)
+    model.metadata.update({**dict(chosen.metadata), "row": row})
 
 
 @_component("report")
@@ -596,12 +697,12 @@ def report(
     are what the Kubeflow UI shows; `files` holds report.md, report.html and report.json."""
     from mawsflow import storage
     from mawsflow.log import setup_logging
-    from mawsflow.pipeline.artifact_uris import MODEL_CARD, root, storage_uri
+    from mawsflow.pipeline.artifact_uris import model_folder, storage_uri
     from mawsflow.steps.report import run
 
     setup_logging()
     results = [storage_uri(a.uri) for kind in (finetune, lowshot, zeroshot, linear) for a in kind]
-    training = [root(storage_uri(m.uri), MODEL_CARD) for m in pretrained]
+    training = [model_folder(m.uri) for m in pretrained]
     folder = storage_uri(files.uri)
     run(results, training, folder)
     storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))

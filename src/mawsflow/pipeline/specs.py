@@ -31,6 +31,7 @@ ALL_COMPONENTS: tuple[BaseComponent, ...] = (
     components.build_dataset_vocab,
     components.build_dataset_write,
     components.build_dataset_finalize,
+    components.eval_fingerprint,
     components.eval_dataset,
     components.mae,
     components.wsp,
@@ -43,6 +44,7 @@ ALL_COMPONENTS: tuple[BaseComponent, ...] = (
     components.lowshot,
     components.lowshot_summary,
     components.transfer_rows,
+    components.pick_model,
     components.report,
 )
 

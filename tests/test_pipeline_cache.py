@@ -1,0 +1,130 @@
+"""Cache keys follow the data: changing one input shard invalidates the dataset build's cache
+for the group that holds it and for the phases that gather every group, and nothing else.
+
+The Kubeflow Pipelines backend keys a task's cache on its input parameter values, its input
+artifacts' ids, its command and its image (backend/src/v2/cacheutils/cache.go,
+`GenerateCacheKey`): `backend_cache_key` below hashes the same things. The parameters are
+what the real components compute (their Python bodies run here, on local files and on
+SeaweedFS); the wiring that carries them from task to task is what the compiled pipeline
+holds (tests/test_pipeline_dag.py) and what the conformance rule `cache-follows-data` demands.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from mawsflow import storage
+from mawsflow.dataset.demo_corpus import (
+    DEBIAN_FASHION_MNIST,
+    DemoCorpusSettings,
+    load_fashion_mnist,
+    write_corpus,
+)
+from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from mawsflow.pipeline import components
+from mawsflow.pipeline.data_fingerprint import corpus_groups, dataset_fingerprint
+
+
+def backend_cache_key(component, parameters: dict, artifact_ids: dict | None = None) -> str:
+    """What GenerateCacheKey hashes: parameter values by name, artifact ids by input, and the
+    container (the component's command/args, which hold its code, and its image)."""
+    container = component.component_spec.implementation.container
+    key = {
+        "parameters": parameters,
+        "artifacts": artifact_ids or {},
+        "command": [*container.command, *(container.args or [])],
+        "image": container.image,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist():
+    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    try:
+        find_wordnet_data_dir()
+    except WordNetUnavailableError as exc:
+        pytest.skip(f"WordNet is not installed: {exc}")
+    images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, "test")
+    return images[:400], labels[:400]
+
+
+def _write(root: str, images, labels) -> None:
+    settings = DemoCorpusSettings(
+        num_images=len(images), samples_per_shard=50, repost_rate=0.0, defect_rate=0.0
+    )
+    write_corpus(images, labels, root, settings)
+
+
+def _count_phase(raw: str, dataset: str, plan: list[dict]) -> tuple[list[str], list[str]]:
+    """Each count task's cache key and, where it ran, its output (the vocab task's input)."""
+    keys, outputs = [], []
+    for item in plan:
+        parameters = {"raw_corpus": raw, "dataset": dataset, **item}
+        keys.append(backend_cache_key(components.build_dataset_count, parameters))
+        outputs.append(components.build_dataset_count.python_func(**parameters))
+    return keys, outputs
+
+
+def _vocab_key(dataset: str, counted: list[str]) -> str:
+    parameters = {
+        "dataset": dataset,
+        "counted": counted,
+        "min_count": 1,
+        "max_classes": 0,
+        "resample_ratio": 0.0,
+        "samples_per_shard": 50,
+        "seed": 0,
+    }
+    return backend_cache_key(components.build_dataset_vocab, parameters)
+
+
+def test_changing_one_input_shard_invalidates_the_build_cache(fashion_mnist, storage_root):
+    images, labels = fashion_mnist
+    raw = storage.join(storage_root, "raw")
+    dataset = storage.join(storage_root, "dataset")
+    _write(raw, images[:200], labels[:200])  # 4 shards of 50, in 2 groups
+
+    plan = components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2)
+    assert [item["group"] for item in plan] == ["0/2", "1/2"]
+    count_keys, counted = _count_phase(raw, dataset, plan)
+    vocab_key = _vocab_key(dataset, counted)
+
+    # The same corpus listed again: every key is the same, so every task is served cached.
+    again = components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2)
+    assert again == plan
+    assert _count_phase(raw, dataset, again)[0] == count_keys
+
+    # Replace the last shard (group 1/2) with other images under the same name.
+    shards = storage.list_uris(raw.rstrip("/") + "/", suffix=".tar")
+    other = storage.join(storage_root, "other")
+    _write(other, images[200:400], labels[200:400])
+    replacement = storage.list_uris(other.rstrip("/") + "/", suffix=".tar")[-1]
+    storage.copy(replacement, shards[-1])
+
+    changed = components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2)
+    assert changed[0] == plan[0] and changed[1]["fingerprint"] != plan[1]["fingerprint"]
+    new_keys, new_counted = _count_phase(raw, dataset, changed)
+    assert new_keys[0] == count_keys[0]  # the untouched group stays cached
+    assert new_keys[1] != count_keys[1]  # the changed group runs again
+    assert _vocab_key(dataset, new_counted) != vocab_key  # and so does the vocabulary
+
+
+def test_the_evaluation_data_fingerprint_follows_every_object(storage_root):
+    uri = storage.join(storage_root, "eval")
+    storage.write_json(storage.join(uri, "classes.json"), ["a", "b"])
+    storage.write_bytes(storage.join(uri, "test", "shard-000000.tar"), b"x" * 100)
+    first = dataset_fingerprint(uri)
+    assert dataset_fingerprint(uri) == first
+    storage.write_bytes(storage.join(uri, "test", "shard-000000.tar"), b"y" * 101)
+    assert dataset_fingerprint(uri) != first
+    with pytest.raises(ValueError, match="no objects under this prefix"):
+        dataset_fingerprint(storage.join(storage_root, "missing"))
+
+
+def test_an_empty_corpus_is_named(storage_root):
+    with pytest.raises(ValueError, match=r"no \.tar shards under this input prefix"):
+        corpus_groups(storage.join(storage_root, "nothing"), 2)

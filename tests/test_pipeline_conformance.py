@@ -1,0 +1,341 @@
+"""The backend conformance checker (mawsflow.pipeline.conformance): every rule rejects a small
+pipeline with the construct the Kubeflow Pipelines backend cannot run and accepts the fixed
+form; the shipped pipelines pass; a pipeline built from the component YAML files alone passes;
+and the CLI writes nothing that fails."""
+
+from pathlib import Path
+
+import pytest
+from kfp import compiler, dsl
+from kfp import components as kfp_components
+from kfp.dsl import Dataset, Input, Output
+
+from mawsflow.pipeline import conformance
+from mawsflow.pipeline.conformance import (
+    MIN_BACKEND,
+    ConformanceError,
+    check,
+    pipeline_spec,
+    require_conformance,
+)
+from test_pipeline_dag import maws
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compiled(pipeline, tmp_path) -> dict:
+    path = tmp_path / f"{pipeline.name}.yaml"
+    compiler.Compiler().compile(pipeline, str(path))
+    return pipeline_spec(str(path))
+
+
+def rules_of(violations) -> set[str]:
+    return {v.rule for v in violations}
+
+
+# Small components for the test pipelines (never run: only compiled).
+@dsl.component(base_image="python:3.11")
+def make_uri() -> str:
+    return "s3://bucket/data"
+
+
+@dsl.component(base_image="python:3.11")
+def make_list() -> list[str]:
+    return ["a", "b"]
+
+
+@dsl.component(base_image="python:3.11")
+def make_dataset(name: str, data: Output[Dataset]) -> None:
+    data.uri = name
+
+
+@dsl.component(base_image="python:3.11")
+def use_dataset(data: Input[Dataset]) -> None:
+    print(data.uri)
+
+
+@dsl.component(base_image="python:3.11")
+def use_datasets(data: Input[list[Dataset]]) -> None:
+    print(len(data))
+
+
+@dsl.component(base_image="python:3.11")
+def use_strings(values: list[str]) -> None:
+    print(values)
+
+
+@dsl.component(base_image="python:3.11")
+def echo(value: str) -> str:
+    return value
+
+
+@dsl.component(base_image="python:3.11")
+def read_data(uri: str, fingerprint: str = "") -> str:
+    return uri + fingerprint
+
+
+# --------------------------------------------------------------------------------------------
+# One test per rule: the offending form is rejected, the fixed form accepted.
+
+
+def test_importer_uri_from_a_task_output_is_rejected(tmp_path):
+    @dsl.pipeline(name="importer-from-task")
+    def bad():
+        uri = make_uri()
+        imported = dsl.importer(artifact_uri=uri.output, artifact_class=Dataset, reimport=False)
+        use_dataset(data=imported.output)
+
+    @dsl.pipeline(name="importer-from-parameter")
+    def fixed_importer(uri: str):
+        imported = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+        use_dataset(data=imported.output)
+
+    @dsl.pipeline(name="producer-outputs-the-artifact")
+    def fixed(uri: str):
+        use_dataset(data=make_dataset(name=uri).outputs["data"])
+
+    found = check(compiled(bad, tmp_path))
+    assert rules_of(found) == {"importer-uri-from-task-output"}
+    assert found[0].task == "importer" and "make-uri" in found[0].message
+    assert check(compiled(fixed_importer, tmp_path)) == []
+    assert check(compiled(fixed, tmp_path)) == []
+
+
+def test_importer_with_a_display_name_is_rejected(tmp_path):
+    @dsl.pipeline(name="named-importer")
+    def bad(uri: str):
+        with dsl.ParallelFor(make_list().output) as item:
+            imported = dsl.importer(artifact_uri=item, artifact_class=Dataset)
+            imported.set_display_name("pretrained model")
+            use_dataset(data=imported.output)
+
+    @dsl.pipeline(name="unnamed-importer")
+    def fixed(uri: str):
+        with dsl.ParallelFor(make_list().output) as item:
+            imported = dsl.importer(artifact_uri=item, artifact_class=Dataset)
+            use_dataset(data=imported.output)
+
+    found = check(compiled(bad, tmp_path))
+    assert rules_of(found) == {"importer-display-name"}
+    assert found[0].task.startswith("for-loop-") and found[0].task.endswith("/importer")
+    assert check(compiled(fixed, tmp_path)) == []
+
+
+def test_collecting_an_importer_output_is_rejected(tmp_path):
+    @dsl.pipeline(name="collect-importer")
+    def bad():
+        with dsl.ParallelFor(make_list().output) as item:
+            imported = dsl.importer(artifact_uri=item, artifact_class=Dataset)
+        use_datasets(data=dsl.Collected(imported.output))
+
+    @dsl.pipeline(name="collect-container")
+    def fixed():
+        with dsl.ParallelFor(make_list().output) as item:
+            made = make_dataset(name=item)
+        use_datasets(data=dsl.Collected(made.outputs["data"]))
+
+    found = check(compiled(bad, tmp_path))
+    assert rules_of(found) == {"collected-importer-output"}
+    assert found[0].task == "use-datasets"
+    assert check(compiled(fixed, tmp_path)) == []
+
+
+def test_iterating_over_artifacts_is_rejected(tmp_path):
+    @dsl.pipeline(name="loop")
+    def loop():
+        with dsl.ParallelFor(make_list().output) as item:
+            echo(value=item)
+
+    spec = compiled(loop, tmp_path)
+    assert check(spec) == []
+    # The SDK only writes parameter iterators; a hand-written or other-tool spec can hold an
+    # artifact iterator, which the driver refuses. Turn this loop into one.
+    loop_task = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    iterator = loop_task.pop("parameterIterator")
+    loop_task["artifactIterator"] = {
+        "itemInput": iterator["itemInput"],
+        "items": {"inputArtifact": "pipelinechannel--make-list-Output"},
+    }
+    assert rules_of(check(spec)) == {"artifact-iterator"}
+
+
+def test_named_loop_outputs_are_lost_before_2_16(tmp_path):
+    @dsl.pipeline(name="named-loop")
+    def bad():
+        with dsl.ParallelFor(make_list().output, name="per item") as item:
+            echoed = echo(value=item)
+        use_strings(values=dsl.Collected(echoed.output))
+
+    @dsl.pipeline(name="unnamed-loop")
+    def fixed():
+        with dsl.ParallelFor(make_list().output) as item:
+            echoed = echo(value=item)
+        use_strings(values=dsl.Collected(echoed.output))
+
+    spec = compiled(bad, tmp_path)
+    assert rules_of(check(spec, "2.15.0")) == {"named-loop-outputs"}
+    assert check(spec, "2.16.0") == [] and check(spec, "2.17.0") == []
+    assert check(compiled(fixed, tmp_path), "2.15.0") == []
+    with pytest.raises(ConformanceError, match="named-loop-outputs"):
+        require_conformance(spec, backends=("2.15.0", "2.16.0"))
+
+
+def test_an_image_placeholder_must_be_a_task_input(tmp_path):
+    @dsl.pipeline(name="image-from-task")
+    def fixed():
+        image = echo(value="registry/image:tag")
+        task = read_data(uri="x")
+        task.set_container_image(image.output)
+
+    spec = compiled(fixed, tmp_path)
+    assert check(spec) == []
+    # Without the input parameter the placeholder names, the driver cannot resolve the image.
+    task = spec["root"]["dag"]["tasks"]["read-data"]
+    (channel,) = [k for k in task["inputs"]["parameters"] if k.startswith("pipelinechannel--")]
+    del task["inputs"]["parameters"][channel]
+    assert rules_of(check(spec)) == {"image-placeholder-input"}
+
+
+def test_a_cached_task_reading_data_by_uri_needs_a_fingerprint(tmp_path):
+    @dsl.pipeline(name="stale-cache")
+    def bad(raw_corpus: str):
+        read_data(uri=raw_corpus)
+
+    @dsl.pipeline(name="cached-fingerprint")
+    def still_bad(raw_corpus: str):
+        listing = read_data(uri=raw_corpus)  # cached itself: its output goes stale too
+        read_data(uri=raw_corpus, fingerprint=listing.output)
+
+    @dsl.pipeline(name="fingerprinted")
+    def fixed(raw_corpus: str):
+        listing = read_data(uri=raw_corpus).set_caching_options(False)
+        read_data(uri=raw_corpus, fingerprint=listing.output)
+
+    @dsl.pipeline(name="fingerprinted-loop")
+    def fixed_in_loop(raw_corpus: str):
+        listing = make_list().set_caching_options(False)
+        with dsl.ParallelFor(listing.output) as item:
+            read_data(uri=raw_corpus, fingerprint=item)
+
+    found = check(compiled(bad, tmp_path))
+    assert rules_of(found) == {"cache-follows-data"} and "raw_corpus" in found[0].message
+    assert rules_of(check(compiled(still_bad, tmp_path))) == {"cache-follows-data"}
+    assert check(compiled(fixed, tmp_path)) == []
+    assert check(compiled(fixed_in_loop, tmp_path)) == []
+
+
+def test_every_rule_has_a_test_here():
+    tested = {
+        "importer_uri_from_task_output",
+        "importer_display_name",
+        "collected_importer_output",
+        "artifact_iterator",
+        "named_loop_outputs",
+        "image_placeholder_input",
+        "cache_follows_data",
+    }
+    rules = {r.__name__ for r in conformance.RULES + conformance.VERSIONED_RULES}
+    assert rules == tested
+    for rule in conformance.RULES + conformance.VERSIONED_RULES:
+        assert "backend/src/v2/" in rule.__doc__, rule.__name__  # each cites its source
+
+
+def test_not_a_pipeline_spec_is_named(tmp_path):
+    with pytest.raises(ValueError, match="not a compiled pipeline spec"):
+        check({"components": {}})
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped pipelines and the reusable components
+
+
+@pytest.mark.parametrize("baselines", [False, True], ids=["maws", "with-baselines"])
+def test_both_shipped_variants_pass_on_every_supported_backend(baselines, tmp_path):
+    path = tmp_path / "maws.yaml"
+    assert maws.main(["--compile", str(path)] + (["--baselines"] if baselines else [])) == 0
+    spec = pipeline_spec(str(path))
+    for backend in conformance.SUPPORTED_BACKENDS:
+        assert check(spec, backend) == [], backend
+    # No importer at all: the datasets and the transfer fan-out's models are task outputs.
+    assert not any("importer" in e for e in spec["deploymentSpec"]["executors"].values())
+
+
+def test_compile_writes_nothing_that_fails_the_check(tmp_path, monkeypatch, capsys):
+    @dsl.pipeline(name="stale-cache")
+    def bad(raw_corpus: str):
+        read_data(uri=raw_corpus)
+
+    monkeypatch.setattr(maws, "maws_pipeline", lambda **_: bad)
+    target = tmp_path / "out.yaml"
+    assert maws.main(["--compile", str(target)]) == 1
+    assert "cache-follows-data" in capsys.readouterr().err
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
+    """What another pipeline author does: load components/*.yaml (not the Python functions),
+    wire a pipeline, compile it; the result passes the same rules."""
+    load = {
+        name: kfp_components.load_component_from_file(str(REPO / "components" / f"{name}.yaml"))
+        for name in (
+            "build-dataset-plan",
+            "build-dataset-count",
+            "build-dataset-vocab",
+            "build-dataset-write",
+            "build-dataset-finalize",
+            "eval-fingerprint",
+            "eval-dataset",
+            "linear-probe",
+            "mae",
+        )
+    }
+
+    @dsl.pipeline(name="from-yaml")
+    def from_yaml(raw_corpus: str, dataset: str, eval_dataset: str):
+        plan = load["build-dataset-plan"](raw_corpus=raw_corpus, shard_groups=2)
+        plan.set_caching_options(False)
+        with dsl.ParallelFor(plan.output) as group:
+            count = load["build-dataset-count"](
+                raw_corpus=raw_corpus, dataset=dataset, group=group.group,
+                fingerprint=group.fingerprint,
+            )  # fmt: skip
+        vocab = load["build-dataset-vocab"](
+            dataset=dataset, counted=dsl.Collected(count.output), min_count=1, max_classes=0,
+            resample_ratio=0.0, samples_per_shard=100, seed=0,
+        )  # fmt: skip
+        with dsl.ParallelFor(plan.output) as group:
+            write = load["build-dataset-write"](
+                raw_corpus=raw_corpus, dataset=dataset, group=group.group,
+                fingerprint=group.fingerprint, vocab_plan=vocab.output,
+            )  # fmt: skip
+        finalize = load["build-dataset-finalize"](
+            dataset=dataset, written=dsl.Collected(write.output)
+        )
+        listing = load["eval-fingerprint"](uri=eval_dataset).set_caching_options(False)
+        checked = load["eval-dataset"](uri=eval_dataset, name="IN1k", fingerprint=listing.output)
+        mae = load["mae"](
+            dataset=finalize.outputs["pretraining"], preset="tiny", arch="", epochs=0.0,
+            samples_per_epoch=0, mae_checkpoint="", backend="local", nodes=1, gpus_per_node=0,
+            job_image="", shm_size="", node_selector={}, tolerations=[],
+        )  # fmt: skip
+        load["linear-probe"](
+            pretrained=mae.outputs["model"], eval_dataset=checked.outputs["dataset"],
+            eval_name="IN1k", loader_workers=0,
+        )  # fmt: skip
+
+    assert check(compiled(from_yaml, tmp_path)) == []
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "components").glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_component_says_what_it_needs_from_its_environment(path):
+    if path.name in ("images.yaml",):
+        pytest.skip("not a component")
+    component = kfp_components.load_component_from_file(str(path))
+    description = component.description or ""
+    if path.stem in ("step-images", "transfer-rows", "lowshot-plan"):
+        assert "needs nothing" in description, path.name  # no store, no cluster access
+        return
+    assert "S3 Secret" in description and "AWS_ENDPOINT_URL" in description, path.name
+    if path.stem in ("mae", "wsp", "lit", "finetune"):
+        assert "RBAC" in description, path.name
+    assert MIN_BACKEND in description, path.name
