@@ -382,21 +382,52 @@ def test_the_monitoring_schema_refuses_what_the_operator_would(chart, kind, muta
 # --- RBAC ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_the_launcher_role_grants_exactly_what_the_launcher_needs(chart, name):
-    docs = manifests(render(chart, VALUE_SETS[name]))
-    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
-    (role,) = of_kind(docs, "Role")
+def role_grants(role: dict) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or "*") for every rule of a Role."""
     grants = set()
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no URLs
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}  # no URLs
+        names = rule.get("resourceNames") or ["*"]
         grants |= {
-            (group, resource, verb)
+            (group, resource, verb, name)
             for group in rule["apiGroups"]
             for resource in rule["resources"]
             for verb in rule["verbs"]
+            for name in names
         }
-    assert grants == LAUNCHER_GRANTS
+    return grants
+
+
+def unnamed(grants: set) -> set[tuple[str, str, str, str]]:
+    return {(*grant, "*") for grant in grants}
+
+
+# With serviceAccount.runIdentity: what a pipeline run's pods need beyond the launcher's rights
+# when they run as the chart's ServiceAccount. Each is read from the source that needs it:
+# Argo's executor role (tests/data/rbac/argo-emissary-executor-role.yaml); KFP's driver reads
+# the kfp-launcher ConfigMap (backend/src/v2/config/env.go) and its launcher the artifact
+# store's Secret (backend/src/v2/objectstore/object_store.go) and its own pod
+# (component/launcher_v2.go, retryIndexFromPodAnnotation: in LAUNCHER_GRANTS already).
+RUN_IDENTITY_GRANTS = {
+    ("argoproj.io", "workflowtaskresults", "create", "*"),
+    ("argoproj.io", "workflowtaskresults", "patch", "*"),
+    ("", "configmaps", "get", "*"),
+    ("", "secrets", "get", "mlpipeline-minio-artifact"),
+}
+RBAC_DATA = Path(__file__).parent / "data" / "rbac"
+
+
+def vendored_roles(name: str) -> list[dict]:
+    with open(RBAC_DATA / name, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d and d["kind"] in ("Role", "ClusterRole")]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_the_role_grants_exactly_what_the_launcher_and_a_run_need(chart, name):
+    docs = manifests(render(chart, VALUE_SETS[name]))
+    assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
+    (role,) = of_kind(docs, "Role")
+    assert role_grants(role) == unnamed(LAUNCHER_GRANTS) | RUN_IDENTITY_GRANTS
     (binding,) = of_kind(docs, "RoleBinding")
     (account,) = of_kind(docs, "ServiceAccount")
     assert binding["roleRef"] == {
@@ -409,6 +440,70 @@ def test_the_launcher_role_grants_exactly_what_the_launcher_needs(chart, name):
     ]
     if name == "non-default":
         assert account["metadata"]["name"] == "maws-launcher"
+
+
+def test_without_run_identity_the_role_is_the_launchers_alone(chart):
+    docs = manifests(render(chart, {"serviceAccount": {"runIdentity": False}}))
+    (role,) = of_kind(docs, "Role")
+    assert role_grants(role) == unnamed(LAUNCHER_GRANTS)
+
+
+def test_run_identity_holds_what_argos_executor_and_kfps_runner_role_grant(chart):
+    """The run-identity grants are the Argo executor's whole role, and each of the others is
+    one that KFP grants its own runner (pipeline-runner) for the same purpose."""
+    (role,) = of_kind(manifests(render(chart, {})), "Role")
+    granted = {g[:3] for g in role_grants(role)}
+    (executor,) = vendored_roles("argo-emissary-executor-role.yaml")
+    assert {g[:3] for g in role_grants(executor)} <= granted
+    (runner,) = vendored_roles("kfp-2.17.0-pipeline-runner-role.yaml")
+    runner_grants = {g[:3] for g in role_grants(runner)}
+    for group, resource, verb, _ in RUN_IDENTITY_GRANTS:
+        assert (group, resource, verb) in runner_grants or (group, resource, "*") in runner_grants
+    # The secret is the one KFP's launcher reads: named, not every Secret of the namespace.
+    assert ("", "secrets", "get", "*") not in role_grants(role)
+
+
+def test_kubeflow_edit_holds_the_job_and_executor_rights_a_run_needs():
+    """A multi-user run's default identity is the profile's default-editor, bound to
+    kubeflow-edit. Gather what KFP and the training operators aggregate into it (their
+    manifests in tests/data/rbac) and check that it holds the run's Argo grants and the
+    launcher's job rights for both backends. (Pods and pods/log come from Kubeflow's own
+    kubeflow-kubernetes-edit, in kubeflow/manifests, not vendored here; the Trainer also
+    aggregates them for TrainJobs.)"""
+    roles = [
+        r
+        for f in (
+            "kfp-2.17.0-view-edit-cluster-roles.yaml",
+            "training-operator-v1.9.3-kubeflow-training-roles.yaml",
+            "trainer-v2.3.0-kubeflow-trainer-roles.yaml",
+        )
+        for r in vendored_roles(f)
+    ]
+
+    def aggregated_into(label: str) -> set[tuple[str, str, str]]:
+        grants: set[tuple[str, str, str]] = set()
+        for role in roles:
+            if role["metadata"].get("labels", {}).get(label) != "true":
+                continue
+            grants |= {g[:3] for g in role_grants(role)}
+            for selector in role.get("aggregationRule", {}).get("clusterRoleSelectors", []):
+                for inner_label in selector["matchLabels"]:
+                    grants |= aggregated_into(inner_label)
+        return grants
+
+    edit = aggregated_into("rbac.authorization.kubeflow.org/aggregate-to-kubeflow-edit")
+
+    def holds(group: str, resource: str, verb: str) -> bool:
+        return bool({(group, resource, verb), (group, resource, "*")} & edit)
+
+    for group, resource, verb in [
+        ("argoproj.io", "workflowtaskresults", "create"),
+        ("argoproj.io", "workflowtaskresults", "patch"),
+        *[("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "watch", "delete")],
+        *[("trainer.kubeflow.org", "trainjobs", v) for v in ("create", "get", "watch", "delete")],
+        ("", "pods/log", "get"),
+    ]:
+        assert holds(group, resource, verb), (group, resource, verb)
 
 
 # --- secrets -------------------------------------------------------------------------------------
