@@ -485,6 +485,7 @@ def engine_client(docker_engine):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the first test to use the images builds them (minutes)
 @pytest.mark.parametrize("step", sorted(STEPS))
 def test_built_step_image_answers_help_through_its_entrypoint(built_images, engine_client, step):
     reference = built_images.references[step]
@@ -495,6 +496,7 @@ def test_built_step_image_answers_help_through_its_entrypoint(built_images, engi
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the first test to use the images builds them (minutes)
 @pytest.mark.parametrize("name", sorted(STEPS | PACKAGE_BASES))
 def test_built_image_runs_as_its_numeric_user_with_writable_caches_and_offline_wordnet(
     built_images, engine_client, name
@@ -523,6 +525,7 @@ def test_built_image_runs_as_its_numeric_user_with_writable_caches_and_offline_w
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the first test to use the images builds them (minutes)
 def test_cpu_only_images_are_a_fraction_of_the_torch_images(built_images, engine_client):
     size = {
         name: engine_client.images.get(ref).attrs["Size"]
