@@ -83,7 +83,9 @@ def test_lit_output_rebuilds_offline_from_its_own_files(trained):
     assert card["step"] == "lit" and card["text_model"] == MINILM and card["embed_dim"] == 64
     assert (trained["lit"] / "text" / "config.json").exists()
     tokens = tokenizer(["a #sneaker"])
-    assert tokens["input_ids"].shape == (1, 32)  # the tiny preset's context length
+    # The tiny preset's context length (32) of the caption's own tokens, plus [CLS] and [SEP].
+    assert tokens["input_ids"].shape == (1, 34)
+    assert card["text_pooling"] == "first" and model.text_tower.pooling == "first"
     with torch.no_grad():
         embedding = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
     assert embedding.shape == (1, 64)

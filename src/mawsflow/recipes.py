@@ -201,7 +201,11 @@ class WSPRecipe:
 class TextTowerConfig:
     # A Hugging Face model name or a local folder; the paper uses XLM-R (Large for Table 6).
     model: str = "xlm-roberta-large"
+    # The caption's own tokens; the tokenizer's special tokens come on top (the maws code).
     context_length: int = 100
+    # The caption vector: the first token's state, as the maws model's `RobertaIdentityHead`
+    # takes it, or the mean over the caption's tokens.
+    pooling: Literal["first", "mean"] = "first"
     embed_dim: int = 768
     dropout: float = 0.0
 

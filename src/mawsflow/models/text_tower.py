@@ -12,8 +12,11 @@
 
 Captions are cleaned by the dataset build's sanitiser (mawsflow.dataset.captions: no links or
 mentions, `#` removed) before tokenising, so raw captions from any source get the same text.
-The encoder's token states are mean-pooled over the caption's tokens, which suits both
-sentence encoders trained that way (MiniLM) and masked language models (XLM-R).
+As in the maws code (`RobertaIdentityHead`, `build_xlmr_tokenizer`), a caption keeps up to
+`text.context_length` (100) tokens of its own, plus the tokenizer's special tokens around
+them, and the caption vector is the first token's final state (`text.pooling: first`). Mean
+pooling over the caption's tokens (`text.pooling: mean`) is the alternative, which suits
+sentence encoders trained that way (MiniLM).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -37,6 +41,9 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from mawsflow.dataset.captions import sanitize_caption
 
 PACKAGE_PREFIX = "package:"
+
+Pooling = Literal["first", "mean"]
+POOLINGS: tuple[Pooling, ...] = ("first", "mean")
 
 # Dropout settings by the names Hugging Face configs give them (BERT/RoBERTa/XLM-R family
 # first); the recipe's one `text.dropout` sets every one a model has.
@@ -86,13 +93,18 @@ class TextModelSource:
 
 
 class TextTower(nn.Module):
-    """A pretrained encoder whose token states are mean-pooled into one caption vector."""
+    """A pretrained encoder whose token states become one caption vector: the first token's
+    state (`first`, the maws model) or the mean over the caption's tokens (`mean`)."""
 
-    def __init__(self, encoder: PreTrainedModel):
+    def __init__(self, encoder: PreTrainedModel, pooling: Pooling = "first"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"text.pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
-        # BERT-style models also compute a pooled [CLS] output that mean pooling leaves unused;
-        # frozen, it does not keep DDP waiting for gradients that never come.
+        self.pooling = pooling
+        # BERT-style models also compute a pooled [CLS] output (a further dense layer) that
+        # neither pooling uses; frozen, it does not keep DDP waiting for gradients that never
+        # come.
         pooler = getattr(encoder, "pooler", None)
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)
@@ -107,27 +119,33 @@ class TextTower(nn.Module):
         length = max(1, int(attention_mask.sum(dim=1).max()))
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "first":
+            return states[:, 0]
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class CaptionTokenizer:
-    """Sanitises and tokenises captions, cut and padded to the recipe's context length (100
-    tokens), so that captions batch as fixed-size tensors."""
+    """Sanitises and tokenises captions: up to the recipe's context length (100) of the
+    caption's own tokens plus the special tokens around them, padded to that fixed length so
+    that captions batch as fixed-size tensors."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
-        if context_length < 2:
-            raise ValueError(f"text.context_length must be at least 2, got {context_length}")
+        if context_length < 1:
+            raise ValueError(f"text.context_length must be at least 1, got {context_length}")
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # TextTower trims the padding off the right
         self.context_length = context_length
+        # XLM-R adds <s> and </s>, BERT [CLS] and [SEP]: the maws tokenizer cuts the caption
+        # to 100 tokens and then adds them, so a sequence is 102 long.
+        self.sequence_length = context_length + tokenizer.num_special_tokens_to_add(pair=False)
 
     def __call__(self, captions: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
             [sanitize_caption(c) for c in captions],
             padding="max_length",
             truncation=True,
-            max_length=self.context_length,
+            max_length=self.sequence_length,
             return_tensors="pt",
         )
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -147,7 +165,9 @@ def text_config(source: TextModelSource, *, dropout: float) -> PretrainedConfig:
     return config
 
 
-def build_text_tower(source: TextModelSource, *, dropout: float, pretrained: bool) -> TextTower:
+def build_text_tower(
+    source: TextModelSource, *, dropout: float, pretrained: bool, pooling: Pooling = "first"
+) -> TextTower:
     """The encoder with its pretrained weights, or freshly initialised from its config (when
     weights come from elsewhere: a LiT checkpoint)."""
     config = text_config(source, dropout=dropout)
@@ -157,19 +177,20 @@ def build_text_tower(source: TextModelSource, *, dropout: float, pretrained: boo
         )
     else:
         encoder = AutoModel.from_config(config)
-    return TextTower(encoder)
+    return TextTower(encoder, pooling)
 
 
 def load_caption_tokenizer(source: TextModelSource, context_length: int) -> CaptionTokenizer:
     tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=source.local)
     config = AutoConfig.from_pretrained(source.path, local_files_only=source.local)
+    captions = CaptionTokenizer(tokenizer, context_length)
     max_positions = getattr(config, "max_position_embeddings", None)
-    if max_positions is not None and context_length > max_positions:
+    if max_positions is not None and captions.sequence_length > max_positions:
         raise ValueError(
-            f"text.context_length {context_length} exceeds {source.spec!r}'s "
-            f"{max_positions} positions"
+            f"text.context_length {context_length} plus the special tokens exceeds "
+            f"{source.spec!r}'s {max_positions} positions"
         )
-    return CaptionTokenizer(tokenizer, context_length)
+    return captions
 
 
 def save_text_files(source: TextModelSource, folder: str) -> None:

@@ -4,8 +4,9 @@ The image tower is the trunk of a WSP or MAE→WSP run (`image_checkpoint`), fro
 tower is a pretrained Hugging Face encoder (`text.model`: XLM-R Large in the paper; any name or
 folder, see mawsflow.models.text_tower). Both get a linear projection to `text.embed_dim`, and
 a learned temperature starts at log(1/0.07). Captions (the dataset's `.txt` members) are
-sanitised, `#` removed, and cut to `text.context_length` tokens; the CLIP loss with label
-smoothing 0.1 sees every rank's features.
+sanitised, `#` removed, and cut to `text.context_length` tokens (plus the special tokens); the
+caption vector is the first token's state (`text.pooling`); the CLIP loss with label smoothing
+0.1 sees every rank's features.
 
 Outputs: `model.safetensors` (both towers, projections and temperature), `model.json`,
 `metrics.json`, checkpoints, and `text/` (the encoder's config and tokenizer), so zero-shot
@@ -99,7 +100,9 @@ class LiTTask(TrainTask):
     def build_model(self) -> LiTModel:
         r = self.recipe
         trunk = create_trunk(r.model.arch, img_size=r.model.img_size)
-        text = build_text_tower(self.text_source, dropout=r.text.dropout, pretrained=False)
+        text = build_text_tower(
+            self.text_source, dropout=r.text.dropout, pretrained=False, pooling=r.text.pooling
+        )
         return LiTModel(
             trunk,
             trunk.embed_dim,
@@ -144,7 +147,7 @@ class LiTTask(TrainTask):
         text = self.text_config
         width = int(text.hidden_size)
         text_forward = transformer_forward_flops(
-            r.text.context_length,
+            self.tokenizer.sequence_length,
             int(text.num_hidden_layers),
             width,
             int(getattr(text, "intermediate_size", 4 * width)),
@@ -165,6 +168,7 @@ class LiTTask(TrainTask):
             "text_model": r.text.model,
             "text_files": TEXT_FOLDER,
             "context_length": r.text.context_length,
+            "text_pooling": r.text.pooling,
             "image_checkpoint": r.image_checkpoint,
         }
 
@@ -194,7 +198,9 @@ def load_lit_model(uri: str) -> tuple[LiTModel, CaptionTokenizer, dict[str, Any]
             target.parent.mkdir(parents=True, exist_ok=True)
             storage.download_file(file, str(target))
         source = TextModelSource.resolve(folder)
-        text = build_text_tower(source, dropout=0.0, pretrained=False)
+        # Outputs written before `text_pooling` was recorded were mean-pooled.
+        pooling = card.get("text_pooling", "mean")
+        text = build_text_tower(source, dropout=0.0, pretrained=False, pooling=pooling)
         tokenizer = load_caption_tokenizer(source, int(card["context_length"]))
     trunk = create_trunk(card["arch"], img_size=int(card["img_size"]))
     model = LiTModel(trunk, trunk.embed_dim, text, embed_dim=int(card["embed_dim"]))
