@@ -11,13 +11,22 @@ import yaml
 from kfp import components as kfp_components
 from safetensors.torch import load_file
 
+from mawsflow import storage
 from mawsflow.evaluation.results import EvalResult, write_result
 from mawsflow.launch.naming import JobIdentity
 from mawsflow.launch.pytorchjob import build_pytorchjob
 from mawsflow.launch.spec import load_launch_spec, validate
 from mawsflow.models.vit import create_trunk
 from mawsflow.pipeline import components, images, specs, task_runtime
-from mawsflow.pipeline.artifact_uris import ArtifactURIError, root, storage_uri
+from mawsflow.pipeline.artifact_uris import (
+    ArtifactURIError,
+    dataset_location,
+    model_folder,
+    resolve,
+    root,
+    storage_uri,
+    write_reference,
+)
 from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
 from mawsflow.pipeline.lowshot_fan_in import merge_lowshot_runs
 from mawsflow.typed_config import ConfigError
@@ -159,6 +168,67 @@ def test_storage_uri_maps_kfp_artifact_uris():
 def test_root_strips_the_descriptor_file():
     assert root("s3://b/run/mae/model/model.json", "model.json") == "s3://b/run/mae/model"
     assert root("s3://b/eval/", "classes.json") == "s3://b/eval"
+
+
+class _Artifact:
+    """What a component body sees of a KFP artifact: its URI and metadata."""
+
+    def __init__(self, uri: str, metadata: dict | None = None) -> None:
+        self.uri = uri
+        self.metadata = dict(metadata or {})
+
+
+def test_a_reference_stands_for_its_target(storage_root):
+    model = storage.join(storage_root, "run", "mae", "model")
+    storage.write_json(storage.join(model, "model.json"), {"arch": "vit_tiny"})
+    picked = storage.join(storage_root, "run", "pick-model", "model")
+    write_reference(picked, storage.join(model, "model.json"), row="mae")
+    assert resolve(picked) == storage.join(model, "model.json")
+    assert model_folder(picked) == model  # through the reference
+    assert model_folder(storage.join(model, "model.json")) == model  # a model.json directly
+    # Not references: a descriptor file, a missing object, an object that is data.
+    assert resolve(storage.join(model, "model.json")) == storage.join(model, "model.json")
+    assert resolve(storage.join(storage_root, "absent")) == storage.join(storage_root, "absent")
+    blob = storage.join(storage_root, "blob")
+    storage.write_bytes(blob, b"\x89PNG not json")
+    assert resolve(blob) == blob
+    broken = storage.join(storage_root, "broken")
+    storage.write_json(broken, {"format": "mawsflow.reference/1"})
+    with pytest.raises(ArtifactURIError, match="reference without a target"):
+        resolve(broken)
+
+
+def test_pick_model_publishes_the_rows_model_and_names_a_missing_one(tmp_path):
+    models = {}
+    for row in ("mae", "maws"):
+        folder = tmp_path / row / "model"
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text("{}")
+        models[f"{row}_model"] = _Artifact(str(folder / "model.json"), {"arch": "vit_tiny"})
+    out = _Artifact(str(tmp_path / "pick" / "model"))
+    components.pick_model.python_func(row="maws", model=out, wsp_model=None, **models)
+    assert model_folder(out.uri) == str(tmp_path / "maws" / "model")
+    assert out.metadata == {"arch": "vit_tiny", "row": "maws"}
+    with pytest.raises(ValueError, match=r"row 'wsp': no such pretrained model .*'mae', 'maws'"):
+        components.pick_model.python_func(row="wsp", model=out, wsp_model=None, **models)
+
+
+def test_eval_dataset_outputs_a_reference_with_its_fingerprint(tmp_path):
+    from fashion_mnist_corpus import require_fashion_mnist, write_eval_dataset
+
+    require_fashion_mnist()
+    eval_uri = write_eval_dataset(tmp_path / "eval", limit=40, samples_per_shard=20)
+    out = _Artifact(str(tmp_path / "task" / "dataset"))
+    components.eval_dataset.python_func(
+        uri=str(eval_uri), name="Fashion-MNIST", fingerprint="f" * 64, dataset=out
+    )
+    assert dataset_location(out.uri) == str(eval_uri).rstrip("/")
+    assert storage.read_json(out.uri)["fingerprint"] == "f" * 64
+    assert out.metadata["location"] == str(eval_uri).rstrip("/")
+    with pytest.raises(ValueError, match="eval_name is empty"):
+        components.eval_dataset.python_func(
+            uri=str(eval_uri), name=" ", fingerprint="", dataset=out
+        )
 
 
 # --------------------------------------------------------------------------------------------
