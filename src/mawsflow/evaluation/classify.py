@@ -71,7 +71,7 @@ def evaluate_classifier(
     device: torch.device,
     batch_size: int,
     num_workers: int,
-    crop_pct: float = DEFAULT_CROP_PCT,
+    crop_pct: float | None = DEFAULT_CROP_PCT,
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, float]:

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import argparse
 
-from mawsflow.evaluation.eval_data import DEFAULT_CROP_PCT
+from mawsflow.evaluation.eval_data import DEFAULT_CROP_PCT, parse_crop_pct
 from mawsflow.evaluation.results import model_lineage
 
 
-def eval_parser(prog: str, description: str, *, model_help: str) -> argparse.ArgumentParser:
+def _crop_pct(value: str) -> float | None:
+    try:
+        return parse_crop_pct(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def eval_parser(
+    prog: str,
+    description: str,
+    *,
+    model_help: str,
+    crop_pct: float | None = DEFAULT_CROP_PCT,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"mawsflow {prog}", description=description)
     parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--output", required=True, help="where metrics.json is written")
@@ -26,9 +39,11 @@ def eval_parser(prog: str, description: str, *, model_help: str) -> argparse.Arg
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
         "--crop-pct",
-        type=float,
-        default=DEFAULT_CROP_PCT,
-        help="evaluation centre crop: resize to img_size / crop_pct, crop img_size",
+        type=_crop_pct,
+        default=crop_pct,
+        help="evaluation view: 'none' resizes straight to img_size (the maws evaluation of "
+        "finetuned models); a fraction f resizes the short side to img_size / f and "
+        f"centre-crops img_size (default: {crop_pct})",
     )
     return parser
 

@@ -40,8 +40,13 @@ log = logging.getLogger(__name__)
 FORMAT = "mawsflow.classification/1"
 SPLITS = ("train", "val", "test")
 DEFAULT_SAMPLES_PER_SHARD = 1000
-# timm's default: the centre crop covers 87.5% of the resized image (224 of 256).
-DEFAULT_CROP_PCT = 0.875
+# How an evaluation image becomes img_size × img_size. None: resize it straight to that size
+# (both sides, aspect ratio not kept), as the maws evaluation of finetuned models does
+# (`eval_finetuned.py`, without `--no_rescale`). A fraction f: resize the short side to
+# img_size / f and centre-crop; timm's 0.875 (224 of 256) is the common choice, and the maws
+# zero-shot evaluation (`eval_zeroshot.py`) resizes the short side to the size and crops, f = 1.
+DEFAULT_CROP_PCT: float | None = None
+ZEROSHOT_CROP_PCT: float | None = 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,19 +194,41 @@ def parse_real_labels(raw: Mapping[str, Any], num_classes: int) -> torch.Tensor:
     return out
 
 
-def center_crop_image(data: bytes, img_size: int, crop_pct: float) -> torch.Tensor:
-    """Evaluation view: resize the short side to img_size / crop_pct (bicubic), centre-crop
-    img_size × img_size, as RGB uint8 [3, H, W] (normalised later, on the device)."""
-    if not 0 < crop_pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+def parse_crop_pct(value: str) -> float | None:
+    """A `--crop-pct` value: `none` (resize straight to the size) or a fraction in (0, 1]."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        crop_pct = float(value)
+    except ValueError:
+        raise ValueError(f"crop_pct must be 'none' or a number in (0, 1], got {value!r}") from None
+    check_crop_pct(crop_pct)
+    return crop_pct
+
+
+def check_crop_pct(crop_pct: float | None) -> None:
+    if crop_pct is not None and not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1] or None, got {crop_pct}")
+
+
+def eval_image(data: bytes, img_size: int, crop_pct: float | None) -> torch.Tensor:
+    """Evaluation view of an encoded image as RGB uint8 [3, img_size, img_size] (normalised
+    later, on the device): resized straight to img_size × img_size when `crop_pct` is None,
+    else its short side resized to img_size / crop_pct and the centre cropped. Bicubic, as
+    both maws evaluation scripts."""
+    check_crop_pct(crop_pct)
     img = Image.open(io.BytesIO(data)).convert("RGB")
-    scale_to = round(img_size / crop_pct)
-    width, height = img.size
-    factor = scale_to / min(width, height)
-    new_w, new_h = max(scale_to, round(width * factor)), max(scale_to, round(height * factor))
-    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left, top = (new_w - img_size) // 2, (new_h - img_size) // 2
-    img = img.crop((left, top, left + img_size, top + img_size))
+    if crop_pct is None:
+        img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)
+    else:
+        scale_to = round(img_size / crop_pct)
+        width, height = img.size
+        factor = scale_to / min(width, height)
+        new_w = max(scale_to, round(width * factor))
+        new_h = max(scale_to, round(height * factor))
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        left, top = (new_w - img_size) // 2, (new_h - img_size) // 2
+        img = img.crop((left, top, left + img_size, top + img_size))
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
@@ -217,11 +244,12 @@ class EvalSamples(IterableDataset):
         split: EvalSplit,
         *,
         img_size: int,
-        crop_pct: float = DEFAULT_CROP_PCT,
+        crop_pct: float | None = DEFAULT_CROP_PCT,
         rank: int = 0,
         world_size: int = 1,
         keys: frozenset[str] | None = None,
     ) -> None:
+        check_crop_pct(crop_pct)
         self.split = split
         self.img_size = img_size
         self.crop_pct = crop_pct
@@ -245,7 +273,7 @@ class EvalSamples(IterableDataset):
         for raw in raw_samples:
             if self.keys is not None and raw["__key__"] not in self.keys:
                 continue
-            image = center_crop_image(image_member(raw), self.img_size, self.crop_pct)
+            image = eval_image(image_member(raw), self.img_size, self.crop_pct)
             label = parse_label(raw, self.split.num_classes)
             yield image, label, parse_real_labels(raw, self.split.num_classes)
 
@@ -256,7 +284,7 @@ def eval_loader(
     img_size: int,
     batch_size: int,
     num_workers: int,
-    crop_pct: float = DEFAULT_CROP_PCT,
+    crop_pct: float | None = DEFAULT_CROP_PCT,
     rank: int = 0,
     world_size: int = 1,
     keys: frozenset[str] | None = None,

@@ -19,7 +19,7 @@ from mawsflow import storage
 from mawsflow.engine.distributed import init_distributed, shutdown
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.eval_cli import dataset_name, eval_parser, pretraining_row
-from mawsflow.evaluation.eval_data import eval_loader, open_split
+from mawsflow.evaluation.eval_data import ZEROSHOT_CROP_PCT, eval_loader, open_split
 from mawsflow.evaluation.features import batch_outputs
 from mawsflow.evaluation.results import EvalResult, write_result
 from mawsflow.evaluation.zeroshot import (
@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "zeroshot",
         "Zero-shot classification of a test set with a LiT model and prompt ensembling.",
         model_help="the lit step's output",
+        # The maws zero-shot evaluation resizes the short side to the size and centre-crops.
+        crop_pct=ZEROSHOT_CROP_PCT,
     )
     parser.add_argument("--dataset", required=True, help="evaluation dataset URI")
     parser.add_argument("--split", default="test")
