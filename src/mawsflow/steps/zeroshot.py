@@ -1,9 +1,11 @@
-"""`mawsflow zeroshot`: zero-shot classification with a LiT model (CLIP's protocol, §A).
+"""`mawsflow zeroshot`: zero-shot classification with a LiT model (CLIP's protocol, §B).
 
-Class names come from the test set's `classes.json` (WordNet ids become words through timm's
-ImageNet info); prompt templates from one of the project's sets (`--templates objects`, `food`,
-`clothing`) or a file of the user's (`--templates s3://…/templates.txt`). Each class's prompts
-are ensembled; top-1 and top-5 go to `<output>/metrics.json`.
+Class names come from the test set's `classes.json`, as CLIP names them where the set is
+ImageNet-1k or Food-101 (mawsflow.evaluation.zeroshot); prompt templates from a packaged set
+(`--templates auto`, the default: CLIP's set for the dataset; or `clip_imagenet`,
+`clip_food101`, `objects`, `food`, `clothing`) or a file of the user's
+(`--templates s3://…/templates.txt`). Each class's prompts are ensembled; top-1 and top-5 go
+to `<output>/metrics.json`.
 
 Runs as one process, or under torchrun with the test shards split across ranks.
 """
@@ -23,10 +25,12 @@ from mawsflow.evaluation.eval_data import ZEROSHOT_CROP_PCT, eval_loader, open_s
 from mawsflow.evaluation.features import batch_outputs
 from mawsflow.evaluation.results import EvalResult, write_result
 from mawsflow.evaluation.zeroshot import (
+    AUTO_TEMPLATES,
     build_classifier,
     builtin_template_sets,
     builtin_templates,
     class_names,
+    default_template_set,
     parse_templates,
     zeroshot_logits,
 )
@@ -36,8 +40,11 @@ from mawsflow.steps.lit import load_lit_model
 log = logging.getLogger(__name__)
 
 
-def load_templates(spec: str) -> list[str]:
-    """A project template set by name, or a template file by URI."""
+def load_templates(spec: str, classes: Sequence[str]) -> list[str]:
+    """A packaged template set by name (`auto`: CLIP's set for these classes), or a template
+    file by URI."""
+    if spec == AUTO_TEMPLATES:
+        spec = default_template_set(classes)
     if spec in builtin_template_sets():
         return builtin_templates(spec)
     if "/" not in spec and not spec.endswith(".txt"):
@@ -63,15 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument(
         "--templates",
-        default="objects",
-        help=f"a template set ({', '.join(builtin_template_sets())}) or a template file URI",
+        default=AUTO_TEMPLATES,
+        help=f"a template set ({', '.join(builtin_template_sets())}), a template file URI, "
+        "or 'auto' (the default): CLIP's Food-101 set for Food-101, CLIP's ImageNet set else",
     )
     args = parser.parse_args(argv)
     setup_logging()
     ctx = init_distributed(args.device)
     try:
-        templates = load_templates(args.templates)
         split = open_split(args.dataset, args.split)
+        templates = load_templates(args.templates, split.classes)
         model, tokenizer, card = load_lit_model(args.model)
         model.to(ctx.device)
         names = class_names(split.classes)
