@@ -155,7 +155,19 @@ def wrap_model(
         if not ctx.is_distributed:
             return model
         device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+        # DDP normally re-buckets gradients after its first iteration, by the order they became
+        # ready. A resumed job's first iteration would then all-reduce in a different bucket
+        # layout than the uninterrupted run at the same step, and with more than two ranks
+        # the summation order (which element falls in which ring chunk) and hence the bits of
+        # the result differ. Unused-parameter search is the only mode that never re-buckets:
+        # every iteration of every run uses the same layout, so resume stays bit-exact. Its
+        # cost is one walk of the autograd graph per iteration on the host.
+        return DistributedDataParallel(
+            model,
+            device_ids=device_ids,
+            gradient_as_bucket_view=True,
+            find_unused_parameters=True,
+        )
     raise ValueError(f"parallelism: unknown strategy {parallelism!r}; choose ddp or fsdp")
 
 
