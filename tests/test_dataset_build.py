@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -24,7 +25,7 @@ from mawsflow.dataset.demo_corpus import (
 )
 from mawsflow.dataset.finalize_phase import run_finalize
 from mawsflow.dataset.image_records import content_hash
-from mawsflow.dataset.layout import ShardGroup
+from mawsflow.dataset.layout import BuildLayout, ShardGroup
 from mawsflow.dataset.resample import PAPER_RATIO, ResampleSettings
 from mawsflow.dataset.safe_tar import iter_tar_samples
 from mawsflow.dataset.sample_tags import ReadLimits
@@ -32,6 +33,7 @@ from mawsflow.dataset.vocab import VocabSettings
 from mawsflow.dataset.vocab_phase import run_vocab
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.dataset.write_phase import run_write
+from mawsflow.engine.data import read_manifest
 from mawsflow.steps import build_dataset as build_dataset_step
 
 SAMPLES_PER_SHARD = 64
@@ -126,11 +128,13 @@ def corpus(tmp_path_factory) -> dict:
     return {"input": str(root), "neighbours": neighbours}
 
 
-def build_in_process(input_uri: str, out: str, groups: int) -> dict:
+def build_in_process(
+    input_uri: str, out: str, groups: int, settings: BuildSettings = SETTINGS
+) -> dict:
     """Every phase in this process, group by group: the pipeline's tasks run one after another."""
     for group in ShardGroup(0, groups).all_groups():
-        run_count(input_uri, out, group, SETTINGS.limits)
-    run_vocab(out, groups, SETTINGS.vocab, SETTINGS.resample, SETTINGS.samples_per_shard)
+        run_count(input_uri, out, group, settings.limits)
+    run_vocab(out, groups, settings.vocab, settings.resample, settings.samples_per_shard)
     for group in ShardGroup(0, groups).all_groups():
         run_write(input_uri, out, group)
     return run_finalize(out, groups)
@@ -326,12 +330,130 @@ def test_build_on_seaweedfs(corpus, built, s3_bucket, capsys):
     assert stats["shards"]["truncated_shard"] == 1
 
 
-def test_a_retried_write_task_rewrites_the_same_shards(corpus, tmp_path):
+def test_retried_tasks_rewrite_the_same_bytes(corpus, tmp_path):
     out = str(tmp_path / "retry")
-    build_in_process(corpus["input"], out, groups=2)
-    before = {p.name: p.read_bytes() for p in Path(out, "shards").iterdir()}
-    manifest = Path(out, "manifest.json").read_bytes()
-    run_write(corpus["input"], out, ShardGroup(1, 2))  # the pipeline retries one task
+    groups = ShardGroup(0, 2).all_groups()
+    for group in groups:
+        run_count(corpus["input"], out, group, SETTINGS.limits)
+    run_vocab(out, 2, SETTINGS.vocab, SETTINGS.resample, SETTINGS.samples_per_shard)
+    for group in groups:
+        run_write(corpus["input"], out, group)
+    before = files_under(out)
+    run_write(corpus["input"], out, groups[1])  # the pipeline retries one task
+    assert files_under(out) == before
+    stats = run_finalize(out, 2)
+    published = files_under(out)
+    assert run_finalize(out, 2) == stats  # a retry after success returns what is there
+    assert files_under(out) == published
+
+
+# -- rebuilds into the same prefix ---------------------------------------------------------
+
+DATASET_FILES = {"manifest.json", "vocab.json", "stats.json", "metrics.json"}
+
+
+def files_under(root: str) -> dict[str, bytes]:
+    """Every file under a local directory (hidden ones too), by relative path."""
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(Path(root).rglob("*"))
+        if path.is_file()
+    }
+
+
+def assert_only_the_dataset(out: str) -> None:
+    """The prefix holds the manifest's shards and the dataset's files, nothing else."""
+    manifest = json.loads(Path(out, "manifest.json").read_text())
+    assert set(files_under(out)) == DATASET_FILES | set(manifest["shards"])
+
+
+def test_a_rebuild_with_other_settings_leaves_nothing_stale(corpus, built, tmp_path):
+    """A build into a prefix holding a finished build and an abandoned one (3 groups, stopped
+    in the write phase), with fewer shards, another vocabulary and 2 groups, leaves exactly
+    what a build into an empty prefix writes."""
+    out, _ = built
+    other = BuildSettings(
+        limits=SETTINGS.limits,
+        vocab=VocabSettings(min_count=8),
+        resample=ResampleSettings(target_ratio=1.2, seed=1),
+        samples_per_shard=200,
+    )
+    rebuilt = str(tmp_path / "rebuilt")
+    shutil.copytree(out, rebuilt)
+    assert len(json.loads(Path(rebuilt, "manifest.json").read_text())["shards"]) > 6
+    abandoned = ShardGroup(0, 3).all_groups()
+    for group in abandoned:
+        run_count(corpus["input"], rebuilt, group, SETTINGS.limits)
+    run_vocab(rebuilt, 3, SETTINGS.vocab, SETTINGS.resample, SAMPLES_PER_SHARD)
+    run_write(corpus["input"], rebuilt, abandoned[0])
+    build_in_process(corpus["input"], rebuilt, groups=2, settings=other)
+    fresh = str(tmp_path / "fresh")
+    build_in_process(corpus["input"], fresh, groups=2, settings=other)
+    assert files_under(rebuilt) == files_under(fresh)
+    assert_only_the_dataset(rebuilt)
+    assert len(json.loads(Path(rebuilt, "manifest.json").read_text())["shards"]) < 6
+    assert_only_the_dataset(out)  # the first build, too, kept only its dataset
+
+
+def test_nothing_of_an_earlier_build_is_read_as_current(corpus, built, tmp_path):
+    out = str(tmp_path / "out")
+    shutil.copytree(built[0], out)
+    groups = ShardGroup(0, 2).all_groups()
+    old_manifest = storage.read_json(storage.join(out, "manifest.json"))
+
+    # A rebuild with another vocabulary: counting leaves the published dataset alone ...
+    for group in groups:
+        run_count(corpus["input"], out, group, SETTINGS.limits)
+    assert storage.read_json(storage.join(out, "manifest.json")) == old_manifest
+    # ... until vocab.json changes: from then on the prefix reads as incomplete, never as the
+    # old manifest over a new vocabulary and new shards.
+    run_vocab(out, 2, VocabSettings(min_count=8), SETTINGS.resample, SAMPLES_PER_SHARD)
+    assert not storage.exists(storage.join(out, "manifest.json"))
+    with pytest.raises(ValueError, match="no dataset manifest"):
+        read_manifest(out)  # what a training step reads
+    run_write(corpus["input"], out, groups[0])
+    with pytest.raises(RuntimeError, match=r"write phase has not finished for 1 of 2 groups"):
+        run_finalize(out, 2)
+
+
+def test_a_straggling_write_report_of_another_build_is_refused(corpus, tmp_path):
+    out = str(tmp_path / "out")
+    groups = ShardGroup(0, 2).all_groups()
+    for group in groups:
+        run_count(corpus["input"], out, group, SETTINGS.limits)
+    run_vocab(out, 2, SETTINGS.vocab, SETTINGS.resample, SAMPLES_PER_SHARD)
+    for group in groups:
+        run_write(corpus["input"], out, group)
+    layout = BuildLayout(out)
+    old_report = storage.read_bytes(layout.write_report(groups[1]))
+
+    run_vocab(out, 2, VocabSettings(min_count=8), SETTINGS.resample, SAMPLES_PER_SHARD)
+    assert not storage.list_uris(layout.write_reports_prefix)  # a new plan withdrew them
+    run_write(corpus["input"], out, groups[0])
+    # A task of the first build that was still running finishes now and writes its report.
+    storage.write_bytes(layout.write_report(groups[1]), old_report)
+    with pytest.raises(RuntimeError, match="was written for build .* rerun the write phase"):
+        run_finalize(out, 2)
+    run_write(corpus["input"], out, groups[1])
+    current_build = storage.read_json(layout.plan)["build"]
     run_finalize(out, 2)
-    assert {p.name: p.read_bytes() for p in Path(out, "shards").iterdir()} == before
-    assert Path(out, "manifest.json").read_bytes() == manifest
+    assert storage.read_json(layout.manifest)["build"] == current_build
+    read_manifest(out)
+    assert_only_the_dataset(out)
+
+
+def test_finalize_stopped_before_its_cleanup_finishes_it_when_run_again(corpus, built, tmp_path):
+    reference = files_under(built[0])
+    # The state a finalize leaves when it dies right after writing the manifest: the dataset
+    # published, the intermediate files all still there.
+    again = str(tmp_path / "again")
+    group = ShardGroup(0, 1)
+    run_count(corpus["input"], again, group, SETTINGS.limits)
+    run_vocab(again, 1, SETTINGS.vocab, SETTINGS.resample, SAMPLES_PER_SHARD)
+    run_write(corpus["input"], again, group)
+    for name, data in reference.items():
+        Path(again, name).parent.mkdir(parents=True, exist_ok=True)
+        Path(again, name).write_bytes(data)
+    assert storage.list_uris(BuildLayout(again).work_prefix)
+    run_finalize(again, 1)
+    assert files_under(again) == reference

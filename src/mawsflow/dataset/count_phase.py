@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from mawsflow import storage
+from mawsflow.dataset.build_state import withdraw
 from mawsflow.dataset.image_records import (
     ImageRecord,
     content_hash,
@@ -48,6 +49,8 @@ def run_count(
     mapper = mapper or default_mapper()
     layout = BuildLayout(out_uri)
     shards = list_input_shards(input_uri)
+    # The group's records are about to change, and with them what any plan was made from.
+    withdraw(layout.count_summary(group), layout.plan)
     ordinals = group.shard_range(len(shards))
     problems: Counter[str] = Counter()
     records: list[bytes] = []

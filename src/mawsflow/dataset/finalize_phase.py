@@ -3,7 +3,13 @@ work against the plan, and publish statistics and the manifest.
 
 The tails hold fewer than `samples_per_shard` samples per group, so this step moves at most
 `groups × samples_per_shard` samples whatever the corpus size. `manifest.json` is written last:
-its presence means the dataset is complete (docs/data-formats.md).
+its presence means the dataset is complete (docs/data-formats.md). It names the build (the
+plan's id) and only this build's shards. Then the step removes what the build no longer needs
+and what earlier builds left: `_work/` and every shard the manifest does not name
+(build_state.py).
+
+Running the step again is safe: after a complete finalize it returns the published statistics;
+after one stopped between publishing and cleaning up, it finishes the cleanup.
 """
 
 from __future__ import annotations
@@ -13,6 +19,12 @@ from collections import Counter
 from typing import Any
 
 from mawsflow import storage
+from mawsflow.dataset.build_state import (
+    published_build,
+    remove_leftovers,
+    withdraw,
+    work_files,
+)
 from mawsflow.dataset.layout import BuildLayout, ShardGroup
 from mawsflow.dataset.safe_tar import iter_tar_samples
 from mawsflow.dataset.shard_writer import ShardWriter
@@ -42,6 +54,12 @@ def _read_write_reports(
         )
     reports = [storage.read_json(layout.write_report(group)) for group in groups]
     for group, report, group_plan in zip(groups, reports, plan["group_plans"], strict=True):
+        if report.get("build") != plan["build"]:
+            raise RuntimeError(
+                f"{layout.write_report(group)} was written for build {report.get('build')}, not "
+                f"for the current plan's build {plan['build']}; rerun the write phase for "
+                f"{group.name}"
+            )
         if (report["kept"], report["samples"]) != (group_plan["kept"], group_plan["samples"]):
             raise RuntimeError(
                 f"{layout.write_report(group)}: {report['samples']} samples written, the plan "
@@ -142,10 +160,32 @@ def build_stats(
     }
 
 
+def _finalized_before(layout: BuildLayout, group_count: int) -> dict[str, Any]:
+    """The statistics of a build this step already finished, which left no plan behind."""
+    if not storage.exists(layout.manifest) or work_files(layout):
+        raise RuntimeError(f"{layout.plan} does not exist: run the vocab phase first")
+    stats = storage.read_json(layout.stats)
+    if stats["input"]["groups"] != group_count:
+        raise RuntimeError(
+            f"{layout.out} was built from {stats['input']['groups']} shard groups, not "
+            f"{group_count}; use the same group count in every phase"
+        )
+    log.info("%s is complete already (build %s)", layout.out, published_build(layout))
+    return stats
+
+
 def run_finalize(out_uri: str, group_count: int) -> dict[str, Any]:
-    """Finish the build: tail shards, stats.json, metrics.json, then manifest.json."""
+    """Finish the build: tail shards, stats.json, metrics.json, then manifest.json; then
+    remove the intermediate files and the shards of earlier builds."""
     layout = BuildLayout(out_uri)
+    if not storage.exists(layout.plan):
+        return _finalized_before(layout, group_count)
     plan = read_plan(layout, group_count)
+    if published_build(layout) == plan["build"]:
+        # Published by an earlier run of this step that stopped before its cleanup was done.
+        remove_leftovers(layout, storage.read_json(layout.manifest))
+        return storage.read_json(layout.stats)
+    withdraw(layout.manifest)  # the tail shards are about to be rewritten
     groups = ShardGroup(0, group_count).all_groups()
     summaries = read_count_summaries(layout, group_count)
     reports = _read_write_reports(layout, plan, groups)
@@ -158,6 +198,7 @@ def run_finalize(out_uri: str, group_count: int) -> dict[str, Any]:
     storage.write_json(layout.metrics, flatten_metrics(stats))
     manifest = {
         "format": DATASET_FORMAT,
+        "build": plan["build"],
         "shards": [layout.shard_name(index) for index in range(num_shards)],
         "num_samples": samples_written,
         "samples_per_shard": plan["samples_per_shard"],
@@ -167,9 +208,11 @@ def run_finalize(out_uri: str, group_count: int) -> dict[str, Any]:
     }
     storage.write_json(layout.manifest, manifest)
     log.info(
-        "dataset complete: %d samples in %d shards, %d classes",
+        "dataset complete (build %s): %d samples in %d shards, %d classes",
+        plan["build"],
         samples_written,
         num_shards,
         manifest["num_classes"],
     )
+    remove_leftovers(layout, manifest)
     return stats

@@ -14,7 +14,11 @@ phases' hand-over files:
     _work/write/group-IIIII-of-NNNNN.json      the group's write report; written last
     _work/tails/group-IIIII-of-NNNNN.tar       the group's last, partial shard's worth
 
-`_work/` is not part of the dataset; delete it once `manifest.json` exists.
+`_work/` is not part of the dataset. Every file a phase hands on is vouched for by a marker
+written after it (a count summary, the plan, a write report, the manifest); a phase first
+deletes the markers that vouch for what it is about to replace, so nothing of an earlier build
+is ever read as part of the current one (build_state.py). The finalize step removes `_work/`
+and every shard its manifest does not name.
 """
 
 from __future__ import annotations
@@ -87,6 +91,19 @@ class BuildLayout:
 
     def _work(self, *parts: str) -> str:
         return storage.join(self.out, WORK_DIR, *parts)
+
+    @property
+    def work_prefix(self) -> str:
+        """The prefix of every intermediate file (for listing)."""
+        return self._work() + "/"
+
+    @property
+    def write_reports_prefix(self) -> str:
+        return self._work("write") + "/"
+
+    @property
+    def shards_prefix(self) -> str:
+        return storage.join(self.out, SHARD_DIR) + "/"
 
     def records_by_hash(self, group: ShardGroup) -> str:
         return self._work("count", f"{group.name}.by-hash")

@@ -37,6 +37,7 @@ from typing import Any
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 from mawsflow import storage
+from mawsflow.dataset.build_state import build_id, withdraw, withdraw_write_reports
 from mawsflow.dataset.image_records import ImageRecord, merge_sorted, read_records
 from mawsflow.dataset.layout import BuildLayout, ShardGroup
 from mawsflow.dataset.resample import (
@@ -50,7 +51,7 @@ from mawsflow.dataset.wordnet_corpus import load_wordnet
 
 log = logging.getLogger(__name__)
 
-PLAN_FORMAT = "mawsflow.build-plan/1"
+PLAN_FORMAT = "mawsflow.build-plan/2"
 POSITION = struct.Struct(">II")
 
 
@@ -62,7 +63,8 @@ def read_count_summaries(layout: BuildLayout, group_count: int) -> list[dict[str
     if missing:
         raise RuntimeError(
             f"{layout.out}: the count phase has not finished for {len(missing)} of "
-            f"{group_count} groups ({', '.join(missing[:5])}{'…' if len(missing) > 5 else ''})"
+            f"{group_count} groups ({', '.join(missing[:5])}{'…' if len(missing) > 5 else ''}); "
+            "a finished build removes its intermediate files, so a new one counts again"
         )
     summaries = [storage.read_json(layout.count_summary(group)) for group in groups]
     first = summaries[0]
@@ -130,6 +132,10 @@ def run_vocab(
         raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
     layout = BuildLayout(out_uri)
     summaries = read_count_summaries(layout, group_count)
+    # vocab.json, the duplicates and the plan are about to change, so the published dataset
+    # and every group's write report stop being current (build_state.py).
+    withdraw(layout.manifest, layout.plan)
+    withdraw_write_reports(layout)
     groups = ShardGroup(0, group_count).all_groups()
     num_shards = summaries[0]["input"]["num_shards"]
     starts = [group.shard_range(num_shards).start for group in groups]
@@ -216,9 +222,11 @@ def run_vocab(
         class_samples,
         len(synset_counts),
     )
+    plan["build"] = build_id(plan)
     storage.write_json(layout.plan, plan)
     log.info(
-        "vocabulary of %d classes; %d unique images → %d samples (threshold %.1f)",
+        "build %s: vocabulary of %d classes; %d unique images → %d samples (threshold %.1f)",
+        plan["build"],
         len(vocabulary),
         sum(kept),
         sum(samples),

@@ -18,7 +18,9 @@ temporary files, not in memory.
 
 The group's shard numbers come from the plan; its last partial shard's worth goes to a tail
 file for the finalize step. Shards are written atomically with pinned tar headers, so a rerun
-or a retried worker rewrites the same names with the same bytes.
+or a retried worker rewrites the same names with the same bytes: a task that failed part-way
+(the object store went away) is simply run again. The report, written last, names the plan's
+build id (build_state.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mawsflow import storage
+from mawsflow.dataset.build_state import withdraw
 from mawsflow.dataset.captions import sanitize_caption
 from mawsflow.dataset.image_records import read_records
 from mawsflow.dataset.images import IMAGE_EXTENSIONS, image_format
@@ -159,6 +162,9 @@ def run_write(input_uri: str, out_uri: str, group: ShardGroup) -> dict[str, Any]
     shards = list_input_shards(input_uri)
     summary = storage.read_json(layout.count_summary(group))
     _check_input(input_uri, shards, plan, summary)
+    # Shards are about to be replaced: the published dataset is no longer current, nor is
+    # this group's report of an earlier run.
+    withdraw(layout.manifest, layout.write_report(group))
     limits = ReadLimits(**plan["limits"])
     by_offset = {entry.offset: entry for entry in read_vocabulary(layout.vocab)}
     duplicates = set(POSITION.iter_unpack(storage.read_bytes(layout.duplicates(group))))
@@ -225,6 +231,7 @@ def run_write(input_uri: str, out_uri: str, group: ShardGroup) -> dict[str, Any]
         repeats_spool.drain(output)
         _check_against_plan(group, group_plan, kept, output.samples)
     report = {
+        "build": plan["build"],
         "group": {"index": group.index, "count": group.count},
         "kept": kept,
         "samples": output.samples,
