@@ -49,48 +49,8 @@ IMAGE_OF = {
 }
 
 
-# What each component needs from where it runs, appended to its description: the compiled
-# specs in components/ are for other pipeline authors, who see only that text.
-_BACKEND = (
-    "Runs on the Kubeflow Pipelines backend 2.16.0 or newer (mawsflow.pipeline.conformance)."
-)
-_NEEDS_NOTHING = f"Environment: needs nothing (no object store, no cluster access). {_BACKEND}"
-_STORE = (
-    "Environment: reads and writes S3-compatible storage: AWS_ENDPOINT_URL and "
-    "AWS_DEFAULT_REGION from the object-store ConfigMap (charts/mawsflow), "
-    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the S3 Secret "
-    "(kfp-kubernetes use_config_map_as_env / use_secret_as_env). Artifact URIs: outputs are "
-    "written straight to the artifact's URI (minio:// is read as s3://); a Model artifact "
-    "points at its model.json, and a Dataset (or a re-published Model) is a "
-    "mawsflow.reference/1 JSON object naming the data's location "
-    f"(mawsflow.pipeline.artifact_uris). {_BACKEND}"
-)
-_LAUNCHER = (
-    " Training runs as a Kubernetes job made by `mawsflow launch`: the pod's ServiceAccount "
-    "needs the launcher's RBAC in its namespace (pytorchjobs or trainjobs: create, get, "
-    "watch, delete; pods: get, list, watch; pods/log: get), as the chart's Role or "
-    "Kubeflow's kubeflow-edit grants, and the ConfigMap's MAWSFLOW_S3_SECRET_NAME, "
-    "MAWSFLOW_S3_ACCESS_KEY_ID_KEY and MAWSFLOW_S3_SECRET_ACCESS_KEY_KEY, which name the "
-    "Secret the job's pods read."
-)
-_NO_STORE = {"step-images", "transfer-rows", "lowshot-plan"}
-_TRAINING = {"mae", "wsp", "lit", "finetune"}
-
-
-def _environment(name: str) -> str:
-    if name in _NO_STORE:
-        return _NEEDS_NOTHING
-    return _STORE + (_LAUNCHER if name in _TRAINING else "")
-
-
 def _component(name: str):  # noqa: ANN202 (returns kfp's decorator)
-    make = dsl.component(base_image=image_for(IMAGES, IMAGE_OF[name]), install_kfp_package=False)
-
-    def decorate(func):  # noqa: ANN001, ANN202
-        func.__doc__ = f"{func.__doc__.rstrip()}\n\n{_environment(name)}"
-        return make(func)
-
-    return decorate
+    return dsl.component(base_image=image_for(IMAGES, IMAGE_OF[name]), install_kfp_package=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +74,10 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
         ("report", str),
     ],
 ):
-    """Every step's image: components/images.yaml's reference, or `image_tag` of it."""
+    """Every step's image: components/images.yaml's reference, or `image_tag` of it.
+
+    Needs nothing from its environment. KFP backend >= 2.16.0.
+    """
     from mawsflow.pipeline.images import retag
 
     steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "eval"]
@@ -131,7 +94,12 @@ def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[dict[str, str
     """The shard groups to fan out over (at most one per input shard), each with the
     fingerprint of its shards' listing. Never cached: the fingerprints are what makes the
     build's cache keys follow the data (each phase passes its group's fingerprint on in its
-    output, so the fan-ins are keyed on every group's)."""
+    output, so the fan-ins are keyed on every group's).
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.pipeline.data_fingerprint import corpus_groups
 
     return corpus_groups(raw_corpus, shard_groups)
@@ -140,7 +108,12 @@ def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[dict[str, str
 @_component("build-dataset-count")
 def build_dataset_count(raw_corpus: str, dataset: str, group: str, fingerprint: str) -> str:
     """Phase 1 on one shard group: the usable images and their hashtags. `fingerprint` (of
-    the group's shards) keys the cache on the data and goes on in the output, for vocab's key."""
+    the group's shards) keys the cache on the data and goes on in the output, for vocab's key.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     import json
 
     from mawsflow.dataset.count_phase import run_count
@@ -166,7 +139,12 @@ def build_dataset_vocab(
 ) -> str:
     """Phase 2, once: deduplicate, build the synset vocabulary and the resampling plan.
     Returns the plan's digest, which every write task takes, so that a new plan re-runs the
-    writes of unchanged groups too (their labels depend on the vocabulary)."""
+    writes of unchanged groups too (their labels depend on the vocabulary).
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     import hashlib
     import json
 
@@ -193,7 +171,12 @@ def build_dataset_write(
 ) -> str:
     """Phase 3 on one shard group: label, resample and write the group's shards.
     `fingerprint` and `vocab_plan` key the cache on the group's data and on the plan, and go
-    on in the output, for finalize's key."""
+    on in the output, for finalize's key.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     import json
 
     from mawsflow.dataset.layout import ShardGroup
@@ -215,7 +198,12 @@ def build_dataset_finalize(
 ) -> None:
     """Phase 4, once: pack the groups' tails, write stats.json and manifest.json. The
     `pretraining` Dataset is a reference (in the pipeline root) to the manifest under
-    `dataset`, with the fingerprint of the corpus it was built from."""
+    `dataset`, with the fingerprint of the corpus it was built from.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     import json
 
     from mawsflow import storage
@@ -248,7 +236,12 @@ def build_dataset_finalize(
 @_component("eval-fingerprint")
 def eval_fingerprint(uri: str) -> str:
     """The fingerprint of the evaluation dataset's listing. Never cached: it is what makes
-    every evaluation's cache key follow the evaluation data."""
+    every evaluation's cache key follow the evaluation data.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.pipeline.data_fingerprint import dataset_fingerprint
 
     return dataset_fingerprint(uri)
@@ -258,7 +251,12 @@ def eval_fingerprint(uri: str) -> str:
 def eval_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]) -> None:
     """Check an evaluation dataset before anything trains for it: its classes, a train split,
     and a test split (`test`, else `val`) with the same classes must read. `dataset` is a
-    reference (in the pipeline root) to it, with the fingerprint of its listing."""
+    reference (in the pipeline root) to it, with the fingerprint of its listing.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow import storage
     from mawsflow.evaluation.eval_data import open_split
     from mawsflow.pipeline.artifact_uris import storage_uri, write_reference
@@ -300,7 +298,13 @@ def mae(
     metrics: Output[Metrics],
 ) -> None:
     """MAE pre-pretraining (Table 10); with `mae_checkpoint`, that encoder instead (a previous
-    mae output, or a released checkpoint in timm's layout) and no training."""
+    mae output, or a released checkpoint in timm's layout) and no training.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
+    RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, storage_uri
@@ -357,7 +361,13 @@ def wsp(
     mae_model: Input[Model] = None,
 ) -> None:
     """Weakly supervised pretraining (Table 11): MAE→WSP when given `mae_model` (the trunk
-    starts from the MAE encoder), else the WSP-from-scratch baseline."""
+    starts from the MAE encoder), else the WSP-from-scratch baseline.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
+    RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -407,7 +417,13 @@ def lit(
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
-    """LiT (Table 12): a pretrained text tower aligned to the frozen `image_model`."""
+    """LiT (Table 12): a pretrained text tower aligned to the frozen `image_model`.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
+    RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -456,7 +472,13 @@ def finetune(
     metrics: Output[Metrics],
 ) -> None:
     """Finetuning with a linear head on the evaluation dataset's train split (Table 14 for an
-    MAE trunk, Table 15 for a WSP or MAE→WSP one, chosen from the trunk's lineage)."""
+    MAE trunk, Table 15 for a WSP or MAE→WSP one, chosen from the trunk's lineage).
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
+    RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -499,7 +521,12 @@ def evaluate(
     loader_workers: int,
     result: Output[Metrics],
 ) -> None:
-    """The finetuned model's top-1/top-5 on the evaluation dataset's test split."""
+    """The finetuned model's top-1/top-5 on the evaluation dataset's test split.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -526,7 +553,12 @@ def linear_probe(
     loader_workers: int,
     result: Output[Metrics],
 ) -> None:
-    """Top-1 of a linear classifier on the frozen trunk's features."""
+    """Top-1 of a linear classifier on the frozen trunk's features.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -555,7 +587,12 @@ def zeroshot(
     loader_workers: int,
     result: Output[Metrics],
 ) -> None:
-    """Zero-shot top-1/top-5 of the LiT model, class names × prompt templates, ensembled."""
+    """Zero-shot top-1/top-5 of the LiT model, class names × prompt templates, ensembled.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -579,7 +616,10 @@ def zeroshot(
 @_component("lowshot-plan")
 def lowshot_plan(preset: str, shots: list[int], seeds: list[int]) -> list[dict[str, int]]:
     """The low-shot fan-out: every (K, seed), the recipe's (K ∈ {1, 5, 10} × 5 seeds) unless
-    `shots` or `seeds` name others."""
+    `shots` or `seeds` name others.
+
+    Needs nothing from its environment. KFP backend >= 2.16.0.
+    """
     from mawsflow.recipes import load_recipe
 
     def integers(name: str, values: list, minimum: int) -> list[int]:
@@ -611,7 +651,12 @@ def lowshot(
     result: Output[Metrics],
 ) -> None:
     """One low-shot run: K examples per class of the train split drawn with `seed`, adapted
-    with VPT (Table 17) or logistic regression, scored on the test split."""
+    with VPT (Table 17) or logistic regression, scored on the test split.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
@@ -635,7 +680,12 @@ def lowshot(
 
 @_component("lowshot-summary")
 def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None:
-    """Mean and spread over seeds of every K, from the fan-out's runs."""
+    """Mean and spread over seeds of every K, from the fan-out's runs.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.evaluation.results import read_result, write_result
     from mawsflow.pipeline import task_runtime as rt
     from mawsflow.pipeline.artifact_uris import storage_uri
@@ -653,7 +703,10 @@ def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None
 @_component("transfer-rows")
 def transfer_rows(baselines: bool) -> list[str]:
     """The report's rows, one per pretrained model every transfer evaluation runs on: MAE and
-    MAE→WSP, and WSP from scratch when the run trains that baseline."""
+    MAE→WSP, and WSP from scratch when the run trains that baseline.
+
+    Needs nothing from its environment. KFP backend >= 2.16.0.
+    """
     return ["mae", "wsp", "maws"] if baselines else ["mae", "maws"]
 
 
@@ -668,7 +721,12 @@ def pick_model(
     """The pretrained model of one report row, inside the transfer fan-out. A container task
     rather than an importer: the backend resolves an importer's URI only from pipeline
     parameters and cannot collect its outputs (see mawsflow.pipeline.conformance). `model` is
-    a reference to the row's model, so lineage runs from the training task through here."""
+    a reference to the row's model, so lineage runs from the training task through here.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow.pipeline.artifact_uris import resolve, storage_uri, write_reference
 
     models = {"mae": mae_model, "maws": maws_model, "wsp": wsp_model}
@@ -694,7 +752,12 @@ def report(
     """Table 22's shape: a row per pretrained model (MAE, WSP, MAE→WSP, from each result's
     lineage), a column per evaluation (finetuning, low-shot K, zero-shot, linear probe), and
     plots of the pretraining losses and of low-shot accuracy against K. `markdown` and `html`
-    are what the Kubeflow UI shows; `files` holds report.md, report.html and report.json."""
+    are what the Kubeflow UI shows; `files` holds report.md, report.html and report.json.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
     from mawsflow import storage
     from mawsflow.log import setup_logging
     from mawsflow.pipeline.artifact_uris import model_folder, storage_uri
