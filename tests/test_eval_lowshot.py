@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mawsflow.evaluation.lowshot import logistic_regression_top1, sample_few_shot, summarize
+from mawsflow.evaluation.lowshot import (
+    MSN_LAMBDAS,
+    best_regularization,
+    logistic_regression_top1,
+    msn_preprocess,
+    sample_few_shot,
+    summarize,
+)
 
 
 def _labels() -> np.ndarray:
@@ -47,8 +54,37 @@ def test_logistic_regression_separates_separable_features():
     train_x = centres[train_y] + rng.normal(size=(len(train_y), 16))
     test_x = centres[test_y] + rng.normal(size=(len(test_y), 16))
     assert logistic_regression_top1(train_x, train_y, test_x, test_y) > 90.0
+    for lambd in MSN_LAMBDAS:
+        assert logistic_regression_top1(train_x, train_y, test_x, test_y, lambd=lambd) > 80.0
     with pytest.raises(ValueError, match="two classes"):
         logistic_regression_top1(train_x[:2], np.zeros(2), test_x, test_y)
+    with pytest.raises(ValueError, match="lambda"):
+        logistic_regression_top1(train_x, train_y, test_x, test_y, lambd=0.0)
+
+
+def test_features_are_preprocessed_as_msns_cyanure_call():
+    # centering=True, normalize=True, columns=False: per sample, mean removed, unit L2 norm.
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(4, 8))
+    out = msn_preprocess(features)
+    np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0)
+    # So a sample's offset and scale do not matter.
+    np.testing.assert_allclose(msn_preprocess(3.0 * features + 5.0), out)
+    # MSN's code default (2.5e-4) and README value (2.5e-3) are in the sweep.
+    assert {2.5e-4, 2.5e-3} <= set(MSN_LAMBDAS)
+
+
+def test_the_sweep_keeps_for_each_k_the_lambda_with_the_best_mean():
+    runs = {
+        2.5e-4: {1: [30.0, 40.0], 5: [70.0, 70.0]},
+        2.5e-3: {1: [50.0, 40.0], 5: [60.0, 66.0]},
+        2.5e-2: {1: [44.0, 45.0], 5: [70.0, 70.0]},
+    }
+    # K=5 ties between 2.5e-4 and 2.5e-2: the stronger regularisation wins.
+    assert best_regularization(runs) == {1: 2.5e-3, 5: 2.5e-2}
+    with pytest.raises(ValueError, match="no logistic-regression runs"):
+        best_regularization({})
 
 
 def test_summary_reports_mean_and_spread_per_k():

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from fashion_mnist_corpus import write_eval_dataset
 from mawsflow.engine.optim import build_optimizer, parameter_groups
+from mawsflow.evaluation.lowshot import MSN_LAMBDAS
 from mawsflow.models.vit import create_trunk
 from mawsflow.models.vpt import VPTClassifier
 from mawsflow.recipes import load_recipe
@@ -108,3 +109,6 @@ def test_lowshot_step_reports_mean_and_spread_per_k(lowshot_inputs, method):
     if method == "vpt":
         exported = load_file(out / "runs" / "k1-seed0" / "model.safetensors")
         assert set(exported) == TRAINABLE
+    else:
+        # MSN's λ is swept; each K reports the best one.
+        assert {result["metrics"][f"{k}shot_lambd"] for k in (1, 5)} <= set(MSN_LAMBDAS)

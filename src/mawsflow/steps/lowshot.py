@@ -8,7 +8,8 @@ methods, and reruns, read the same examples. Two methods:
   for `schedule.epochs_per_shot[K]` passes over the split; only the prompts and the linear head
   train (mawsflow.models.vpt). Each run's output is `<output>/runs/k<K>-seed<S>/`.
 - `--method logreg`: multinomial logistic regression on the trunk's frozen features (MSN's
-  protocol, which the paper uses for CLIP-like models).
+  protocol, which the paper uses for CLIP-like models), swept over `--lambd` values; each K
+  reports the value with the best mean over seeds.
 
 Each run is scored top-1 on the test split (`test`, else `val`); `<output>/metrics.json`
 holds the mean and spread over seeds per K. Runs one process (each VPT run is short).
@@ -48,6 +49,8 @@ from mawsflow.evaluation.eval_data import (
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
 from mawsflow.evaluation.finetune import ClassificationLoss
 from mawsflow.evaluation.lowshot import (
+    MSN_LAMBDAS,
+    best_regularization,
     logistic_regression_top1,
     sample_few_shot,
     summarize,
@@ -246,6 +249,7 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
     device = eval_device(recipe.runtime.device)
     img_size = recipe.model.img_size
     results: dict[int, list[float]] = {k: [] for k in recipe.shots}
+    extra_metrics: dict[str, float] = {}
     if args.method == "logreg":
         trunk, _ = load_trunk(recipe.init_checkpoint, img_size=img_size, arch=recipe.model.arch)
         trunk.to(device).eval()
@@ -258,18 +262,23 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
             return x.numpy(), y.numpy()
 
         test_x, test_y = features(test_split)
+        sweep: dict[float, dict[int, list[float]]] = {
+            lam: {k: [] for k in recipe.shots} for lam in args.lambd
+        }
         for (k, seed), split in splits.items():
             train_x, train_y = features(split)
-            top1 = logistic_regression_top1(
-                train_x,
-                train_y,
-                test_x,
-                test_y,
-                inverse_regularization=args.inverse_regularization,
-                seed=seed,
-            )
-            results[k].append(top1)
-            log.info("low-shot run", extra={"shots": k, "seed": seed, "top1": top1})
+            for lam in args.lambd:
+                top1 = logistic_regression_top1(
+                    train_x, train_y, test_x, test_y, lambd=lam, seed=seed
+                )
+                sweep[lam][k].append(top1)
+                log.info(
+                    "low-shot run", extra={"shots": k, "seed": seed, "lambd": lam, "top1": top1}
+                )
+        chosen = best_regularization(sweep)
+        for k, lam in chosen.items():
+            results[k] = sweep[lam][k]
+            extra_metrics[f"{k}shot_lambd"] = lam
     else:
         for (k, seed), split in splits.items():
             config = vpt_train_config(recipe, split, k, seed)
@@ -287,7 +296,7 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
     summaries = summarize(results)
     name = args.name or dataset_name(recipe.data.train)
     method = "VPT" if args.method == "vpt" else "logistic regression"
-    metrics = summary_metrics(summaries)
+    metrics = {**summary_metrics(summaries), **extra_metrics}
     result = EvalResult(
         step="lowshot",
         evaluation=f"{name} low-shot ({method})",
@@ -320,10 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", help="the evaluation's name in the report")
     parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
     parser.add_argument(
-        "--inverse-regularization",
+        "--lambd",
         type=float,
-        default=1.0,
-        help="logreg: inverse L2 strength C of the logistic regression (our default, 1.0)",
+        nargs="+",
+        default=list(MSN_LAMBDAS),
+        help="logreg: L2 strengths to sweep, as MSN's λ (each K keeps the best mean; default "
+        f"{' '.join(map(str, MSN_LAMBDAS))})",
     )
     parser.add_argument("--batch-size", type=int, default=256, help="feature/eval batch size")
     parser.add_argument("--num-workers", type=int, default=2, help="feature/eval loader workers")
