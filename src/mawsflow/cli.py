@@ -29,6 +29,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "lowshot": ("lowshot", "K-shot VPT (Table 17) or logistic regression over seeded splits"),
     "report": ("report", "Table 22-shaped results, loss and low-shot plots (Markdown/HTML/JSON)"),
     "launch": ("launch", "run a training command under torchrun: local, PyTorchJob or TrainJob"),
+    "registry": ("registry", "model registry in object storage: list, promote, rollback, gate"),
 }
 
 
