@@ -4,7 +4,8 @@ Sizes come from `recipes/architectures.yaml` so the recipes, the models and the 
 table. Every trunk is a plain timm ViT (class token, learned absolute position embedding,
 pre-norm blocks, final LayerNorm, no classifier head), so a saved state dict loads into
 `timm.create_model(...)` and timm's SDPA attention, gradient checkpointing and checkpoint
-filters all apply.
+filters all apply. `Trunk` subclasses it only to make the class token's weight decay a
+setting (MAE decays it); its modules and keys are timm's.
 """
 
 from __future__ import annotations
