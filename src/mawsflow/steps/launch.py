@@ -1,9 +1,11 @@
 """`mawsflow launch`: run a training command under torchrun, here or on Kubernetes, and wait.
 
 The spec (mawsflow.launch.spec.LaunchSpec) comes from `--spec FILE` and `--set key=value`; the
-command after `--` is what every rank runs. The exit status is the step's: 0 on success, the
-failing rank's exit code (local), 1 for a failed, conflicting or vanished Kubernetes job, 124 when
-the launcher's timeout ran out, 2 for a bad spec or arguments.
+command after `--` is what every rank runs (locally, a bare `mawsflow` is this installation's,
+whatever PATH holds; the local job never outlives the launcher: mawsflow.launch.job_guard).
+The exit status is the step's: 0 on success, the failing rank's exit code (local), 1 for a
+failed, conflicting or vanished Kubernetes job, 124 when the launcher's timeout ran out, 2 for a
+bad spec or arguments.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
             "-- mawsflow mae\n"
             "  mawsflow launch --backend trainjob --spec launch.yaml --run-id r1 --task wsp "
             "--print-manifest -- mawsflow wsp\n\n"
+            "Locally, a bare `mawsflow` command runs this installation's mawsflow (it need not "
+            "be on PATH), and every process of the job dies with the launcher.\n\n"
             "Spec keys (any can be set with --set): command, image, nodes, procs_per_node, "
             "resources.*, env.*, s3.*, pod.*, queue_name, labels.*, policy.*, elastic.*, "
             "runtime.*; see mawsflow.launch.spec."
