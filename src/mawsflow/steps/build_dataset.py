@@ -12,6 +12,11 @@ shard groups (`--shards i/N`, 0-based) and the reduce phases once:
 `all` runs every phase here, each map phase over W worker processes. Outputs follow
 docs/data-formats.md ("Pretraining dataset"); `metrics.json` beside `stats.json` holds the
 statistics as flat numbers for KFP Metrics.
+
+Any phase can be run again after a failure (the object store went away, a pod was lost): it
+writes the same bytes. A build into a prefix that holds an earlier one replaces it; from the
+vocab phase on the prefix reads as incomplete, and finalize leaves only the new dataset
+(no `_work/`, no shards of the earlier build).
 """
 
 from __future__ import annotations
