@@ -364,8 +364,8 @@ def test_a_sigkilled_launcher_stops_a_real_two_rank_mae_run(tmp_path, job_tag):
         )
         assert launcher.poll() is None, launcher.communicate()[0][-3000:]
         job = tagged_processes(job_tag)
-        # the guard, torchrun, two ranks and their loader workers
-        assert len(job) >= 6, job
+        # the guard, torchrun and two ranks (and, usually by now, their loader workers)
+        assert len(job) >= 4, job
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
         assert_job_is_gone(job_tag, out)
