@@ -41,7 +41,7 @@ import shutil
 import time
 from collections.abc import Generator, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -121,6 +121,30 @@ def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     )
 
 
+class _PositionCountingWriter(io.RawIOBase):
+    """DCP records each item's offset with `tell()`; the S3 writer streams parts and cannot
+    seek, so the position is counted here. Closing it leaves publishing to storage.open_write."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self.inner = inner
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        written = self.inner.write(data)
+        self.position += written
+        return written
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+
 class StorageFileSystem(FileSystemBase):
     """DCP's file-system interface over `mawsflow.storage`: paths are URIs (local or s3://)."""
 
@@ -129,7 +153,7 @@ class StorageFileSystem(FileSystemBase):
         uri = str(path)
         if mode == "wb":
             with storage.open_write(uri) as stream:
-                yield stream  # type: ignore[misc]
+                yield _PositionCountingWriter(stream)
         elif mode == "rb":
             # DCP seeks within a file; one object (one rank's share at most) in memory.
             yield io.BytesIO(storage.read_bytes(uri))
