@@ -359,8 +359,11 @@ def connect() -> docker.DockerClient:
 def build_wheel(destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(destination)]
+    # Fixed zip timestamps: the same sources give the same wheel bytes, so the layer that
+    # copies the wheel into an image stays cached until the code changes.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # 1980-01-01, zip's earliest
     try:
-        subprocess.run([*command, str(REPO_ROOT)], check=True, stdout=sys.stderr)
+        subprocess.run([*command, str(REPO_ROOT)], check=True, stdout=sys.stderr, env=env)
     except subprocess.CalledProcessError as exc:
         raise BuildError(f"building the mawsflow wheel failed (exit {exc.returncode})") from exc
     wheels = sorted(destination.glob("mawsflow-*.whl"))

@@ -217,6 +217,13 @@ def build_all_images(engine: DockerEngine) -> BuiltImages:
     if done.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise RuntimeError(f"images/build.py failed (exit {done.returncode}); {log}:\n{tail}")
+    # Earlier builds' images lose their tags to this one's: drop them, or a developer's data
+    # root grows by a few GB per rebuild of the torch base.
+    client = engine.client()
+    try:
+        client.images.prune(filters={"dangling": True})
+    finally:
+        client.close()
     version = _package_version()
     names = [p.name.removeprefix("Dockerfile.") for p in (REPO / "images").glob("Dockerfile.*")]
     return BuiltImages(
