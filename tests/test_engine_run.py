@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
+from mawsflow.engine.checkpoint import read_checkpoint_state
 from mawsflow.models.vit import trunk_kwargs
 from mawsflow.recipes import load_recipe
 from mawsflow.steps.wsp import WSPTask, load_timm_checkpoint
@@ -214,7 +215,7 @@ def _resume_args(dataset: Path, out: Path) -> list[str]:
 
 def _full_state(out: Path) -> dict:
     last = sorted((out / "checkpoints").iterdir())[-1]
-    return torch.load(last / "train.pt", weights_only=True)
+    return read_checkpoint_state(str(last))
 
 
 def test_resume_after_sigkill_is_bit_exact(dataset, tmp_path):

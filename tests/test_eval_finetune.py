@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from fashion_mnist_corpus import write_eval_dataset
 from mawsflow.cli import main as cli_main
+from mawsflow.engine.checkpoint import read_checkpoint_state
 from mawsflow.evaluation.classify import NamedTestSet, load_classifier
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
@@ -191,8 +192,8 @@ def test_finetune_at_higher_resolution_then_eval_on_real_and_label_subset_sets(d
     assert weights["pos_embed"].shape == (1, 1 + 12 * 12, 64)
     assert weights["head.weight"].shape == (10, 64)
     # The export is the EMA, which lags the trained weights.
-    checkpoint = next((out / "checkpoints").iterdir()) / "train.pt"
-    state = torch.load(checkpoint, weights_only=True)["model"]
+    checkpoint = next((out / "checkpoints").iterdir())
+    state = read_checkpoint_state(str(checkpoint))["model"]
     assert torch.equal(weights["head.weight"], state["ema__head__weight"])
     assert not torch.equal(state["ema__head__weight"], state["classifier.head.weight"])
     result = json.loads((out / "metrics.json").read_text())

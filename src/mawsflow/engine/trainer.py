@@ -3,9 +3,13 @@
 One optimizer step consumes the recipe's global batch: each rank draws micro-batches and
 accumulates gradients until `world_size × micro_batch × accumulation = global batch`, so the
 recipe's batch is reached on any number of GPUs. The learning rate follows the samples seen.
-bf16 autocast on the GPU, fp32 on the CPU. Checkpoints every N steps and at the end; on start
-the run resumes by itself from the newest complete checkpoint, bit-exactly in deterministic
-mode. The loop keeps the device busy: no host synchronisation except on logging steps.
+bf16 autocast on the GPU, fp32 on the CPU. Checkpoints every N steps (written in the
+background) and at the end; on start the run resumes by itself from the newest complete
+checkpoint: bit-exactly in deterministic mode when the job has the same shape, and with the
+model and optimizer exact but the data regrouped (engine/data.py) when the world size changed.
+A run whose output is already complete (final checkpoint and model card present, same recipe)
+returns that result without building the model: a retried pipeline step does not retrain.
+The loop keeps the device busy: no host synchronisation except on logging steps.
 """
 
 from __future__ import annotations
