@@ -20,6 +20,7 @@ the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
     python pipelines/maws.py --submit --host URL --param …        upload a version and run it
     python pipelines/maws.py --schedule '0 0 3 * * 0' --host URL  a recurring run of it
     python pipelines/maws.py --local --param …                    run every task here
+    python pipelines/maws.py --local --containers --param …       each in its step's image
 
 Parameters are given as `--param name=value` (see `--list-params`); `--local` fills in the
 local backend, this machine's GPU count and a dataset folder under `--work-dir`. See
@@ -49,7 +50,7 @@ from mawsflow.launch.spec import BACKENDS
 from mawsflow.pipeline import components as c
 from mawsflow.pipeline.conformance import ConformanceError, pipeline_spec, require_conformance
 from mawsflow.pipeline.images import ImageError, read_images, retag
-from mawsflow.pipeline.local_run import LocalRunFailed, run_locally
+from mawsflow.pipeline.local_run import LocalReport, LocalRunFailed, run_locally
 from mawsflow.pipeline.parameters import ParameterError, declared_parameters, parse_arguments
 from mawsflow.pipeline.submission import (
     RunSettings,
@@ -569,6 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs of each evaluation pod (default: %(default)s)",
     )
     parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="--local: run every task in its own step image on the Docker engine at "
+        "DOCKER_HOST (images/build.py builds them), with host networking",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=Path("demo-output"),
@@ -586,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "nothing to do: give --compile, --submit, --schedule, --local or --list-params"
         )
+    if args.containers and not args.local:
+        parser.error("--containers runs the --local run in containers: give --local too")
     if (args.submit or args.schedule) and not args.host:
         parser.error("--submit and --schedule need --host, the Kubeflow Pipelines API's URL")
     cluster = ClusterSettings(
@@ -616,12 +625,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.submit or args.schedule:
             _submit(args, pipeline, name, arguments)
         if args.local:
-            report = run_locally(pipeline, arguments, args.work_dir)
+            report = (
+                _run_in_containers(pipeline, arguments, args.work_dir)
+                if args.containers
+                else run_locally(pipeline, arguments, args.work_dir)
+            )
             print(f"\n{report.table}\n")
             print("report: " + ", ".join(str(report.folder / name) for name in REPORT_FILES))
     except (ParameterError, SubmissionError, LocalRunFailed, ConformanceError) as exc:
         return _fail(str(exc))
     return 0
+
+
+def _run_in_containers(
+    pipeline: GraphComponent, arguments: Mapping[str, Any], work_dir: Path
+) -> LocalReport:
+    """`--local --containers`: the local folders the run reads or writes (local data URIs and
+    the work dir) are mounted into the containers at their own paths."""
+    from mawsflow.pipeline.container_run import ContainerRunError, run_in_containers
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    folders = {work_dir.resolve()}
+    for name in ("raw_corpus", "dataset", "eval_dataset"):
+        value = str(arguments.get(name, ""))
+        if value and "://" not in value:
+            folder = Path(value).resolve()
+            folder.mkdir(parents=True, exist_ok=True)  # the dataset the build writes
+            folders.add(folder)
+    mounts = [f for f in folders if not any(p in folders for p in f.parents)]
+    try:
+        return run_in_containers(pipeline, arguments, work_dir, mounts=sorted(mounts))
+    except ContainerRunError as exc:
+        raise LocalRunFailed(str(exc)) from None
 
 
 def compile_checked(pipeline: GraphComponent, path: str) -> None:
