@@ -104,10 +104,12 @@ def rank_main(arch: str, output: str, result_dir: str) -> None:
     with Phase("dcp async total", results):
         checkpointer.wait()
     results["dcp async total"]["seconds"] += stall
-    fresh, fresh_optimizer = build(arch, ctx)
+    # One model per process at a time (the host is shared with the other rank): the loaded
+    # copy replaces the trained one, and is what the full gather then saves.
+    del model, optimizer
+    model, optimizer = build(arch, ctx)
     with Phase("dcp load", results):
-        checkpointer.load(2, fresh, fresh_optimizer)
-    del fresh, fresh_optimizer
+        checkpointer.load(2, model, optimizer)
 
     gathered = storage.join(output, "gathered.pt")
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -117,6 +119,8 @@ def rank_main(arch: str, output: str, result_dir: str) -> None:
             with storage.open_write(gathered) as f:
                 torch.save({"model": model_state, "optimizer": optim_state}, f)
         del model_state, optim_state
+    params = sum(p.numel() for p in model.parameters())
+    del model, optimizer
     fresh, fresh_optimizer = build(arch, ctx)
     with Phase("gather load", results):
         payload: dict = {}
@@ -132,7 +136,6 @@ def rank_main(arch: str, output: str, result_dir: str) -> None:
             fresh, fresh_optimizer, payload.get("optimizer", {}), options=broadcast
         )
         del payload
-    params = sum(p.numel() for p in model.parameters())
     checkpoint_bytes = sum(
         storage.size(u) for u in storage.list_uris(checkpointer.step_uri(2) + "/")
     )

@@ -133,8 +133,11 @@ def wrap_model(
     parallelism: Parallelism,
     *,
     bf16: bool,
+    fixed_buckets: bool = False,
 ) -> nn.Module:
-    """DDP or FSDP2 around `model` (already on its device); unchanged without a process group."""
+    """DDP or FSDP2 around `model` (already on its device); unchanged without a process group.
+    `fixed_buckets` keeps DDP's gradient buckets the same in every iteration of every run (what
+    bit-exact resume needs; see below)."""
     if parallelism == "fsdp":
         if not ctx.is_distributed:
             log.info("FSDP requested with a single process; training unsharded")
@@ -160,13 +163,14 @@ def wrap_model(
         # layout than the uninterrupted run at the same step, and with more than two ranks
         # the summation order (which element falls in which ring chunk) and hence the bits of
         # the result differ. Unused-parameter search is the only mode that never re-buckets:
-        # every iteration of every run uses the same layout, so resume stays bit-exact. Its
-        # cost is one walk of the autograd graph per iteration on the host.
+        # every iteration of every run uses the same layout. It costs one walk of the autograd
+        # graph per iteration on the host and buckets in registration order (less overlap of
+        # communication with the backward pass), so only deterministic runs ask for it.
         return DistributedDataParallel(
             model,
             device_ids=device_ids,
             gradient_as_bucket_view=True,
-            find_unused_parameters=True,
+            find_unused_parameters=fixed_buckets,
         )
     raise ValueError(f"parallelism: unknown strategy {parallelism!r}; choose ddp or fsdp")
 

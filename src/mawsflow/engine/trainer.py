@@ -268,7 +268,14 @@ class _Run:
             apply_activation_checkpointing(stacks)
         if cfg.runtime.compile:
             compile_blocks(stacks)
-        wrapped = wrap_model(model, stacks, ctx, self.parallelism, bf16=self.bf16)
+        wrapped = wrap_model(
+            model,
+            stacks,
+            ctx,
+            self.parallelism,
+            bf16=self.bf16,
+            fixed_buckets=cfg.runtime.deterministic,
+        )
         groups = parameter_groups(
             unwrap(wrapped), cfg.optimizer.weight_decay, lr_scale=self.task.lr_scale
         )
