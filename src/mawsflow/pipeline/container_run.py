@@ -5,8 +5,9 @@ Docker engine that DOCKER_HOST (or the default socket) points at; the rest is
 `mawsflow.pipeline.local_run` (task logs, the report). What the containers get:
 
 - host networking, so an object store on this machine's loopback (SeaweedFS, MinIO) has the same
-  URL inside; the run's inputs are therefore best given as `s3://` URIs. The run's own folder is
-  mounted at the same path (kfp.local does that), which is where the artifacts go;
+  URL inside. The run's own folder is mounted at the same path (kfp.local does that), which is
+  where the artifacts go; other local folders the run reads or writes (`mounts`) are mounted at
+  their own paths, and must be writable for the containers' user where a task writes there;
 - the object-store settings of this process (AWS_* and MAWSFLOW_* variables) as environment;
 - a larger /dev/shm than Docker's 64 MB, which the training steps' data loaders need.
 
@@ -22,12 +23,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 from kfp import local
 from kfp.dsl.graph_component import GraphComponent
 
@@ -53,21 +55,36 @@ def run_in_containers(
     work_dir: Path,
     *,
     environment: Mapping[str, str] | None = None,
+    mounts: Sequence[Path] = (),
     shm_size: str = "2g",
 ) -> LocalReport:
     """Run every task of `pipeline` in its step's container; returns where the report is.
 
     `environment` is what the containers get (default: this process's AWS_* and MAWSFLOW_*
-    variables). The pipeline's `image_tag` argument picks another tag of every image, as on a
-    cluster.
+    variables). `mounts` are local folders the tasks see at the same paths (e.g. a dataset
+    given as a local path). The pipeline's `image_tag` argument picks another tag of every
+    image, as on a cluster.
     """
     images = read_images()
     pinned = _pinned_executor_images(pipeline, images, str(arguments.get("image_tag", "")))
     _check_images_present(set(pinned.values()) | set(_literal_images(pipeline)))
     if environment is None:
         environment = {k: v for k, v in os.environ.items() if _PASSED_ENV.match(k)}
+    binds = []
+    for folder in mounts:
+        folder = Path(folder).resolve()
+        if not folder.is_dir():
+            raise ContainerRunError(f"mount {folder}: not a folder on this machine")
+        binds.append(docker.types.Mount(str(folder), str(folder), type="bind"))
     runner = local.DockerRunner(
-        network_mode="host", environment=dict(environment), shm_size=shm_size
+        network_mode="host",
+        environment=dict(environment),
+        shm_size=shm_size,
+        mounts=binds,
+        # A pod's `command` replaces the image's ENTRYPOINT; Docker's `command` is appended to
+        # it. The step images' entrypoint (`mawsflow <step>`) is cleared, as in a pod, so that
+        # the task's own command (`sh -c … python3 -m kfp.dsl.executor_main …`) runs.
+        entrypoint=[],
     )
     with _executor_images(pipeline, pinned), _writable_for_other_users():
         return run_locally(pipeline, arguments, work_dir, runner=runner)
