@@ -14,9 +14,10 @@ the optimizer state, then times, in this order:
   cpu_offload=True`) and `torch.save`d by rank 0 through `mawsflow.storage`;
 - `gather load`: rank 0 reads it, `set_state_dict(broadcast_from_rank0=True)` scatters it.
 
-Peak host memory per rank is the growth of the process's peak resident set (VmHWM, reset
-before each phase through /proc/self/clear_refs) over its resident set at the phase's start,
-so it counts what the phase itself allocates. Ratios are gather / dcp.
+Peak host memory per rank is the process's peak resident set during the phase (VmHWM, reset
+before each phase through /proc/self/clear_refs after malloc_trim): it includes the rank's
+model and optimizer shards, which every phase holds. "growth" is that peak less the resident set
+at the phase's start: what the phase itself allocates. Ratios are gather / dcp.
 
     python bench/bench_checkpoint.py                       # ViT-L/16, 2 ranks, a temp dir
     python bench/bench_checkpoint.py --arch vit_b16 --nproc 2 --output s3://bucket/bench
@@ -25,6 +26,7 @@ so it counts what the phase itself allocates. Ratios are gather / dcp.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
@@ -49,6 +51,7 @@ from mawsflow.engine.distributed import init_distributed, shutdown, wrap_model
 from mawsflow.models.vit import create_trunk
 
 MiB = 1024 * 1024
+_LIBC = ctypes.CDLL("libc.so.6")
 
 
 def _status_kib(field: str) -> int:
@@ -66,7 +69,10 @@ class Phase:
 
     def __enter__(self) -> Phase:
         dist.barrier()
-        # Writing 5 resets the peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0).
+        # Hand memory freed by earlier phases back to the system, or this phase would reuse it
+        # without its resident set growing; then reset the peak (VmHWM) to the current RSS
+        # (writing 5 to clear_refs, Linux ≥ 4.0).
+        _LIBC.malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
         self.rss = _status_kib("VmRSS")
         self.start = time.perf_counter()
@@ -74,8 +80,12 @@ class Phase:
 
     def __exit__(self, *exc: object) -> None:
         seconds = time.perf_counter() - self.start
-        peak = (_status_kib("VmHWM") - self.rss) * 1024
-        self.results[self.name] = {"seconds": seconds, "peak_bytes": peak}
+        peak = _status_kib("VmHWM") * 1024
+        self.results[self.name] = {
+            "seconds": seconds,
+            "peak_bytes": peak,
+            "growth_bytes": peak - self.rss * 1024,
+        }
         dist.barrier()
 
 
@@ -153,13 +163,14 @@ def report(result_dir: str, arch: str, nproc: int) -> None:
         f"checkpoint {first['checkpoint_bytes'] / MiB:.0f} MiB"
     )
     phases = [k for k in first if isinstance(first[k], dict)]
-    print(
-        f"{'phase':18} {'seconds (max rank)':>18} "
-        + " ".join(f"{'peak MiB r' + str(r):>13}" for r in range(nproc))
-    )
+    header = " ".join(f"{'peak / growth MiB r' + str(r):>22}" for r in range(nproc))
+    print(f"{'phase':18} {'seconds (max rank)':>18} {header}")
     for phase in phases:
         seconds = max(r[phase]["seconds"] for r in ranks)
-        peaks = " ".join(f"{r[phase]['peak_bytes'] / MiB:13.0f}" for r in ranks)
+        peaks = " ".join(
+            f"{r[phase]['peak_bytes'] / MiB:13.0f} / {r[phase]['growth_bytes'] / MiB:6.0f}"
+            for r in ranks
+        )
         print(f"{phase:18} {seconds:18.2f} {peaks}")
 
     def ratio(metric: str, a: str, b: str) -> float:
