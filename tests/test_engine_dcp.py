@@ -14,6 +14,8 @@ import pytest
 
 from mawsflow import storage
 
+pytestmark = pytest.mark.slow
+
 JOB = str(Path(__file__).with_name("dcp_job.py"))
 
 
