@@ -231,10 +231,20 @@ def maws_pipeline(
         }
 
         # Dataset build, fanned out over shard groups. The plan lists the corpus and is never
-        # cached; its fingerprints key every build task's cache on the data (issue: a rerun over
-        # changed shards must not reuse stale results).
+        # cached; its fingerprint (listing + settings) keys every build task's cache, so a
+        # rerun over changed shards or settings reuses nothing stale.
         plan = settings(
-            c.build_dataset_plan(raw_corpus=raw_corpus, shard_groups=shard_groups),
+            c.build_dataset_plan(
+                raw_corpus=raw_corpus,
+                shard_groups=shard_groups,
+                # Scalars, not a dict of them: the backend passes a dict constant as it is,
+                # placeholders and all (conformance rule `channel-in-constant`).
+                min_count=vocab_min_count,
+                max_classes=vocab_max_classes,
+                resample_ratio=resample_ratio,
+                samples_per_shard=samples_per_shard,
+                seed=seed,
+            ),
             images["build_dataset"],
             cpu="500m",
             memory="1Gi",

@@ -1,5 +1,8 @@
-"""Cache keys follow the data: changing one input shard invalidates the dataset build's cache
-for the group that holds it and for the phases that gather every group, and nothing else.
+"""Cache keys follow the data: changing one input shard, or a build setting, invalidates every
+task of the dataset build; an unchanged corpus and settings keep every key, so a rerun is
+served from the cache. (One key for the whole build, not one per shard group: a finished build
+removes the count phase's intermediate files, so a count served from the cache for one group
+would leave the vocabulary phase without them; mawsflow.pipeline.data_fingerprint.)
 
 The Kubeflow Pipelines backend keys a task's cache on its input parameter values, its input
 artifacts' ids, its command and its image (backend/src/v2/cacheutils/cache.go,
@@ -69,16 +72,22 @@ def _count_phase(raw: str, dataset: str, plan: list[dict]) -> tuple[list[str], l
     return keys, outputs
 
 
+SETTINGS = {
+    "min_count": 1,
+    "max_classes": 0,
+    "resample_ratio": 0.0,
+    "samples_per_shard": 50,
+    "seed": 0,
+}
+
+
+def _plan(raw: str, **changes) -> list[dict]:
+    settings = {**SETTINGS, **changes}
+    return components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2, **settings)
+
+
 def _vocab_key(dataset: str, counted: list[str]) -> str:
-    parameters = {
-        "dataset": dataset,
-        "counted": counted,
-        "min_count": 1,
-        "max_classes": 0,
-        "resample_ratio": 0.0,
-        "samples_per_shard": 50,
-        "seed": 0,
-    }
+    parameters = {"dataset": dataset, "counted": counted, **SETTINGS}
     return backend_cache_key(components.build_dataset_vocab, parameters)
 
 
@@ -88,15 +97,20 @@ def test_changing_one_input_shard_invalidates_the_build_cache(fashion_mnist, sto
     dataset = storage.join(storage_root, "dataset")
     _write(raw, images[:200], labels[:200])  # 4 shards of 50, in 2 groups
 
-    plan = components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2)
+    plan = _plan(raw)
     assert [item["group"] for item in plan] == ["0/2", "1/2"]
     count_keys, counted = _count_phase(raw, dataset, plan)
     vocab_key = _vocab_key(dataset, counted)
 
     # The same corpus listed again: every key is the same, so every task is served cached.
-    again = components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2)
+    again = _plan(raw)
     assert again == plan
     assert _count_phase(raw, dataset, again)[0] == count_keys
+
+    # Another vocabulary threshold: every count runs again (its intermediate files are gone
+    # after a finished build, and the vocabulary phase needs them all).
+    other_settings = _plan(raw, min_count=3)
+    assert _count_phase(raw, dataset, other_settings)[0] != count_keys
 
     # Replace the last shard (group 1/2) with other images under the same name.
     shards = storage.list_uris(raw.rstrip("/") + "/", suffix=".tar")
@@ -105,11 +119,10 @@ def test_changing_one_input_shard_invalidates_the_build_cache(fashion_mnist, sto
     replacement = storage.list_uris(other.rstrip("/") + "/", suffix=".tar")[-1]
     storage.copy(replacement, shards[-1])
 
-    changed = components.build_dataset_plan.python_func(raw_corpus=raw, shard_groups=2)
-    assert changed[0] == plan[0] and changed[1]["fingerprint"] != plan[1]["fingerprint"]
+    changed = _plan(raw)
+    assert changed[1]["fingerprint"] != plan[1]["fingerprint"]
     new_keys, new_counted = _count_phase(raw, dataset, changed)
-    assert new_keys[0] == count_keys[0]  # the untouched group stays cached
-    assert new_keys[1] != count_keys[1]  # the changed group runs again
+    assert all(new != old for new, old in zip(new_keys, count_keys, strict=True))
     assert _vocab_key(dataset, new_counted) != vocab_key  # and so does the vocabulary
 
 

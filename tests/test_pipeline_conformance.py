@@ -196,6 +196,30 @@ def test_an_image_placeholder_must_be_a_task_input(tmp_path):
     assert rules_of(check(spec)) == {"image-placeholder-input"}
 
 
+@dsl.component(base_image="python:3.11")
+def use_settings(settings: dict) -> None:
+    print(settings)
+
+
+def test_pipeline_values_inside_a_dict_argument_are_rejected(tmp_path):
+    @dsl.pipeline(name="dict-of-channels")
+    def bad(seed: int):
+        use_settings(settings={"seed": seed, "fixed": 1})
+
+    @dsl.pipeline(name="dict-constant")
+    def fixed_constant():
+        use_settings(settings={"seed": 0, "fixed": 1})
+
+    @dsl.pipeline(name="separate-parameters")
+    def fixed(seed: str):
+        echo(value=seed)  # the pipeline value as a parameter of its own
+
+    found = check(compiled(bad, tmp_path))
+    assert rules_of(found) == {"channel-in-constant"} and "'settings'" in found[0].message
+    assert check(compiled(fixed_constant, tmp_path)) == []
+    assert check(compiled(fixed, tmp_path)) == []
+
+
 def test_a_cached_task_reading_data_by_uri_needs_a_fingerprint(tmp_path):
     @dsl.pipeline(name="stale-cache")
     def bad(raw_corpus: str):
@@ -232,6 +256,7 @@ def test_every_rule_has_a_test_here():
         "artifact_iterator",
         "named_loop_outputs",
         "image_placeholder_input",
+        "channel_in_constant",
         "cache_follows_data",
     }
     rules = {r.__name__ for r in conformance.RULES + conformance.VERSIONED_RULES}
@@ -292,7 +317,8 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
 
     @dsl.pipeline(name="from-yaml")
     def from_yaml(raw_corpus: str, dataset: str, eval_dataset: str):
-        plan = load["build-dataset-plan"](raw_corpus=raw_corpus, shard_groups=2)
+        settings = dict(min_count=1, max_classes=0, resample_ratio=0.0, samples_per_shard=100)
+        plan = load["build-dataset-plan"](raw_corpus=raw_corpus, shard_groups=2, seed=0, **settings)
         plan.set_caching_options(False)
         with dsl.ParallelFor(plan.output) as group:
             count = load["build-dataset-count"](
@@ -300,9 +326,8 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
                 fingerprint=group.fingerprint,
             )  # fmt: skip
         vocab = load["build-dataset-vocab"](
-            dataset=dataset, counted=dsl.Collected(count.output), min_count=1, max_classes=0,
-            resample_ratio=0.0, samples_per_shard=100, seed=0,
-        )  # fmt: skip
+            dataset=dataset, counted=dsl.Collected(count.output), seed=0, **settings
+        )
         with dsl.ParallelFor(plan.output) as group:
             write = load["build-dataset-write"](
                 raw_corpus=raw_corpus, dataset=dataset, group=group.group,

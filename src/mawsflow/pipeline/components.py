@@ -90,11 +90,20 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
 
 
 @_component("build-dataset-plan")
-def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[dict[str, str]]:
-    """The shard groups to fan out over (at most one per input shard), each with the
-    fingerprint of its shards' listing. Never cached: the fingerprints are what makes the
-    build's cache keys follow the data (each phase passes its group's fingerprint on in its
-    output, so the fan-ins are keyed on every group's).
+def build_dataset_plan(
+    raw_corpus: str,
+    shard_groups: int,
+    min_count: int,
+    max_classes: int,
+    resample_ratio: float,
+    samples_per_shard: int,
+    seed: int,
+) -> list[dict[str, str]]:
+    """The shard groups to fan out over (at most one per input shard), each with the build's
+    fingerprint: the digest of the corpus listing and of the settings the vocab phase takes.
+    Never cached: the fingerprint is what makes every build task's cache
+    key follow the data and the settings (mawsflow.pipeline.data_fingerprint says why one key
+    for the whole build, not one per group).
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
@@ -102,13 +111,15 @@ def build_dataset_plan(raw_corpus: str, shard_groups: int) -> list[dict[str, str
     """
     from mawsflow.pipeline.data_fingerprint import corpus_groups
 
-    return corpus_groups(raw_corpus, shard_groups)
+    settings = {"min_count": min_count, "max_classes": max_classes, "seed": seed}
+    settings |= {"resample_ratio": resample_ratio, "samples_per_shard": samples_per_shard}
+    return corpus_groups(raw_corpus, shard_groups, settings)
 
 
 @_component("build-dataset-count")
 def build_dataset_count(raw_corpus: str, dataset: str, group: str, fingerprint: str) -> str:
-    """Phase 1 on one shard group: the usable images and their hashtags. `fingerprint` (of
-    the group's shards) keys the cache on the data and goes on in the output, for vocab's key.
+    """Phase 1 on one shard group: the usable images and their hashtags. `fingerprint` (the
+    build's: corpus listing and settings) keys the cache and goes on in the output.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
@@ -170,8 +181,8 @@ def build_dataset_write(
     raw_corpus: str, dataset: str, group: str, fingerprint: str, vocab_plan: str
 ) -> str:
     """Phase 3 on one shard group: label, resample and write the group's shards.
-    `fingerprint` and `vocab_plan` key the cache on the group's data and on the plan, and go
-    on in the output, for finalize's key.
+    `fingerprint` (the build's) and `vocab_plan` key the cache, and go on in the output, for
+    finalize's key.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow

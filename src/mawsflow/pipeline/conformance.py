@@ -279,6 +279,38 @@ def image_placeholder_input(p: _Pipeline) -> Iterator[Violation]:
                 )
 
 
+def _placeholders(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        if "{{$.inputs.parameters[" in value:
+            yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _placeholders(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _placeholders(item)
+
+
+def channel_in_constant(p: _Pipeline) -> Iterator[Violation]:
+    """A pipeline value inside a list or dict argument is never filled in.
+
+    backend/src/v2/driver/resolve.go, `resolveInputParameter`: a `runtimeValue.constant` is
+    passed to the task as it is; only a whole-string system placeholder
+    (`{{$.pipeline_job_uuid}}` …) is substituted. The SDK compiles `f(x={"a": param})` into
+    such a constant holding the text `{{$.inputs.parameters['pipelinechannel--param']}}`,
+    which kfp.local fills in and the backend does not: the task would get the placeholder."""
+    for task in p.tasks:
+        for name, spec in task.spec.get("inputs", {}).get("parameters", {}).items():
+            constant = spec.get("runtimeValue", {}).get("constant")
+            if isinstance(constant, Mapping | list) and any(True for _ in _placeholders(constant)):
+                yield Violation(
+                    "channel-in-constant",
+                    task.path,
+                    f"input {name!r} is a list/dict holding pipeline values; pass them as "
+                    "separate parameters",
+                )
+
+
 def cache_follows_data(p: _Pipeline) -> Iterator[Violation]:
     """A cached task that reads data by URI must also take a fingerprint of that data.
 
@@ -310,6 +342,7 @@ RULES = (
     collected_importer_output,
     artifact_iterator,
     image_placeholder_input,
+    channel_in_constant,
     cache_follows_data,
 )
 VERSIONED_RULES = (named_loop_outputs,)

@@ -12,14 +12,17 @@ the tasks that read the data, as a parameter. Same listing, same digest, same ca
 one shard replaced, added or removed, and every task that reads it runs again. Tasks further
 down inherit the change through the ids of the artifacts those tasks then write.
 
-A digest per shard group lets a corpus that changed in one group re-count only that group;
-each phase passes its group's digest on in its output, so the phases that gather every group
-(vocab, finalize) are keyed on all of them.
+The build's tasks share one key, the digest of the whole listing and of the build's settings,
+rather than one per shard group: a finished build removes its intermediate files
+(mawsflow.dataset.build_state), so a count task served from the cache for an unchanged group
+would leave the vocabulary phase without that group's counts. Any change re-runs the whole
+build; no change runs none of it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 
 from mawsflow import storage
@@ -32,24 +35,25 @@ def digest(versions: Mapping[str, str]) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
-def corpus_groups(raw_corpus: str, shard_groups: int) -> list[dict[str, str]]:
+def corpus_groups(
+    raw_corpus: str, shard_groups: int, settings: Mapping[str, object] | None = None
+) -> list[dict[str, str]]:
     """The dataset build's fan-out over `raw_corpus`'s `*.tar` shards: one item per group
-    (`{"group": "i/N", "fingerprint": …}`, at most one group per shard)."""
+    (`{"group": "i/N", "fingerprint": …}`, at most one group per shard). The fingerprint is
+    the same in every item: the digest of the whole listing (key, ETag and size of every
+    shard) and of `settings` (the build's settings, which change what every phase writes)."""
     if shard_groups < 1:
         raise ValueError(f"shard_groups must be at least 1, got {shard_groups}")
     shards = list_input_shards(raw_corpus)  # names the prefix when it holds no shard
     versions = storage.list_versions(raw_corpus.rstrip("/") + "/", suffix=".tar")
+    listing = {uri: versions.get(uri, "") for uri in shards}
+    listing["settings:"] = json.dumps(dict(settings or {}), sort_keys=True, default=str)
+    fingerprint = digest(listing)
     count = min(shard_groups, len(shards))
-    items = []
-    for group in ShardGroup(0, count).all_groups():
-        members = [shards[i] for i in group.shard_range(len(shards))]
-        items.append(
-            {
-                "group": f"{group.index}/{group.count}",
-                "fingerprint": digest({uri: versions.get(uri, "") for uri in members}),
-            }
-        )
-    return items
+    return [
+        {"group": f"{g.index}/{g.count}", "fingerprint": fingerprint}
+        for g in ShardGroup(0, count).all_groups()
+    ]
 
 
 def dataset_fingerprint(uri: str) -> str:
