@@ -162,7 +162,8 @@ def test_cli_prints_the_local_torchrun_command(capsys):
     out = capsys.readouterr().out.split()
     assert out[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert out[out.index("--nproc-per-node") + 1] == "2"
-    assert out[-3:] == ["--no-python", "mawsflow", "mae"]
+    # A bare `mawsflow` runs the launcher's own installation, whatever PATH holds.
+    assert out[-5:] == ["--no-python", sys.executable, "-m", "mawsflow.cli", "mae"]
 
 
 def test_cli_requires_run_id_and_task_for_kubernetes(spec_file, capsys):
