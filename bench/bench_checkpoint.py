@@ -48,6 +48,7 @@ from torch.distributed.checkpoint.state_dict import (
 from mawsflow import storage
 from mawsflow.engine.checkpoint import Checkpointer
 from mawsflow.engine.distributed import init_distributed, shutdown, wrap_model
+from mawsflow.engine.train_state import TrainState
 from mawsflow.models.vit import create_trunk
 
 MiB = 1024 * 1024
@@ -107,9 +108,11 @@ def rank_main(arch: str, output: str, result_dir: str) -> None:
     checkpointer = Checkpointer(output, every_steps=1, keep_last=3, ctx=ctx)
 
     with Phase("dcp save", results):
-        checkpointer.save(1, model, optimizer, {"step": 1}, {"rank": ctx.rank})
+        checkpointer.save(1, model, optimizer, TrainState({}, step=1), {"rank": ctx.rank})
     with Phase("dcp async stall", results):
-        checkpointer.save(2, model, optimizer, {"step": 2}, {"rank": ctx.rank}, asynchronous=True)
+        checkpointer.save(
+            2, model, optimizer, TrainState({}, step=2), {"rank": ctx.rank}, asynchronous=True
+        )
     stall = results["dcp async stall"]["seconds"]
     with Phase("dcp async total", results):
         checkpointer.wait()
@@ -119,7 +122,7 @@ def rank_main(arch: str, output: str, result_dir: str) -> None:
     del model, optimizer
     model, optimizer = build(arch, ctx)
     with Phase("dcp load", results):
-        checkpointer.load(2, model, optimizer)
+        checkpointer.load(2, model, optimizer, TrainState({}))
 
     gathered = storage.join(output, "gathered.pt")
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)

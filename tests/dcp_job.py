@@ -21,6 +21,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from mawsflow import storage
 from mawsflow.engine.checkpoint import Checkpointer
 from mawsflow.engine.distributed import init_distributed, shutdown, wrap_model
+from mawsflow.engine.train_state import TrainState
 
 
 class BlockNet(nn.Module):
@@ -65,15 +66,18 @@ def main(mode: str, output: str, parallelism: str) -> None:
         if ctx.is_main:
             with storage.open_write(expected_uri) as f:
                 torch.save(expected, f)
-        checkpointer.save(2, model, optimizer, {"step": 2}, {"rank": ctx.rank}, asynchronous=True)
+        checkpointer.save(
+            2, model, optimizer, TrainState({}, step=2), {"rank": ctx.rank}, asynchronous=True
+        )
         # Training goes on while the checkpoint is written: the parameters and moments change
         # in place, and the checkpoint must still hold step 2.
         train_step(model, optimizer, 3, ctx.rank)
         checkpointer.wait()
     else:
         # The optimizer holds no state before its first step; the loader creates it.
-        train_state, own = checkpointer.load(2, model, optimizer)
-        assert train_state == {"step": 2}, train_state
+        train_state = TrainState({})
+        own = checkpointer.load(2, model, optimizer, train_state)
+        assert train_state.step == 2, train_state
         assert own is None or own == {"rank": ctx.rank}, own
         loaded = full_state(model, optimizer)
         if ctx.is_main:

@@ -12,6 +12,7 @@ from kfp import components as kfp_components
 from safetensors.torch import load_file
 
 from mawsflow import storage
+from mawsflow.errors import ConfigError
 from mawsflow.evaluation.results import EvalResult, write_result
 from mawsflow.launch.naming import JobIdentity
 from mawsflow.launch.pytorchjob import build_pytorchjob
@@ -29,7 +30,6 @@ from mawsflow.pipeline.artifact_uris import (
 )
 from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
 from mawsflow.pipeline.lowshot_fan_in import merge_lowshot_runs
-from mawsflow.typed_config import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # Compiled specs

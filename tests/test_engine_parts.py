@@ -19,11 +19,12 @@ from mawsflow.engine.flops import (
 )
 from mawsflow.engine.optim import build_optimizer, parameter_groups, set_learning_rate
 from mawsflow.engine.schedule import LRSchedule, schedule_from_recipe
+from mawsflow.engine.train_state import TrainState
 from mawsflow.engine.trainer import micro_batching
+from mawsflow.errors import ConfigError
 from mawsflow.models.mae import MaskedAutoencoder
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import OptimizerConfig, load_recipe
-from mawsflow.typed_config import ConfigError
 
 
 def test_schedule_warms_up_then_decays_by_samples():
@@ -129,7 +130,7 @@ def test_checkpointer_resumes_from_newest_complete_and_prunes(tmp_path):
     opt.step()
     assert ckpt.latest_step() is None
     for step in (2, 4, 6):
-        ckpt.save(step, model, opt, {"step": step}, {"data": step})
+        ckpt.save(step, model, opt, TrainState({}, step=step), {"data": step})
     # An interrupted save (no complete.json) is ignored.
     (tmp_path / "checkpoints/step-00000008").mkdir()
     (tmp_path / "checkpoints/step-00000008/train.pt").write_bytes(b"partial")
@@ -141,8 +142,9 @@ def test_checkpointer_resumes_from_newest_complete_and_prunes(tmp_path):
     ]
     fresh = torch.nn.Linear(2, 2)
     fresh_opt = torch.optim.AdamW(fresh.parameters())
-    train_state, rank_state = ckpt.load(6, fresh, fresh_opt)
-    assert train_state == {"step": 6} and rank_state == {"data": 6}
+    train_state = TrainState({})
+    rank_state = ckpt.load(6, fresh, fresh_opt, train_state)
+    assert train_state.step == 6 and rank_state == {"data": 6}
     assert torch.equal(fresh.weight, model.weight)
     assert fresh_opt.state_dict()["state"][0]["exp_avg"].equal(
         opt.state_dict()["state"][0]["exp_avg"]
@@ -150,6 +152,26 @@ def test_checkpointer_resumes_from_newest_complete_and_prunes(tmp_path):
     assert ckpt.due(4, 9) and ckpt.due(9, 9) and not ckpt.due(5, 9)
     with pytest.raises(ValueError, match="keep_last"):
         Checkpointer(str(tmp_path), every_steps=1, keep_last=0, ctx=ctx)
+
+
+def test_train_state_round_trips_through_a_checkpoint_and_snapshots_its_history(tmp_path):
+    ctx = DistributedContext(0, 1, 0, torch.device("cpu"))
+    ckpt = Checkpointer(str(tmp_path), every_steps=1, keep_last=1, ctx=ctx)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    state = TrainState({"a": 1}, step=3, samples_seen=24, train_seconds=2.0, skipped_samples=1)
+    state.loss_history.append([3, 2.5])
+    ckpt.save(3, model, opt, state, {})
+    # The loop appends after the save: the checkpoint holds the history as it was.
+    state.loss_history.append([4, 2.0])
+    restored = TrainState({"a": 2})
+    ckpt.load(3, torch.nn.Linear(2, 2), torch.optim.AdamW(model.parameters()), restored)
+    assert restored.loss_history == [[3, 2.5]] and restored.skipped_samples == 1
+    # The recipe is the resuming run's own, not the checkpoint's.
+    assert restored.recipe == {"a": 2}
+    result = restored.result(resumed_from_step=3)
+    assert (result.steps, result.samples_seen, result.samples_per_second) == (3, 24, 12.0)
+    assert result.initial_loss == result.final_loss == 2.5 and result.resumed_from_step == 3
 
 
 def test_wsp_mixup_blends_images_and_label_distributions():

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from fashion_mnist_corpus import write_eval_dataset
 from mawsflow.cli import main as cli_main
 from mawsflow.engine.checkpoint import read_checkpoint_state
+from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import NamedTestSet, load_classifier
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
@@ -28,7 +29,6 @@ from mawsflow.models.vit import create_trunk
 from mawsflow.recipes import load_recipe
 from mawsflow.steps import evaluate, finetune
 from mawsflow.steps.prepare_eval import PrepareEvalConfig, run
-from mawsflow.typed_config import ConfigError
 from trunk_artifacts import write_trunk_output
 
 

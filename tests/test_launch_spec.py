@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from mawsflow.cli import STEPS
+from mawsflow.errors import ConfigError
 from mawsflow.launch.naming import MAX_JOB_NAME_LENGTH, JobIdentity, job_name
 from mawsflow.launch.spec import load_launch_spec, validate
 from mawsflow.steps import launch as launch_step
-from mawsflow.typed_config import ConfigError
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

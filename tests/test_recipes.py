@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from mawsflow import recipes
-from mawsflow.typed_config import ConfigError, to_dict
+from mawsflow.errors import ConfigError
+from mawsflow.typed_config import to_dict
 
 RRC = "augment.crop"
 AUG_224_008 = {

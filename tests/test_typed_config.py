@@ -3,7 +3,8 @@ from typing import Literal
 
 import pytest
 
-from mawsflow.typed_config import ConfigError, check_key, from_dict, parse_override, to_dict
+from mawsflow.errors import ConfigError
+from mawsflow.typed_config import check_key, from_dict, parse_override, to_dict
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 import yaml
 
+from mawsflow.errors import ConfigError
 from mawsflow.typed_config import (
-    ConfigError,
     check_key,
     from_dict,
     merge,

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mawsflow.errors import ConfigError
 from mawsflow.log import setup_logging
 from mawsflow.recipes import PRESETS, describe, load_recipe
-from mawsflow.typed_config import ConfigError
 
 
 def recipe_parser(

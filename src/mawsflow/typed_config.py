@@ -16,11 +16,9 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from mawsflow.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the dotted key."""
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:

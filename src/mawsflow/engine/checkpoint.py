@@ -55,6 +55,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+from torch.distributed.checkpoint.stateful import Stateful
 
 from mawsflow import storage
 from mawsflow.engine.distributed import DistributedContext, barrier, broadcast_object
@@ -302,14 +303,15 @@ class Checkpointer:
         step: int,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        train_state: Mapping[str, Any],
+        train_state: Stateful,
         rank_state: Mapping[str, Any],
         *,
         asynchronous: bool = False,
     ) -> str:
-        """Write checkpoint `step` (a collective: every rank calls it). Asynchronous saves
-        return once the state is copied to host memory; `wait()` or the next save finishes
-        them."""
+        """Write checkpoint `step` (a collective: every rank calls it). `train_state` (e.g.
+        engine/train_state.TrainState) is saved as its `state_dict()`, taken now. Asynchronous
+        saves return once the state is copied to host memory; `wait()` or the next save
+        finishes them."""
         self.wait()
         uri = self.step_uri(step)
         if self.ctx.is_main:
@@ -318,7 +320,7 @@ class Checkpointer:
         start = time.perf_counter()
         _save(dict(rank_state), storage.join(uri, f"rank-{self.ctx.rank:05d}.pt"))
         if self.ctx.is_main:
-            storage.write_json(storage.join(uri, TRAIN_STATE_FILE), dict(train_state))
+            storage.write_json(storage.join(uri, TRAIN_STATE_FILE), train_state.state_dict())
         state = _sharded_state(model, optimizer)
         writer = _StorageWriter(uri)
         if asynchronous:
@@ -386,10 +388,14 @@ class Checkpointer:
         ]
 
     def load(
-        self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Restore model and optimizer from checkpoint `step` (a collective), resharding to
-        this job's layout. Returns the train state and this rank's own state (None when the
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_state: Stateful,
+    ) -> dict[str, Any] | None:
+        """Restore model, optimizer and `train_state` from checkpoint `step` (a collective),
+        resharding to this job's layout. Returns this rank's own state (None when the
         checkpoint was written by a job of another world size)."""
         uri = self.step_uri(step)
         start = time.perf_counter()
@@ -401,7 +407,7 @@ class Checkpointer:
             model_state_dict=state["model"],
             optim_state_dict=state["optimizer"],
         )
-        train_state = self.read_train_state(step)
+        train_state.load_state_dict(self.read_train_state(step))
         saved_world = self.saved_world_size(step)
         own = None
         if saved_world == self.ctx.world_size:
@@ -418,7 +424,7 @@ class Checkpointer:
                 "load_seconds": round(seconds, 3),
             },
         )
-        return train_state, own
+        return own
 
     # -- housekeeping ----------------------------------------------------------------------
 

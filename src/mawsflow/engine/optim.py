@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from mawsflow.errors import ConfigError
 from mawsflow.recipes import OptimizerConfig
-from mawsflow.typed_config import ConfigError
 
 # Prefixes that wrappers add to parameter names; hooks and decay rules see the model's names.
 _WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.", "module.")

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from mawsflow.typed_config import ConfigError
+from mawsflow.errors import ConfigError
 
 Shape = Literal["cosine", "linear", "constant"]
 

@@ -59,7 +59,9 @@ from mawsflow.engine.flops import peak_flops
 from mawsflow.engine.optim import build_optimizer, parameter_groups
 from mawsflow.engine.schedule import schedule_from_recipe
 from mawsflow.engine.task import TrainTask
+from mawsflow.engine.train_state import TrainResult, TrainState
 from mawsflow.engine.train_step import TrainStep
+from mawsflow.errors import ConfigError
 from mawsflow.models.vit import needs_sharding
 from mawsflow.recipes import (
     CheckpointConfig,
@@ -69,7 +71,7 @@ from mawsflow.recipes import (
     RuntimeConfig,
     ScheduleConfig,
 )
-from mawsflow.typed_config import ConfigError, to_dict
+from mawsflow.typed_config import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -113,30 +115,6 @@ class TrainConfig:
             parallelism=parallelism,
             micro_batch_size=micro_batch_size,
         )
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    steps: int
-    samples_seen: int
-    initial_loss: float | None
-    final_loss: float | None
-    samples_per_second: float
-    skipped_samples: int
-    resumed_from_step: int | None
-
-    def as_metrics(self) -> dict[str, float | int]:
-        out: dict[str, float | int] = {
-            "steps": self.steps,
-            "samples_seen": self.samples_seen,
-            "samples_per_second": self.samples_per_second,
-            "skipped_samples": self.skipped_samples,
-        }
-        if self.initial_loss is not None:
-            out["initial_loss"] = self.initial_loss
-        if self.final_loss is not None:
-            out["final_loss"] = self.final_loss
-        return out
 
 
 def micro_batching(global_batch: int, world_size: int, micro_batch: int | None) -> tuple[int, int]:
@@ -188,21 +166,6 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
         for k, v in batch.items()
         if not k.startswith("_")
     }
-
-
-def _result_from(train_state: Mapping[str, Any], latest: int) -> TrainResult:
-    history = train_state["loss_history"]
-    seconds = float(train_state["train_seconds"])
-    samples = int(train_state["samples_seen"])
-    return TrainResult(
-        steps=int(train_state["step"]),
-        samples_seen=samples,
-        initial_loss=history[0][1] if history else None,
-        final_loss=history[-1][1] if history else None,
-        samples_per_second=samples / seconds if seconds else 0.0,
-        skipped_samples=int(train_state["skipped_samples"]),
-        resumed_from_step=latest,
-    )
 
 
 def train(task: TrainTask, config: TrainConfig, dataset: PretrainManifest) -> TrainResult:
@@ -304,46 +267,56 @@ class _Run:
                         "write to a new output"
                     )
                 else:
-                    state = self.checkpointer.read_train_state(latest)
-                    finished = _result_from(state, latest)
+                    state = TrainState(recipe=self.config.recipe)
+                    state.load_state_dict(self.checkpointer.read_train_state(latest))
+                    finished = state.result(resumed_from_step=latest)
         finished = broadcast_object(finished, self.ctx)
         if isinstance(finished, Exception):
             raise finished
         return finished  # type: ignore[return-value]
 
     def fit(self) -> TrainResult:
-        cfg, ctx, task = self.config, self.ctx, self.task
-        configure_determinism(cfg.runtime.deterministic)
+        """Restore (or start), train to the end, export. A finished output returns at once."""
+        configure_determinism(self.config.runtime.deterministic)
         latest = self.checkpointer.latest_step()
         done = self._finished(latest)
         if done is not None:
             # A rerun (e.g. a pipeline retry after success): the model is there already.
-            log.info("output already complete; not retraining", extra={"output": cfg.output})
+            log.info(
+                "output already complete; not retraining", extra={"output": self.config.output}
+            )
             return done
         model, optimizer = self._build(resuming=latest is not None)
+        state = TrainState(recipe=self.config.recipe)
+        loader_state = self._restore(latest, model, optimizer, state)
+        self._log_start(model, state)
+        if state.step < self.total_steps:
+            self._loop(model, optimizer, loader_state, state)
+        return self._export(model, optimizer, state, loader_state, latest)
+
+    def _restore(
+        self,
+        latest: int | None,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: TrainState,
+    ) -> LoaderState:
+        """Load checkpoint `latest` into model, optimizer and `state` (nothing to load on a
+        first start); seed this rank's randomness; return the data streams' positions."""
+        cfg, ctx = self.config, self.ctx
         # Each rank draws its own masks and drop-path decisions.
         seed_everything(sample_seed(cfg.runtime.seed, ctx.rank, 0))
-
-        workers = cfg.data.num_workers
-        num_streams = ctx.world_size * max(1, workers)
-        rank_streams = range(ctx.rank * max(1, workers), (ctx.rank + 1) * max(1, workers))
-        step, samples_seen, train_seconds, skipped = 0, 0, 0.0, 0
-        history: list[list[float]] = []
+        workers = max(1, cfg.data.num_workers)
         saved_loader = None
         if latest is not None:
-            train_state, rank_state = self.checkpointer.load(latest, model, optimizer)
-            step = int(train_state["step"])
-            samples_seen = int(train_state["samples_seen"])
-            train_seconds = float(train_state["train_seconds"])
-            skipped = int(train_state["skipped_samples"])
-            history = [list(h) for h in train_state["loss_history"]]
+            rank_state = self.checkpointer.load(latest, model, optimizer, state)
             if rank_state is not None:
                 restore_rng_state(rank_state["rng"], ctx.device)
                 saved_loader = rank_state["data"]
             else:
                 # Another world size: ranks' RNG streams do not map onto each other. Seeded by
                 # (seed, rank, step), so no rank replays the masks of the run's first steps.
-                seed_everything(sample_seed(cfg.runtime.seed, ctx.rank, step))
+                seed_everything(sample_seed(cfg.runtime.seed, ctx.rank, state.step))
                 saved_ranks = self.checkpointer.saved_rank_states(latest)
                 saved_loader = LoaderState.merge([r["data"] for r in saved_ranks])
                 log.warning(
@@ -352,22 +325,26 @@ class _Run:
                     ctx.world_size,
                     len(saved_ranks),
                 )
+        return LoaderState.restore(
+            saved_loader,
+            num_streams=ctx.world_size * workers,
+            rank_streams=range(ctx.rank * workers, (ctx.rank + 1) * workers),
+            samples_seen=state.samples_seen,
+        )
+
+    def _log_start(self, model: torch.nn.Module, state: TrainState) -> None:
+        """Serve the metrics and log the run's shape once, at the start."""
+        ctx = self.ctx
         # Under FSDP each rank holds only its shard: the log shows both counts.
         params = list(model.parameters())
         local_params = sum(
             p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params
         )
-        loader_state = LoaderState.restore(
-            saved_loader,
-            num_streams=num_streams,
-            rank_streams=rank_streams,
-            samples_seen=samples_seen,
-        )
-        prom.serve(self.metrics.registry, cfg.runtime.metrics_port)
+        prom.serve(self.metrics.registry, self.config.runtime.metrics_port)
         log.info(
             "training",
             extra={
-                "task": task.name,
+                "task": self.task.name,
                 "world_size": ctx.world_size,
                 "device": str(ctx.device),
                 "parallelism": self.parallelism,
@@ -376,81 +353,49 @@ class _Run:
                 "micro_batch": self.micro_batch,
                 "accumulation": self.accumulation,
                 "total_steps": self.total_steps,
-                "start_step": step,
+                "start_step": state.step,
                 "dataset_samples": self.dataset.num_samples,
                 "parameters": sum(p.numel() for p in params),
                 "parameters_local": local_params,
             },
         )
 
-        if step < self.total_steps:
-            loader = build_loader(
-                self.dataset,
-                task.sample_decoder(),
-                batch_size=self.micro_batch,
-                num_workers=workers,
-                seed=cfg.runtime.seed,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                shuffle_buffer=cfg.data.shuffle_buffer,
-                state=loader_state,
-                pin_memory=ctx.device.type == "cuda",
-            )
-            step, seconds, skipped_now = self._loop(
-                model,
-                optimizer,
-                loader,
-                loader_state,
-                step,
-                history,
-                prior_seconds=train_seconds,
-                prior_skipped=skipped,
-            )
-            train_seconds += seconds
-            skipped += skipped_now
-            samples_seen = step * self.global_batch
-
-        result = TrainResult(
-            steps=step,
-            samples_seen=samples_seen,
-            initial_loss=history[0][1] if history else None,
-            final_loss=history[-1][1] if history else None,
-            samples_per_second=samples_seen / train_seconds if train_seconds else 0.0,
-            skipped_samples=skipped,
-            resumed_from_step=latest,
-        )
+    def _export(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: TrainState,
+        loader_state: LoaderState,
+        latest: int | None,
+    ) -> TrainResult:
+        """Save the final checkpoint (unless it was the one resumed from), then write the
+        model artifacts, model card last, and push the run's metrics."""
+        cfg, ctx, task = self.config, self.ctx, self.task
+        result = state.result(resumed_from_step=latest)
         self.checkpointer.wait()
-        train_state = {
-            "step": step,
-            "samples_seen": samples_seen,
-            "train_seconds": train_seconds,
-            "skipped_samples": skipped,
-            "loss_history": history,
-            "recipe": cfg.recipe,
-        }
-        if latest != step:
+        if latest != state.step:
             self.checkpointer.save(
-                step,
+                state.step,
                 model,
                 optimizer,
-                train_state,
+                state,
                 {"rng": capture_rng_state(ctx.device), "data": loader_state.state_dict()},
             )
-        state = full_model_state_dict(model)
+        weights = full_model_state_dict(model)
         if ctx.is_main:
             card = {
                 **task.model_card(),
                 "step": task.name,
                 "recipe": cfg.recipe,
-                "train_steps": step,
-                "samples_seen": samples_seen,
+                "train_steps": state.step,
+                "samples_seen": state.samples_seen,
             }
             write_model(
                 cfg.output,
-                task.export(state),
+                task.export(weights),
                 card,
                 result.as_metrics(),
-                loss_history=history,
+                loss_history=state.loss_history,
                 samples_per_step=self.global_batch,
             )
             log.info("model written", extra={"output": cfg.output, **result.as_metrics()})
@@ -461,17 +406,24 @@ class _Run:
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        loader: torch.utils.data.DataLoader,
         loader_state: LoaderState,
-        step: int,
-        history: list[list[float]],
-        *,
-        prior_seconds: float,
-        prior_skipped: int,
-    ) -> tuple[int, float, int]:
-        """Train from `step` to the end; returns (final step, seconds, corrupt samples) of
-        this run. `prior_*` are the totals of earlier runs, for the checkpoints."""
+        state: TrainState,
+    ) -> None:
+        """Train from `state.step` to the end, keeping `state` current at every checkpoint
+        and at the end."""
         cfg, ctx, task, m = self.config, self.ctx, self.task, self.metrics
+        loader = build_loader(
+            self.dataset,
+            task.sample_decoder(),
+            batch_size=self.micro_batch,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.runtime.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            state=loader_state,
+            pin_memory=ctx.device.type == "cuda",
+        )
         train_step = TrainStep(
             model,
             optimizer,
@@ -481,78 +433,94 @@ class _Run:
             grad_clip=cfg.optimizer.grad_clip,
             device=ctx.device,
         )
-        flops = task.flops_per_sample()
         rank_batch = self.global_batch // ctx.world_size
-        loss_sum = torch.zeros((), device=ctx.device)
-        window_steps, window_wait, skipped = 0, 0.0, 0
-        start = window_start = time.perf_counter()
+        window = _LogWindow(self, rank_batch)
+        # Totals of earlier runs; this run's share is added whenever `state` is brought up to date.
+        prior_seconds, prior_skipped = state.train_seconds, state.skipped_samples
+        skipped = 0
+        start = time.perf_counter()
         batches = iter(loader)
 
         def next_batch() -> dict[str, Any]:
-            nonlocal window_wait, skipped
+            nonlocal skipped
             wait_start = time.perf_counter()
             batch = next(batches)
-            window_wait += time.perf_counter() - wait_start
+            window.data_wait += time.perf_counter() - wait_start
             loader_state.advance(batch)
             skipped += batch[SKIPPED_KEY]
             m.skipped_samples.labels(**self.labels).inc(batch[SKIPPED_KEY])
             return _to_device(batch, ctx.device)
 
+        def bring_up_to_date(step: int) -> None:
+            state.step = step
+            state.samples_seen = step * self.global_batch
+            state.train_seconds = prior_seconds + time.perf_counter() - start
+            state.skipped_samples = prior_skipped + skipped
+
+        step = state.step
         while step < self.total_steps:
             step_start = time.perf_counter()
             lr = self.schedule.lr_for_step(step, self.global_batch)
-            loss_sum += train_step(next_batch, lr)
+            window.add(train_step(next_batch, lr))
             step += 1
-            window_steps += 1
             m.optimizer_steps.labels(**self.labels).inc()
             m.samples.labels(**self.labels).inc(rank_batch)
             m.learning_rate.labels(**self.labels).set(lr)
             m.step_seconds.labels(**self.labels).observe(time.perf_counter() - step_start)
-
             if step % cfg.runtime.log_every_steps == 0 or step == self.total_steps:
-                # The one host sync of a logging step: the averaged loss of the window.
-                mean_loss = all_reduce_mean(loss_sum, ctx).item() / (
-                    window_steps * self.accumulation
-                )
-                if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"loss is {mean_loss} at step {step}")
-                now = time.perf_counter()
-                rate = window_steps * rank_batch / (now - window_start)
-                history.append([step, mean_loss])
-                m.loss.labels(**self.labels).set(mean_loss)
-                m.samples_per_second.labels(**self.labels).set(rate)
-                m.data_wait_seconds.labels(**self.labels).inc(window_wait)
-                m.memory_bytes.labels(**self.labels).set(peak_memory_bytes(ctx.device))
-                mfu = flops * rate / self.peak if self.peak else None
-                if mfu is not None:
-                    m.mfu.labels(**self.labels).set(mfu)
-                log.info(
-                    "step %d/%d loss %.4f lr %.3g %.1f samples/s/rank data wait %.0f%%%s",
-                    step,
-                    self.total_steps,
-                    mean_loss,
-                    lr,
-                    rate,
-                    100 * window_wait / (now - window_start),
-                    f" MFU {100 * mfu:.1f}%" if mfu is not None else "",
-                )
-                loss_sum.zero_()
-                window_steps, window_wait, window_start = 0, 0.0, now
-
+                state.loss_history.append([step, window.close(step, lr)])
             if self.checkpointer.due(step, self.total_steps) and step < self.total_steps:
+                bring_up_to_date(step)
                 self.checkpointer.save(
                     step,
                     model,
                     optimizer,
-                    {
-                        "step": step,
-                        "samples_seen": step * self.global_batch,
-                        "train_seconds": prior_seconds + time.perf_counter() - start,
-                        "skipped_samples": prior_skipped + skipped,
-                        "loss_history": history,
-                        "recipe": cfg.recipe,
-                    },
+                    state,
                     {"rng": capture_rng_state(ctx.device), "data": loader_state.state_dict()},
                     asynchronous=True,
                 )
-        return step, time.perf_counter() - start, skipped
+        bring_up_to_date(step)
+
+
+class _LogWindow:
+    """The losses and timings of the steps since the last logging step. Losses stay on the
+    device until `close`: the one host synchronisation of a logging step."""
+
+    def __init__(self, run: _Run, rank_batch: int) -> None:
+        self.run, self.rank_batch = run, rank_batch
+        self.flops = run.task.flops_per_sample()
+        self.loss_sum = torch.zeros((), device=run.ctx.device)
+        self.steps, self.data_wait, self.start = 0, 0.0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+
+    def close(self, step: int, lr: float) -> float:
+        """The window's mean loss over all ranks; sets the gauges, logs, starts a new window."""
+        run, m, labels = self.run, self.run.metrics, self.run.labels
+        mean_loss = all_reduce_mean(self.loss_sum, run.ctx).item() / (self.steps * run.accumulation)
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"loss is {mean_loss} at step {step}")
+        now = time.perf_counter()
+        rate = self.steps * self.rank_batch / (now - self.start)
+        m.loss.labels(**labels).set(mean_loss)
+        m.samples_per_second.labels(**labels).set(rate)
+        m.data_wait_seconds.labels(**labels).inc(self.data_wait)
+        m.memory_bytes.labels(**labels).set(peak_memory_bytes(run.ctx.device))
+        mfu = self.flops * rate / run.peak if run.peak else None
+        if mfu is not None:
+            m.mfu.labels(**labels).set(mfu)
+        log.info(
+            "step %d/%d loss %.4f lr %.3g %.1f samples/s/rank data wait %.0f%%%s",
+            step,
+            run.total_steps,
+            mean_loss,
+            lr,
+            rate,
+            100 * self.data_wait / (now - self.start),
+            f" MFU {100 * mfu:.1f}%" if mfu is not None else "",
+        )
+        self.loss_sum.zero_()
+        self.steps, self.data_wait, self.start = 0, 0.0, now
+        return mean_loss

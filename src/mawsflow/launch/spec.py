@@ -20,8 +20,8 @@ from typing import Literal
 
 import yaml
 
+from mawsflow.errors import ConfigError
 from mawsflow.typed_config import (
-    ConfigError,
     check_key,
     from_dict,
     merge,

@@ -34,6 +34,7 @@ from mawsflow.engine.distributed import unwrap
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
+from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import (
     NamedTestSet,
     evaluate_classifier,
@@ -56,7 +57,7 @@ from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import AugmentConfig, FinetuneRecipe, describe, load_recipe
 from mawsflow.step_cli import recipe_parser
 from mawsflow.steps.mae import add_engine_arguments, check_crop_matches_model
-from mawsflow.typed_config import ConfigError, parse_override
+from mawsflow.typed_config import parse_override
 
 log = logging.getLogger(__name__)
 

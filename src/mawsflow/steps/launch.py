@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mawsflow.errors import ConfigError
 from mawsflow.launch.kube import (
     JobKind,
     JobTimedOut,
@@ -33,7 +34,6 @@ from mawsflow.launch.pytorchjob import PYTORCHJOB, build_pytorchjob
 from mawsflow.launch.spec import BACKENDS, LaunchSpec, load_launch_spec, validate
 from mawsflow.launch.trainjob import TRAINJOB, build_trainjob
 from mawsflow.log import setup_logging
-from mawsflow.typed_config import ConfigError
 
 log = logging.getLogger("mawsflow.launch")
 

@@ -43,6 +43,7 @@ from mawsflow.engine.flops import (
 )
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
+from mawsflow.errors import ConfigError
 from mawsflow.models.clip_loss import clip_loss
 from mawsflow.models.lit import LiTModel
 from mawsflow.models.pretrained import load_trunk
@@ -58,7 +59,6 @@ from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import AugmentConfig, LiTRecipe
 from mawsflow.step_cli import recipe_parser, run_recipe_step
 from mawsflow.steps.mae import add_engine_arguments, check_augmentation
-from mawsflow.typed_config import ConfigError
 
 TEXT_FOLDER = "text"
 

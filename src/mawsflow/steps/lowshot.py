@@ -34,6 +34,7 @@ from mawsflow.engine.data import IMAGE_EXTENSIONS, SampleDecoder, normalize_imag
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
+from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name
@@ -63,7 +64,7 @@ from mawsflow.models.vpt import VPTClassifier
 from mawsflow.recipes import CheckpointConfig, DataConfig, LowShotRecipe, ScheduleConfig
 from mawsflow.step_cli import recipe_parser, run_recipe_step
 from mawsflow.steps.finetune import ImageLabelDecoder, check_transfer_augmentation
-from mawsflow.typed_config import ConfigError, to_dict
+from mawsflow.typed_config import to_dict
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from mawsflow.engine.data import ImageDecoder, SampleDecoder, normalize_images, 
 from mawsflow.engine.flops import mae_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
+from mawsflow.errors import ConfigError
 from mawsflow.models.mae import MaskedAutoencoder
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import MAERecipe
 from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.typed_config import ConfigError
 
 ENCODER_PREFIX = "encoder."
 

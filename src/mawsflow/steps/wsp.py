@@ -32,6 +32,7 @@ from mawsflow.engine.data import (
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
+from mawsflow.errors import ConfigError
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.wsp import (
     WSPClassifier,
@@ -42,7 +43,6 @@ from mawsflow.models.wsp import (
 from mawsflow.recipes import WSPRecipe
 from mawsflow.step_cli import recipe_parser, run_recipe_step
 from mawsflow.steps.mae import add_engine_arguments, check_augmentation
-from mawsflow.typed_config import ConfigError
 
 log = logging.getLogger(__name__)
 
