@@ -18,13 +18,14 @@ from fashion_mnist_corpus import write_eval_dataset
 from mawsflow.cli import main as cli_main
 from mawsflow.engine.checkpoint import read_checkpoint_state
 from mawsflow.errors import ConfigError
-from mawsflow.evaluation.classify import NamedTestSet, load_classifier
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
     EMAClassifier,
     classifier_weights,
     layer_decay_scale,
 )
+from mawsflow.models.pretrained import load_classifier
 from mawsflow.models.vit import create_trunk
 from mawsflow.recipes import load_recipe
 from mawsflow.steps import evaluate, finetune

@@ -16,7 +16,7 @@ import pytest
 from safetensors import safe_open
 
 from fashion_mnist_corpus import write_eval_dataset
-from mawsflow.engine.artifacts import write_model
+from mawsflow.models.artifacts import write_model
 from mawsflow.models.vit import create_trunk
 from mawsflow.recipes import load_recipe
 from mawsflow.steps import finetune

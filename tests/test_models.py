@@ -1,4 +1,4 @@
-"""The ViT family, MAE and WSP models against the paper's facts (DESIGN.md, Tables 1, 10, 11)."""
+"""The ViT family, MAE and WSP models against the paper's facts (Tables 1, 10, 11)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mawsflow.engine.artifacts import write_model
+from mawsflow.models.artifacts import write_model
 from mawsflow.models.vit import create_trunk
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics for training and data steps.
 
-Each process owns one `CollectorRegistry` with the metrics a step exposes (DESIGN.md: samples/s,
+Each process owns one `CollectorRegistry` with the metrics a step exposes (samples/s,
 step time, data wait, loss, lr, memory, model-FLOP utilisation). Long-running steps serve them
 over HTTP on a configurable port (scraped by the chart's PodMonitor); short batch steps can push
 them to a Pushgateway when they finish. Both are off unless configured, so tests open no ports.

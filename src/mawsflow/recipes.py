@@ -64,7 +64,8 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Training length and learning-rate shape, counted in samples seen (DESIGN.md).
+    """Training length and learning-rate shape, counted in samples seen, so that the length does
+    not change with the batch size or the number of GPUs.
 
     `epochs` is the paper's number; `samples_per_epoch` says what an epoch means for the dataset
     (IG-3B: 5B samples after resampling), so `total_samples` does not depend on bookkeeping.
@@ -350,8 +351,20 @@ class Architecture:
     paper: bool = True
 
 
+Recipe = (
+    MAERecipe
+    | WSPRecipe
+    | LiTRecipe
+    | FinetuneRecipe
+    | VideoFinetuneRecipe
+    | LowShotRecipe
+    | DetectionRecipe
+)
+# The recipes of the steps that train on augmented images (they have `model` and `augment`).
+AugmentedRecipe = MAERecipe | WSPRecipe | LiTRecipe | FinetuneRecipe | LowShotRecipe
+
 # Recipe name → (YAML file, dataclass). The name is what `mawsflow <step> --recipe` takes.
-RECIPES: dict[str, tuple[str, type]] = {
+RECIPES: dict[str, tuple[str, type[Recipe]]] = {
     "mae": ("mae.yaml", MAERecipe),
     "wsp": ("wsp.yaml", WSPRecipe),
     "wsp-in21k": ("wsp_in21k.yaml", WSPRecipe),
@@ -403,7 +416,7 @@ def load_recipe(
     preset: str | None = None,
     overrides: Iterable[str] = (),
     arch: str | None = None,
-) -> Any:
+) -> Recipe:
     """Resolve recipe `name` into its dataclass (see the module docstring for the order)."""
     raw = raw_recipe(name)
     cls = RECIPES[name][1]
@@ -435,11 +448,52 @@ def load_recipe(
     return from_dict(cls, data)
 
 
-def describe(recipe: Any) -> str:
+def describe(recipe: Recipe) -> str:
     """The resolved recipe as YAML, for logs and `--print-config`."""
     return yaml.safe_dump(to_dict(recipe), sort_keys=False)
 
 
-def resolve_from_mapping(name: str, data: Mapping[str, Any]) -> Any:
+def resolve_from_mapping(name: str, data: Mapping[str, Any]) -> Recipe:
     """Rebuild a recipe dataclass from a saved plain dict (e.g. a checkpoint's config)."""
     return from_dict(RECIPES[name][1], data)
+
+
+# --------------------------------------------------------------------------------------------
+# What the training steps support. The engine's sample decoders apply only some of the
+# augment section's settings; a recipe setting another one would be silently ignored, so it
+# is refused before any work starts.
+
+
+def check_crop_matches_model(recipe: AugmentedRecipe) -> None:
+    if recipe.augment.crop.size != recipe.model.img_size:
+        raise ConfigError(
+            f"augment.crop.size {recipe.augment.crop.size} must equal model.img_size "
+            f"{recipe.model.img_size}: the model trains on the crops"
+        )
+
+
+def check_pretraining_augmentation(recipe: AugmentedRecipe, *, batch_mixing: bool) -> None:
+    """The pretraining steps (MAE, WSP, LiT) apply crop, flip, RandAugment and (WSP) mixup."""
+    check_crop_matches_model(recipe)
+    aug = recipe.augment
+    unsupported = {"augment.cutmix": aug.cutmix, "augment.random_erasing": aug.random_erasing}
+    if not batch_mixing:
+        unsupported["augment.mixup"] = aug.mixup
+    for key, value in unsupported.items():
+        if value:
+            raise ConfigError(f"{key}={value} is not supported by this step; set it to 0")
+    if aug.short_side_scale is not None:
+        raise ConfigError("augment.short_side_scale is not used by pretraining; set it to null")
+
+
+def check_transfer_augmentation(recipe: AugmentedRecipe, *, short_side_scale: bool) -> None:
+    """Finetuning and VPT apply crop, flip, RandAugment, mixup and cutmix; random erasing is
+    refused (as is a short-side resize where the crop does not make it redundant)."""
+    check_crop_matches_model(recipe)
+    if recipe.augment.random_erasing:
+        raise ConfigError(
+            f"augment.random_erasing={recipe.augment.random_erasing} is not supported by this "
+            "step; set it to 0"
+        )
+    if recipe.augment.short_side_scale is not None and not short_side_scale:
+        raise ConfigError("augment.short_side_scale is not used by finetuning; set it to null")

@@ -59,6 +59,23 @@ def recipe_parser(
     return parser
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every engine-driven step: how the work is spread, not what is learnt."""
+    parser.add_argument(
+        "--parallelism",
+        choices=("auto", "ddp", "fsdp"),
+        default="auto",
+        help="data parallelism: DDP replicas or FSDP2 shards (auto: FSDP for 2B and 6.5B)",
+    )
+    parser.add_argument(
+        "--micro-batch-size",
+        type=int,
+        default=None,
+        help="per-process batch of one forward/backward; gradients accumulate to the "
+        "recipe's global batch (default: no accumulation)",
+    )
+
+
 def run_recipe_step(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

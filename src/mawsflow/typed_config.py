@@ -1,8 +1,9 @@
 """Strictly typed configuration: nested dataclasses from plain dicts and `key=value` overrides.
 
 Every step's configuration is a tree of dataclasses. Recipes (YAML) and command-line overrides
-both go through `from_dict`/`apply_overrides`, so a misspelt key or a value of the wrong type is
-rejected with an error naming the full dotted key, never silently ignored.
+both go through `from_dict` (overrides first through `parse_override`, `check_key` and `merge`),
+so a misspelt key or a value of the wrong type is rejected with an error naming the full dotted
+key, never silently ignored.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learning-rate schedules counted in samples seen (DESIGN.md: training length is in samples).
+"""Learning-rate schedules counted in samples seen (training length is in samples).
 
 A schedule is a pure function of the samples seen, so resuming needs no scheduler state beyond
 the step counter, and the shape does not change with the number of GPUs.

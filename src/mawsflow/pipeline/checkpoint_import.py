@@ -14,9 +14,10 @@ import logging
 from typing import Any
 
 from mawsflow import storage
-from mawsflow.engine.artifacts import MODEL_CARD, write_model
+from mawsflow.errors import ConfigError
+from mawsflow.models.artifacts import MODEL_CARD, write_model
+from mawsflow.models.pretrained import load_mae_encoder, load_timm_checkpoint
 from mawsflow.models.vit import create_trunk
-from mawsflow.steps.wsp import load_mae_encoder, load_timm_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +25,14 @@ log = logging.getLogger(__name__)
 def import_mae_checkpoint(source: str, output: str, *, arch: str, img_size: int) -> dict[str, Any]:
     """Write the encoder at `source` to `output` as an `mae` step output; returns its card."""
     if not source:
-        raise ValueError("mae_checkpoint is empty: give an mae output or a checkpoint file")
+        raise ConfigError("mae_checkpoint is empty: give an mae output or a checkpoint file")
     trunk = create_trunk(arch, img_size=img_size)
     if storage.exists(storage.join(source, MODEL_CARD)):
         load_mae_encoder(trunk, source, arch=arch)
     elif storage.exists(source):
         load_timm_checkpoint(trunk, source)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"mae_checkpoint {source}: neither an mae step output (no {MODEL_CARD}) nor a file"
         )
     card = {

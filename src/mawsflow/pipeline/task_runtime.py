@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import yaml
 
 from mawsflow import cli, storage
-from mawsflow.engine.artifacts import METRICS_FILE, read_model_card
 from mawsflow.evaluation.results import model_lineage, read_result
 from mawsflow.launch.spec import BACKENDS
+from mawsflow.models.artifacts import METRICS_FILE, read_model_card
 from mawsflow.pipeline.artifact_uris import MODEL_CARD
 
 # Set by the chart's object-store ConfigMap: which Secret holds the S3 credentials, and under

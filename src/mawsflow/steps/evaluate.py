@@ -16,12 +16,12 @@ from mawsflow.evaluation.classify import (
     NamedTestSet,
     evaluate_classifier,
     flat_metrics,
-    load_classifier,
     table_cells,
 )
 from mawsflow.evaluation.eval_cli import eval_parser, pretraining_row
 from mawsflow.evaluation.results import EvalResult, write_result
 from mawsflow.log import setup_logging
+from mawsflow.models.pretrained import load_classifier
 
 log = logging.getLogger(__name__)
 

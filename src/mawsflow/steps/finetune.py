@@ -17,20 +17,16 @@ weights), `model.json`, checkpoints, and `metrics.json` (the evaluation result).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from mawsflow.engine.data import (
-    RandomResizedCropFlip,
-    SampleDecoder,
-    image_member,
-    normalize_images,
-)
-from mawsflow.engine.distributed import unwrap
+from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
+from mawsflow.data.eval_shards import open_split
+from mawsflow.data.transforms import normalize_images
+from mawsflow.engine.distributed import init_distributed, unwrap
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
@@ -39,10 +35,8 @@ from mawsflow.evaluation.classify import (
     NamedTestSet,
     evaluate_classifier,
     flat_metrics,
-    load_classifier,
     table_cells,
 )
-from mawsflow.evaluation.eval_data import open_split, parse_label
 from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
@@ -52,43 +46,13 @@ from mawsflow.evaluation.finetune import (
 )
 from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
 from mawsflow.log import setup_logging
-from mawsflow.models.pretrained import load_trunk
+from mawsflow.models.pretrained import init_from_trunk, load_classifier
 from mawsflow.models.vit import architecture, create_trunk
-from mawsflow.recipes import AugmentConfig, FinetuneRecipe, describe, load_recipe
-from mawsflow.step_cli import recipe_parser
-from mawsflow.steps.mae import add_engine_arguments, check_crop_matches_model
+from mawsflow.recipes import FinetuneRecipe, check_transfer_augmentation, describe, load_recipe
+from mawsflow.step_cli import add_engine_arguments, recipe_parser
 from mawsflow.typed_config import parse_override
 
 log = logging.getLogger(__name__)
-
-
-def check_transfer_augmentation(recipe: Any, *, short_side_scale: bool) -> None:
-    """Finetuning and VPT apply crop, flip, RandAugment, mixup and cutmix; random erasing
-    would be silently ignored, so it is refused (as is a short-side resize where the crop does
-    not make it redundant)."""
-    check_crop_matches_model(recipe)
-    if recipe.augment.random_erasing:
-        raise ConfigError(
-            f"augment.random_erasing={recipe.augment.random_erasing} is not supported by this "
-            "step; set it to 0"
-        )
-    if recipe.augment.short_side_scale is not None and not short_side_scale:
-        raise ConfigError("augment.short_side_scale is not used by finetuning; set it to null")
-
-
-class ImageLabelDecoder:
-    """Raw classification sample → {"image", "label"} with the recipe's crop and flip."""
-
-    def __init__(self, augment: AugmentConfig, num_classes: int) -> None:
-        self.augment = RandomResizedCropFlip(augment)
-        self.num_classes = num_classes
-
-    def __call__(self, raw: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
-        label = parse_label(raw, self.num_classes)
-        return {
-            "image": self.augment(image_member(raw), seed),
-            "label": torch.tensor(label, dtype=torch.int64),
-        }
 
 
 class FinetuneTask(TrainTask):
@@ -124,26 +88,22 @@ class FinetuneTask(TrainTask):
 
     def initialize(self, model: nn.Module) -> None:
         r = self.recipe
-        trunk, _ = load_trunk(
-            r.init_checkpoint, img_size=r.model.img_size, drop_path=r.model.drop_path
+        # The trunk's weights; the near-zero head of build_model stays.
+        init_from_trunk(
+            model.classifier,
+            r.init_checkpoint,
+            img_size=r.model.img_size,
+            arch=r.model.arch,
+            drop_path=r.model.drop_path,
+            missing_ok=("head.",),
         )
-        if trunk.embed_dim != model.classifier.embed_dim or len(trunk.blocks) != self.depth:
-            raise ConfigError(
-                f"init_checkpoint {r.init_checkpoint} holds another architecture than "
-                f"model.arch {r.model.arch}"
-            )
-        missing, unexpected = model.classifier.load_state_dict(trunk.state_dict(), strict=False)
-        if unexpected or sorted(missing) != ["head.bias", "head.weight"]:
-            raise ConfigError(
-                f"trunk weights do not fit: missing {missing}, unexpected {unexpected}"
-            )
         model.reset_ema()
 
     def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
         return [model.classifier.blocks]
 
     def sample_decoder(self) -> SampleDecoder:
-        return ImageLabelDecoder(self.recipe.augment, self.num_classes)
+        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
@@ -235,8 +195,10 @@ def run(
     config = TrainConfig.from_recipe(
         recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
     )
+    # Joins the torchrun job (train reuses the process group): the rank evaluates alone.
+    ctx = init_distributed(config.runtime.device)
     result = train(task, config, split.as_training_manifest())
-    if not test_sets or int(os.environ.get("RANK", "0")) != 0:
+    if not test_sets or not ctx.is_main:
         return None
     return evaluate_test_sets(
         recipe.output,

@@ -23,19 +23,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel
 
 from mawsflow import storage
-from mawsflow.dataset.captions import sanitize_caption
-from mawsflow.engine.artifacts import read_model_card, read_model_weights
-from mawsflow.engine.data import (
-    CorruptSample,
-    RandomResizedCropFlip,
-    SampleDecoder,
-    image_member,
-    normalize_images,
-    read_manifest,
-)
+from mawsflow.data.captions import sanitize_caption
+from mawsflow.data.decoders import SampleDecoder
+from mawsflow.data.manifest import read_manifest
+from mawsflow.data.members import CorruptSample, image_member
+from mawsflow.data.transforms import RandomResizedCropFlip, normalize_images
+from mawsflow.engine.distributed import init_distributed
 from mawsflow.engine.flops import (
     linear_forward_flops,
     transformer_forward_flops,
@@ -44,9 +39,10 @@ from mawsflow.engine.flops import (
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
 from mawsflow.errors import ConfigError
+from mawsflow.models.artifacts import TEXT_FOLDER
 from mawsflow.models.clip_loss import clip_loss
 from mawsflow.models.lit import LiTModel
-from mawsflow.models.pretrained import load_trunk
+from mawsflow.models.pretrained import init_from_trunk, load_text_encoder
 from mawsflow.models.text_tower import (
     CaptionTokenizer,
     TextModelSource,
@@ -56,11 +52,8 @@ from mawsflow.models.text_tower import (
     text_config,
 )
 from mawsflow.models.vit import architecture, create_trunk
-from mawsflow.recipes import AugmentConfig, LiTRecipe
-from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.steps.mae import add_engine_arguments, check_augmentation
-
-TEXT_FOLDER = "text"
+from mawsflow.recipes import AugmentConfig, LiTRecipe, check_pretraining_augmentation
+from mawsflow.step_cli import add_engine_arguments, recipe_parser, run_recipe_step
 
 
 class ImageCaptionDecoder:
@@ -89,7 +82,7 @@ class LiTTask(TrainTask):
     name = "lit"
 
     def __init__(self, recipe: LiTRecipe) -> None:
-        check_augmentation(recipe, batch_mixing=False)
+        check_pretraining_augmentation(recipe, batch_mixing=False)
         if not recipe.image_checkpoint:
             raise ConfigError("image_checkpoint is empty: give the WSP or MAE→WSP run's output")
         self.recipe = recipe
@@ -113,12 +106,10 @@ class LiTTask(TrainTask):
 
     def initialize(self, model: nn.Module) -> None:
         r = self.recipe
-        trunk, _ = load_trunk(r.image_checkpoint, img_size=r.model.img_size, arch=r.model.arch)
-        model.image_tower.load_state_dict(trunk.state_dict())
-        pretrained = AutoModel.from_pretrained(
-            self.text_source.path, local_files_only=self.text_source.local
+        init_from_trunk(
+            model.image_tower, r.image_checkpoint, img_size=r.model.img_size, arch=r.model.arch
         )
-        model.text_tower.encoder.load_state_dict(pretrained.state_dict())
+        load_text_encoder(model.text_tower.encoder, self.text_source)
 
     def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
         return [model.image_tower.blocks]
@@ -183,32 +174,6 @@ def write_text_files(source: TextModelSource, output: str) -> None:
                 storage.upload_file(str(path), storage.join(output, TEXT_FOLDER, relative))
 
 
-def load_lit_model(uri: str) -> tuple[LiTModel, CaptionTokenizer, dict[str, Any]]:
-    """A trained LiT model, its tokenizer and model card, rebuilt from a `lit` output alone."""
-    card = read_model_card(uri)
-    if card.get("step") != "lit":
-        raise ValueError(f"{uri} is the output of step {card.get('step')!r}, not a LiT model")
-    files = storage.list_uris(storage.join(uri, card["text_files"]) + "/")
-    if not files:
-        raise ValueError(f"{uri}: no {card['text_files']}/ folder with the text tower's files")
-    with tempfile.TemporaryDirectory() as folder:
-        prefix = storage.join(uri, card["text_files"]) + "/"
-        for file in files:
-            target = Path(folder) / file[len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            storage.download_file(file, str(target))
-        source = TextModelSource.resolve(folder)
-        # Outputs written before `text_pooling` was recorded were mean-pooled.
-        pooling = card.get("text_pooling", "mean")
-        text = build_text_tower(source, dropout=0.0, pretrained=False, pooling=pooling)
-        tokenizer = load_caption_tokenizer(source, int(card["context_length"]))
-    trunk = create_trunk(card["arch"], img_size=int(card["img_size"]))
-    model = LiTModel(trunk, trunk.embed_dim, text, embed_dim=int(card["embed_dim"]))
-    weights = read_model_weights(uri)
-    model.load_state_dict(weights, strict=True)
-    return model.eval(), tokenizer, card
-
-
 def run(
     recipe: LiTRecipe, *, parallelism: str = "auto", micro_batch_size: int | None = None
 ) -> TrainResult:
@@ -220,7 +185,8 @@ def run(
         recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
     )
     # Before training: the model card, written last by the trainer, marks a complete output.
-    if int(os.environ.get("RANK", "0")) == 0:
+    # Joining the torchrun job here tells the rank (train reuses the process group).
+    if init_distributed(config.runtime.device).is_main:
         write_text_files(task.text_source, recipe.output)
     return train(task, config, dataset)
 

@@ -17,36 +17,36 @@ holds the mean and spread over seeds per K. Runs one process (each VPT run is sh
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch import nn
 
 from mawsflow import storage
-from mawsflow.engine.artifacts import read_model_card, read_model_weights
-from mawsflow.engine.data import IMAGE_EXTENSIONS, SampleDecoder, normalize_images
-from mawsflow.engine.flops import vit_training_flops
-from mawsflow.engine.task import TrainTask
-from mawsflow.engine.trainer import TrainConfig, train
-from mawsflow.errors import ConfigError
-from mawsflow.evaluation.classification_metrics import ClassificationMeter
-from mawsflow.evaluation.classify import NamedTestSet
-from mawsflow.evaluation.eval_cli import dataset_name
-from mawsflow.evaluation.eval_data import (
+from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
+from mawsflow.data.eval_loader import eval_loader
+from mawsflow.data.eval_shards import (
     EvalSplit,
     SplitWriter,
-    eval_loader,
     open_split,
     parse_label,
     scan_labels,
     write_classes,
 )
+from mawsflow.data.members import IMAGE_EXTENSIONS
+from mawsflow.data.shards import samples_in_order
+from mawsflow.data.transforms import normalize_images
+from mawsflow.engine.flops import vit_training_flops
+from mawsflow.engine.task import TrainTask
+from mawsflow.engine.trainer import TrainConfig, train
+from mawsflow.errors import ConfigError, DataFormatError
+from mawsflow.evaluation.classification_metrics import ClassificationMeter
+from mawsflow.evaluation.classify import NamedTestSet
+from mawsflow.evaluation.eval_cli import dataset_name
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
 from mawsflow.evaluation.finetune import ClassificationLoss
 from mawsflow.evaluation.lowshot import (
@@ -58,18 +58,40 @@ from mawsflow.evaluation.lowshot import (
     summary_metrics,
 )
 from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
-from mawsflow.models.pretrained import load_trunk
+from mawsflow.models.pretrained import init_from_trunk, load_trunk, load_vpt_model
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.vpt import VPTClassifier
-from mawsflow.recipes import CheckpointConfig, DataConfig, LowShotRecipe, ScheduleConfig
+from mawsflow.recipes import (
+    CheckpointConfig,
+    DataConfig,
+    LowShotRecipe,
+    ScheduleConfig,
+    check_transfer_augmentation,
+)
 from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.steps.finetune import ImageLabelDecoder, check_transfer_augmentation
 from mawsflow.typed_config import to_dict
 
 log = logging.getLogger(__name__)
 
 # The trainable part of a VPT model: what a run exports (the trunk is the init checkpoint's).
 VPT_KEYS = ("prompts", "prompt_proj.", "head.")
+
+
+@dataclass(frozen=True)
+class LowShotConfig:
+    """A low-shot evaluation: the recipe (Table 17) and how this run uses it."""
+
+    recipe: LowShotRecipe
+    method: Literal["vpt", "logreg"] = "vpt"
+    # The evaluation's name in the report (default: the dataset's).
+    name: str | None = None
+    # The report row (default: the trunk's lineage).
+    pretraining: str | None = None
+    # logreg: the L2 strengths swept, as MSN's λ.
+    lambdas: tuple[float, ...] = MSN_LAMBDAS
+    # Feature extraction and test-set scoring.
+    batch_size: int = 256
+    num_workers: int = 2
 
 
 def split_uri(output: str, shots: int, seed: int) -> str:
@@ -91,14 +113,7 @@ def write_few_shot_splits(
         write_classes(uri, train.classes)
         writers[(k, seed)] = SplitWriter(uri, "train", train.num_classes)
     union = set().union(*wanted.values())
-    reader = wds.WebDataset(
-        list(train.shards),
-        shardshuffle=False,
-        nodesplitter=None,
-        workersplitter=None,
-        empty_check=False,
-    )
-    for raw in reader:
+    for raw in samples_in_order(train.shards):
         key = raw["__key__"]
         if key not in union:
             continue
@@ -142,8 +157,9 @@ class VPTTask(TrainTask):
 
     def initialize(self, model: nn.Module) -> None:
         r = self.recipe
-        trunk, _ = load_trunk(r.init_checkpoint, img_size=r.model.img_size, arch=r.model.arch)
-        model.trunk.load_state_dict(trunk.state_dict())
+        init_from_trunk(
+            model.trunk, r.init_checkpoint, img_size=r.model.img_size, arch=r.model.arch
+        )
 
     def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
         return [model.trunk.blocks]
@@ -152,7 +168,7 @@ class VPTTask(TrainTask):
         # Table 17's ShortSideScale(256) before RandomResizedCrop(224) only changes the
         # resolution that the crop is cut from; the crop box is a fraction of the image either
         # way, so the crop is taken from the original image.
-        return ImageLabelDecoder(self.recipe.augment, self.num_classes)
+        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
@@ -179,23 +195,6 @@ class VPTTask(TrainTask):
             "num_classes": self.num_classes,
             "init_checkpoint": r.init_checkpoint,
         }
-
-
-def load_vpt_model(uri: str) -> VPTClassifier:
-    """A trained VPT run: its init checkpoint's trunk plus its prompts and head."""
-    card = read_model_card(uri)
-    trunk, _ = load_trunk(card["init_checkpoint"], img_size=int(card["img_size"]))
-    spec = card["recipe"]["vpt"]
-    model = VPTClassifier(
-        trunk,
-        int(card["num_classes"]),
-        num_tokens=int(spec["num_tokens"]),
-        dim_tokens=int(spec["dim_tokens"]),
-    )
-    missing, unexpected = model.load_state_dict(read_model_weights(uri), strict=False)
-    if unexpected or any(k.startswith(VPT_KEYS) for k in missing):
-        raise ValueError(f"{uri}: VPT weights do not fit ({missing}, {unexpected})")
-    return model.eval()
 
 
 def vpt_train_config(recipe: LowShotRecipe, split: EvalSplit, shots: int, seed: int) -> TrainConfig:
@@ -239,36 +238,40 @@ def _top1(
     return meter.compute()["top1"]
 
 
-def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
+def run(config: LowShotConfig) -> EvalResult:
+    recipe = config.recipe
     if not recipe.data.train or not recipe.output:
         raise ConfigError("set data.train (an evaluation dataset) and output")
     train_split = open_split(recipe.data.train, "train")
     test_split = NamedTestSet("test", recipe.data.train, None).open()
     if test_split.classes != train_split.classes:
-        raise ValueError(f"{recipe.data.train}: the train and test splits differ in classes")
+        raise DataFormatError(f"{recipe.data.train}: the train and test splits differ in classes")
     splits = write_few_shot_splits(train_split, recipe.output, recipe.shots, recipe.seeds)
     device = eval_device(recipe.runtime.device)
     img_size = recipe.model.img_size
     results: dict[int, list[float]] = {k: [] for k in recipe.shots}
     extra_metrics: dict[str, float] = {}
-    if args.method == "logreg":
+    if config.method == "logreg":
         trunk, _ = load_trunk(recipe.init_checkpoint, img_size=img_size, arch=recipe.model.arch)
         trunk.to(device).eval()
 
         def features(split: EvalSplit) -> tuple[np.ndarray, np.ndarray]:
             loader = eval_loader(
-                split, img_size=img_size, batch_size=args.batch_size, num_workers=args.num_workers
+                split,
+                img_size=img_size,
+                batch_size=config.batch_size,
+                num_workers=config.num_workers,
             )
             x, y = collect_outputs(loader, trunk, device)
             return x.numpy(), y.numpy()
 
         test_x, test_y = features(test_split)
         sweep: dict[float, dict[int, list[float]]] = {
-            lam: {k: [] for k in recipe.shots} for lam in args.lambd
+            lam: {k: [] for k in recipe.shots} for lam in config.lambdas
         }
         for (k, seed), split in splits.items():
             train_x, train_y = features(split)
-            for lam in args.lambd:
+            for lam in config.lambdas:
                 top1 = logistic_regression_top1(
                     train_x, train_y, test_x, test_y, lambd=lam, seed=seed
                 )
@@ -282,31 +285,35 @@ def run(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
             extra_metrics[f"{k}shot_lambd"] = lam
     else:
         for (k, seed), split in splits.items():
-            config = vpt_train_config(recipe, split, k, seed)
-            train(VPTTask(recipe, train_split.num_classes), config, split.as_training_manifest())
+            train_config = vpt_train_config(recipe, split, k, seed)
+            train(
+                VPTTask(recipe, train_split.num_classes),
+                train_config,
+                split.as_training_manifest(),
+            )
             top1 = _top1(
-                load_vpt_model(config.output).to(device),
+                load_vpt_model(train_config.output).to(device),
                 test_split,
                 img_size=img_size,
                 device=device,
-                batch_size=args.batch_size,
-                num_workers=args.num_workers,
+                batch_size=config.batch_size,
+                num_workers=config.num_workers,
             )
             results[k].append(top1)
             log.info("low-shot run", extra={"shots": k, "seed": seed, "top1": top1})
     summaries = summarize(results)
-    name = args.name or dataset_name(recipe.data.train)
-    method = "VPT" if args.method == "vpt" else "logistic regression"
+    name = config.name or dataset_name(recipe.data.train)
+    method = "VPT" if config.method == "vpt" else "logistic regression"
     metrics = {**summary_metrics(summaries), **extra_metrics}
     result = EvalResult(
         step="lowshot",
         evaluation=f"{name} low-shot ({method})",
-        pretraining=args.pretraining or model_lineage(recipe.init_checkpoint),
+        pretraining=config.pretraining or model_lineage(recipe.init_checkpoint),
         metrics=metrics,
         # VPT is the paper's protocol (Table 22's "5-shot" columns); logistic regression
         # results get their own columns beside it.
         table={
-            f"{name} {s.shots}-shot" + ("" if args.method == "vpt" else " (logreg)"): s.mean
+            f"{name} {s.shots}-shot" + ("" if config.method == "vpt" else " (logreg)"): s.mean
             for s in summaries
         },
         model=recipe.init_checkpoint,
@@ -339,4 +346,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=256, help="feature/eval batch size")
     parser.add_argument("--num-workers", type=int, default=2, help="feature/eval loader workers")
-    return run_recipe_step(parser, argv, run)
+    return run_recipe_step(
+        parser,
+        argv,
+        lambda recipe, args: run(
+            LowShotConfig(
+                recipe,
+                method=args.method,
+                name=args.name,
+                pretraining=args.pretraining,
+                lambdas=tuple(args.lambd),
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+            )
+        ),
+    )

@@ -7,54 +7,31 @@ the engine and writes `<output>/model.safetensors` (the encoder, timm keys),
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from mawsflow.engine.data import ImageDecoder, SampleDecoder, normalize_images, read_manifest
+from mawsflow.data.decoders import ImageDecoder, SampleDecoder
+from mawsflow.data.manifest import read_manifest
+from mawsflow.data.transforms import normalize_images
 from mawsflow.engine.flops import mae_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
-from mawsflow.errors import ConfigError
 from mawsflow.models.mae import MaskedAutoencoder
 from mawsflow.models.vit import architecture, create_trunk
-from mawsflow.recipes import MAERecipe
-from mawsflow.step_cli import recipe_parser, run_recipe_step
+from mawsflow.recipes import MAERecipe, check_pretraining_augmentation
+from mawsflow.step_cli import add_engine_arguments, recipe_parser, run_recipe_step
 
 ENCODER_PREFIX = "encoder."
-
-
-def check_crop_matches_model(recipe: Any) -> None:
-    if recipe.augment.crop.size != recipe.model.img_size:
-        raise ConfigError(
-            f"augment.crop.size {recipe.augment.crop.size} must equal model.img_size "
-            f"{recipe.model.img_size}: the model trains on the crops"
-        )
-
-
-def check_augmentation(recipe: Any, *, batch_mixing: bool) -> None:
-    """The pretraining steps apply crop, flip, RandAugment and (WSP) mixup; other settings of
-    the augment section would be silently ignored, so they are refused."""
-    check_crop_matches_model(recipe)
-    aug = recipe.augment
-    unsupported = {"augment.cutmix": aug.cutmix, "augment.random_erasing": aug.random_erasing}
-    if not batch_mixing:
-        unsupported["augment.mixup"] = aug.mixup
-    for key, value in unsupported.items():
-        if value:
-            raise ConfigError(f"{key}={value} is not supported by this step; set it to 0")
-    if aug.short_side_scale is not None:
-        raise ConfigError("augment.short_side_scale is not used by pretraining; set it to null")
 
 
 class MAETask(TrainTask):
     name = "mae"
 
     def __init__(self, recipe: MAERecipe) -> None:
-        check_augmentation(recipe, batch_mixing=False)
+        check_pretraining_augmentation(recipe, batch_mixing=False)
         self.recipe = recipe
 
     def build_model(self) -> MaskedAutoencoder:
@@ -114,23 +91,6 @@ def run(
         recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
     )
     return train(MAETask(recipe), config, dataset)
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of every engine-driven step: how the work is spread, not what is learnt."""
-    parser.add_argument(
-        "--parallelism",
-        choices=("auto", "ddp", "fsdp"),
-        default="auto",
-        help="data parallelism: DDP replicas or FSDP2 shards (auto: FSDP for 2B and 6.5B)",
-    )
-    parser.add_argument(
-        "--micro-batch-size",
-        type=int,
-        default=None,
-        help="per-process batch of one forward/backward; gradients accumulate to the "
-        "recipe's global batch (default: no accumulation)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

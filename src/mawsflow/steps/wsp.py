@@ -9,30 +9,21 @@ the final checkpoint), `model.json`, `metrics.json`, checkpoints.
 
 from __future__ import annotations
 
-import io
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from mawsflow import storage
-from mawsflow.engine.artifacts import read_model_card, read_model_weights
-from mawsflow.engine.data import (
-    ImageLabelsDecoder,
-    PretrainManifest,
-    SampleDecoder,
-    normalize_images,
-    read_manifest,
-)
+from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
+from mawsflow.data.manifest import PretrainManifest, read_manifest
+from mawsflow.data.transforms import normalize_images
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
-from mawsflow.errors import ConfigError
+from mawsflow.errors import ConfigError, DataFormatError
+from mawsflow.models.pretrained import load_mae_encoder, load_timm_checkpoint
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.wsp import (
     WSPClassifier,
@@ -40,83 +31,19 @@ from mawsflow.models.wsp import (
     multi_hot,
     normalized_label_cross_entropy,
 )
-from mawsflow.recipes import WSPRecipe
-from mawsflow.step_cli import recipe_parser, run_recipe_step
-from mawsflow.steps.mae import add_engine_arguments, check_augmentation
-
-log = logging.getLogger(__name__)
+from mawsflow.recipes import WSPRecipe, check_pretraining_augmentation
+from mawsflow.step_cli import add_engine_arguments, recipe_parser, run_recipe_step
 
 TRUNK_PREFIX = "trunk."
-# Keys of a full MAE checkpoint that are not part of the encoder.
-_MAE_DECODER_KEYS = ("decoder_", "mask_token")
-
-
-def load_mae_encoder(trunk: VisionTransformer, uri: str, *, arch: str) -> None:
-    """Initialise `trunk` from an MAE step's output (or its model.safetensors), exactly."""
-    if not uri.endswith(".safetensors"):
-        card = read_model_card(uri)
-        if card.get("arch") != arch:
-            raise ConfigError(
-                f"init_checkpoint {uri} holds a {card.get('arch')} encoder but model.arch is {arch}"
-            )
-    weights = read_model_weights(uri)
-    _load_trunk(trunk, weights, source=uri)
-
-
-def load_timm_checkpoint(trunk: VisionTransformer, uri: str) -> None:
-    """Initialise `trunk` from a released checkpoint in timm layout (e.g. a MAE release): a
-    safetensors file or a torch file holding a state dict, possibly under "model". Decoder
-    and classifier weights are dropped; position embeddings are resampled to the model's grid."""
-    try:
-        data = storage.read_bytes(uri)
-    except storage.NotFoundError:
-        raise ConfigError(f"init_checkpoint: no file at {uri}") from None
-    if uri.endswith(".safetensors"):
-        state = load_safetensors(data)
-    else:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-    if not isinstance(state, dict):
-        raise ConfigError(f"init_checkpoint {uri}: expected a state dict")
-    state = {
-        k: v
-        for k, v in state.items()
-        if not k.startswith(_MAE_DECODER_KEYS) and not k.startswith(("head.", "fc_norm."))
-    }
-    _load_trunk(trunk, checkpoint_filter_fn(state, trunk), source=uri)
-
-
-def _load_trunk(
-    trunk: VisionTransformer, state: Mapping[str, torch.Tensor], *, source: str
-) -> None:
-    expected = trunk.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ConfigError(
-            f"init_checkpoint {source} does not match the trunk: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    wrong = [k for k in expected if expected[k].shape != state[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise ConfigError(
-            f"init_checkpoint {source}: {k} has shape {tuple(state[k].shape)}, the trunk needs "
-            f"{tuple(expected[k].shape)} (different architecture?)"
-        )
-    trunk.load_state_dict(state, strict=True)
-    log.info("trunk initialised", extra={"init_checkpoint": source, "tensors": len(state)})
 
 
 class WSPTask(TrainTask):
     name = "wsp"
 
     def __init__(self, recipe: WSPRecipe, num_classes: int) -> None:
-        check_augmentation(recipe, batch_mixing=True)
+        check_pretraining_augmentation(recipe, batch_mixing=True)
         if num_classes < 1:
-            raise ValueError(f"the dataset's vocabulary is empty (num_classes={num_classes})")
+            raise DataFormatError(f"the dataset's vocabulary is empty (num_classes={num_classes})")
         if recipe.init != "scratch" and not recipe.init_checkpoint:
             raise ConfigError(f"init={recipe.init} needs init_checkpoint (a URI)")
         self.recipe = recipe

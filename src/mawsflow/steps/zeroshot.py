@@ -18,10 +18,12 @@ from collections.abc import Sequence
 import torch
 
 from mawsflow import storage
+from mawsflow.data.eval_loader import eval_loader
+from mawsflow.data.eval_shards import open_split
+from mawsflow.data.transforms import ZEROSHOT_CROP_PCT
 from mawsflow.engine.distributed import init_distributed, shutdown
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.eval_cli import dataset_name, eval_parser, pretraining_row
-from mawsflow.evaluation.eval_data import ZEROSHOT_CROP_PCT, eval_loader, open_split
 from mawsflow.evaluation.features import batch_outputs
 from mawsflow.evaluation.results import EvalResult, write_result
 from mawsflow.evaluation.zeroshot import (
@@ -35,7 +37,7 @@ from mawsflow.evaluation.zeroshot import (
     zeroshot_logits,
 )
 from mawsflow.log import setup_logging
-from mawsflow.steps.lit import load_lit_model
+from mawsflow.models.pretrained import load_lit_model
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""The model artifacts a training step leaves in its output (docs/data-formats.md)."""
+"""The model artifacts a training step leaves in its output (docs/data-formats.md).
+
+The format lives with the models (not the engine that writes it) so that loading a pretrained
+artifact (mawsflow.models.pretrained) needs nothing above the models layer.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mawsflow import storage
+from mawsflow.errors import DataFormatError
 
 if TYPE_CHECKING:  # torch loads only where weights are read or written: the CPU-only images
     import torch  # (report, helper tasks) read model cards and metrics here, and hold no torch.
@@ -15,6 +20,8 @@ MODEL_CARD = "model.json"
 METRICS_FILE = "metrics.json"
 # The logged training loss by step, for the report's loss curves.
 HISTORY_FILE = "history.json"
+# A LiT output's folder with the text encoder's config and tokenizer (the card's `text_files`).
+TEXT_FOLDER = "text"
 
 
 def write_model(
@@ -56,16 +63,19 @@ def read_model_weights(uri: str) -> dict[str, torch.Tensor]:
     try:
         data = storage.read_bytes(uri)
     except storage.NotFoundError:
-        raise ValueError(f"no model weights at {uri}") from None
+        raise DataFormatError(f"no model weights at {uri}") from None
     return load_safetensors(data)
 
 
 def read_model_card(output: str) -> dict[str, Any]:
+    """The model card (`model.json`) of a step's output."""
     uri = storage.join(output, MODEL_CARD)
     try:
         card = storage.read_json(uri)
     except storage.NotFoundError:
-        raise ValueError(f"no model card at {uri}: is {output} a finished step's output?") from None
+        raise DataFormatError(
+            f"no model card at {uri}: is {output} a finished step's output?"
+        ) from None
     if not isinstance(card, dict):
-        raise ValueError(f"{uri}: expected a JSON object")
+        raise DataFormatError(f"{uri}: expected a JSON object")
     return card
