@@ -40,15 +40,11 @@ import numpy as np
 from PIL import Image
 
 from mawsflow import storage
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
+from mawsflow.data.hashtags import extract_hashtags
 from mawsflow.dataset.captions import decode_caption
 from mawsflow.dataset.count_phase import run_count
-from mawsflow.dataset.demo_corpus import (
-    DEBIAN_FASHION_MNIST,
-    DemoCorpusSettings,
-    load_fashion_mnist,
-    write_corpus,
-)
-from mawsflow.dataset.hashtags import extract_hashtags
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings, write_corpus
 from mawsflow.dataset.layout import ShardGroup, list_input_shards
 from mawsflow.dataset.resample import PAPER_RATIO, ResampleSettings
 from mawsflow.dataset.safe_tar import iter_tar_samples

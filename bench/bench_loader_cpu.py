@@ -5,7 +5,7 @@ Both read the same webdataset shards of JPEG photos (scikit-image's bundled pict
 scaled to 400–1000 px a side, web-photo sizes; quality 90) in one process with one thread,
 and produce 224 px uint8 crops:
 
-- engine: `mawsflow.engine.data.StreamDataset` with the recipe's RandomResizedCrop + flip
+- engine: `mawsflow.data.loader.StreamDataset` with the recipe's RandomResizedCrop + flip
   (crop box from the header, reduced-scale JPEG decoding when the crop allows, one resampling
   pass, per-sample seeding, block shuffling and position tracking included);
 - torchvision: `Image.open(...).convert("RGB")`, `T.RandomResizedCrop(224, bicubic)`,
@@ -32,7 +32,9 @@ from PIL import Image
 from skimage import data as skdata
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from mawsflow.engine.data import ImageDecoder, StreamDataset, read_manifest
+from mawsflow.data.decoders import ImageDecoder
+from mawsflow.data.loader import StreamDataset
+from mawsflow.data.manifest import read_manifest
 from mawsflow.recipes import load_recipe
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")

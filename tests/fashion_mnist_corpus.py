@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from mawsflow.evaluation.converters import read_idx
+from mawsflow.data.fashion_mnist import read_idx
 from mawsflow.steps.prepare_eval import PrepareEvalConfig, run
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

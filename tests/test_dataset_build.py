@@ -14,15 +14,11 @@ from pathlib import Path
 import pytest
 
 from mawsflow import storage
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
+from mawsflow.data.manifest import read_manifest
 from mawsflow.dataset.build import BuildSettings, build_dataset
 from mawsflow.dataset.count_phase import run_count
-from mawsflow.dataset.demo_corpus import (
-    DEBIAN_FASHION_MNIST,
-    DemoCorpusSettings,
-    encode_png,
-    load_fashion_mnist,
-    write_corpus,
-)
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings, encode_png, write_corpus
 from mawsflow.dataset.finalize_phase import run_finalize
 from mawsflow.dataset.image_records import content_hash
 from mawsflow.dataset.layout import BuildLayout, ShardGroup
@@ -33,7 +29,6 @@ from mawsflow.dataset.vocab import VocabSettings
 from mawsflow.dataset.vocab_phase import run_vocab
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.dataset.write_phase import run_write
-from mawsflow.engine.data import read_manifest
 from mawsflow.steps import build_dataset as build_dataset_step
 
 SAMPLES_PER_SHARD = 64

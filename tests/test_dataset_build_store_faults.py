@@ -19,14 +19,10 @@ from contextlib import contextmanager
 import pytest
 
 from mawsflow import storage
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.build import BuildSettings
 from mawsflow.dataset.count_phase import run_count
-from mawsflow.dataset.demo_corpus import (
-    DEBIAN_FASHION_MNIST,
-    DemoCorpusSettings,
-    load_fashion_mnist,
-    write_corpus,
-)
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings, write_corpus
 from mawsflow.dataset.finalize_phase import run_finalize
 from mawsflow.dataset.layout import BuildLayout, ShardGroup
 from mawsflow.dataset.resample import PAPER_RATIO, ResampleSettings

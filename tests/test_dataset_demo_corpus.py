@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mawsflow.data.eval_shards import open_split, read_classes
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
+from mawsflow.data.hashtags import extract_hashtags
 from mawsflow.dataset.demo_corpus import (
     CLASS_HASHTAGS,
-    DEBIAN_FASHION_MNIST,
     DemoCorpusSettings,
     demo_caption,
     generate_demo,
 )
-from mawsflow.dataset.hashtags import extract_hashtags
 from mawsflow.dataset.safe_tar import iter_tar_samples
-from mawsflow.evaluation.eval_data import open_split, read_classes
 from mawsflow.steps import demo_corpus as demo_corpus_step
 
 SETTINGS = DemoCorpusSettings(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mawsflow.dataset.captions import decode_caption, sanitize_caption
-from mawsflow.dataset.hashtags import extract_hashtags, remove_hash_marks
+from mawsflow.data.captions import sanitize_caption
+from mawsflow.data.hashtags import extract_hashtags, remove_hash_marks
+from mawsflow.dataset.captions import decode_caption
 from mawsflow.dataset.stats import SampleDrop, SampleRejected
 
 

@@ -18,18 +18,11 @@ import webdataset as wds
 from PIL import Image
 from skimage import data as skdata
 
-from mawsflow.engine.data import (
-    POSITION_KEY,
-    SKIPPED_KEY,
-    STREAM_KEY,
-    ImageLabelsDecoder,
-    LoaderState,
-    RandomResizedCropFlip,
-    SampleStream,
-    build_loader,
-    read_manifest,
-    read_shard,
-)
+from mawsflow.data.decoders import ImageLabelsDecoder
+from mawsflow.data.loader import POSITION_KEY, SKIPPED_KEY, STREAM_KEY, LoaderState, build_loader
+from mawsflow.data.manifest import read_manifest
+from mawsflow.data.shards import SampleStream, read_shard
+from mawsflow.data.transforms import RandomResizedCropFlip
 from mawsflow.recipes import AugmentConfig, RandAugmentConfig, RandomResizedCropConfig
 
 # Source photos; the photo a sample is cut from is its first label, so WSP can learn it.

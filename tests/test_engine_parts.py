@@ -194,7 +194,7 @@ def test_wsp_mixup_blends_images_and_label_distributions():
     loss = task.loss(model, batch)
     np.random.seed(0)
     lam = np.random.beta(0.5, 0.5)
-    from mawsflow.engine.data import normalize_images
+    from mawsflow.data.transforms import normalize_images
 
     images = normalize_images(batch["image"])
     assert torch.allclose(seen["images"][0], lam * images[0] + (1 - lam) * images[1], atol=1e-5)

@@ -20,18 +20,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mawsflow.data.decoders import ImageLabelsDecoder
+from mawsflow.data.loader import POSITION_KEY, STREAM_KEY, LoaderState, build_loader
+from mawsflow.data.manifest import read_manifest
+from mawsflow.data.members import CORRUPT_SAMPLE_ERRORS
+from mawsflow.data.shards import SampleStream, sample_seed
 from mawsflow.engine.checkpoint import read_checkpoint_state
-from mawsflow.engine.data import (
-    CORRUPT_SAMPLE_ERRORS,
-    POSITION_KEY,
-    STREAM_KEY,
-    ImageLabelsDecoder,
-    LoaderState,
-    SampleStream,
-    build_loader,
-    read_manifest,
-    sample_seed,
-)
 from mawsflow.steps.mae import ENCODER_PREFIX
 from test_engine_data import _augment, write_pretrain_dataset
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mawsflow.evaluation.classification_metrics import ClassificationMeter, LabelSubset, topk_hits
+from mawsflow.data.eval_shards import LabelSubset
+from mawsflow.evaluation.classification_metrics import ClassificationMeter, topk_hits
 
 
 def test_top1_and_top5_count_hits_among_the_best_classes():

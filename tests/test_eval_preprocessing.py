@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mawsflow.evaluation.eval_cli import eval_parser
-from mawsflow.evaluation.eval_data import (
+from mawsflow.data.eval_loader import EvalSamples
+from mawsflow.data.transforms import (
     DEFAULT_CROP_PCT,
     ZEROSHOT_CROP_PCT,
-    EvalSamples,
     eval_image,
     parse_crop_pct,
 )
+from mawsflow.evaluation.eval_cli import eval_parser
 
 
 def _striped_png(width: int = 48, height: int = 24) -> bytes:

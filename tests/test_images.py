@@ -42,7 +42,7 @@ BASES = {"runtime", "base", "torch-runtime", "torch"}
 # The bases that hold mawsflow, which every step image builds on.
 PACKAGE_BASES = {"base", "torch"}
 # The steps that need no torch: their images build on the CPU-only base.
-CPU_STEPS = {"build-dataset", "report", "launch"}
+CPU_STEPS = {"build-dataset", "prepare-eval", "demo-corpus", "report", "launch"}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CREDENTIAL_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|AUTH|^AWS_", re.IGNORECASE)
 UID_NON_ROOT = re.compile(r"^[1-9][0-9]*(:[1-9][0-9]*)?$")

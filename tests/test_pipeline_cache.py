@@ -19,12 +19,8 @@ from pathlib import Path
 import pytest
 
 from mawsflow import storage
-from mawsflow.dataset.demo_corpus import (
-    DEBIAN_FASHION_MNIST,
-    DemoCorpusSettings,
-    load_fashion_mnist,
-    write_corpus,
-)
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings, write_corpus
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.pipeline import components
 from mawsflow.pipeline.data_fingerprint import corpus_groups, dataset_fingerprint

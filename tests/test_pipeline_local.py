@@ -16,7 +16,8 @@ from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
 from mawsflow import storage
-from mawsflow.dataset.demo_corpus import DEBIAN_FASHION_MNIST, DemoCorpusSettings, generate_demo
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.models.vit import create_trunk
 from mawsflow.pipeline import components

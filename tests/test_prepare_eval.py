@@ -1,5 +1,5 @@
 """`mawsflow prepare-eval`: ImageFolder, Food-101 and Fashion-MNIST layouts into eval shards,
-read back through mawsflow.evaluation.eval_data."""
+read back through mawsflow.data.eval_shards."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import skimage.data
 from PIL import Image
 
 from mawsflow.cli import main as cli_main
-from mawsflow.evaluation.eval_data import FORMAT, eval_loader, open_split, scan_labels
+from mawsflow.data.eval_loader import eval_loader
+from mawsflow.data.eval_shards import FORMAT, open_split, scan_labels
 from mawsflow.steps.prepare_eval import PrepareEvalConfig, run
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -12,7 +12,7 @@ empty or non-UTF-8 caption. Everything is decided by a per-sample RNG seeded wit
 (seed, index), so the same arguments always give the same bytes.
 
 Beside it, the evaluation datasets (docs/data-formats.md, "Evaluation datasets", written with
-mawsflow.evaluation's writer): a `train` split from the end of Fashion-MNIST's training set
+mawsflow.data.eval_shards' writer): a `train` split from the end of Fashion-MNIST's training set
 (disjoint from the corpus unless both are asked to be large) and a `test` split from its test
 set, with the ten class names.
 """
@@ -29,18 +29,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets import FashionMNIST
 
 from mawsflow import storage
+from mawsflow.data.eval_shards import SplitWriter, write_classes
+from mawsflow.data.fashion_mnist import CLASSES, DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.shard_writer import ShardWriter
-from mawsflow.evaluation.converters import read_idx
-from mawsflow.evaluation.eval_data import SplitWriter, write_classes
 
 log = logging.getLogger(__name__)
 
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_TRAIN_SIZE = 60_000
-_IDX_PREFIX = {"train": "train", "test": "t10k"}
 
 # How people tag each class. Most reach the class's synset; some reach another sense (`kicks`,
 # `trainers`, `jersey`, `pants`, `FlipFlops`) or nothing (`AnkleBoots`), as real tags do.
@@ -141,26 +138,6 @@ class DemoCorpusSettings:
                 raise ValueError(f"{name} must be in [0, 1)")
 
 
-def load_fashion_mnist(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images N×28×28 uint8, labels N) of Fashion-MNIST's `train` or `test` split from the IDX
-    files (gzipped or not) in `directory`, a local path or URI."""
-    arrays = []
-    for kind in ("images", "labels"):
-        stem = f"{_IDX_PREFIX[split]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
-        candidates = [storage.join(directory, name) for name in (stem, f"{stem}.gz")]
-        found = next((uri for uri in candidates if storage.exists(uri)), None)
-        if found is None:
-            raise FileNotFoundError(
-                f"{directory}: no {stem}[.gz]; install Debian's dataset-fashion-mnist "
-                "(apt-get install dataset-fashion-mnist) or pass the directory of the IDX files"
-            )
-        arrays.append(read_idx(found))
-    images, labels = arrays
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"{directory}: {split} images {images.shape}, labels {labels.shape}")
-    return images, labels
-
-
 def encode_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")  # 2-D uint8: grayscale
@@ -257,9 +234,7 @@ def write_eval_split(
     images: np.ndarray, labels: np.ndarray, eval_out: str, split: str, samples_per_shard: int
 ) -> int:
     """One evaluation split (shards + manifest.json); returns its sample count."""
-    writer = SplitWriter(
-        eval_out, split, len(FashionMNIST.classes), samples_per_shard=samples_per_shard
-    )
+    writer = SplitWriter(eval_out, split, len(CLASSES), samples_per_shard=samples_per_shard)
     for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         writer.write(f"{split}-{index:06d}", encode_png(pixels), "png", int(label))
     return writer.close()["num_samples"]
@@ -284,7 +259,7 @@ def generate_demo(
             len(train_images),
         )
     corpus = write_corpus(train_images, train_labels, corpus_out, settings)
-    write_classes(eval_out, FashionMNIST.classes)
+    write_classes(eval_out, CLASSES)
     evaluation = {
         "train": write_eval_split(
             train_images[-eval_train:],

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mawsflow.data.hashtags import extract_hashtags
 from mawsflow.dataset.captions import DEFAULT_MAX_CAPTION_BYTES, decode_caption
-from mawsflow.dataset.hashtags import extract_hashtags
 from mawsflow.dataset.images import IMAGE_EXTENSIONS
 from mawsflow.dataset.safe_tar import DEFAULT_MAX_MEMBER_BYTES, TarSample
 from mawsflow.dataset.stats import SampleDrop, SampleRejected

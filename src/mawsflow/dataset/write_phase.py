@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mawsflow import storage
+from mawsflow.data.captions import sanitize_caption
 from mawsflow.dataset.build_state import withdraw
-from mawsflow.dataset.captions import sanitize_caption
 from mawsflow.dataset.image_records import read_records
 from mawsflow.dataset.images import IMAGE_EXTENSIONS, image_format
 from mawsflow.dataset.layout import BuildLayout, ShardGroup, input_fingerprint, list_input_shards

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from mawsflow.engine.data import SampleDecoder
+from mawsflow.data.decoders import SampleDecoder
 
 
 class TrainTask(Protocol):

@@ -6,7 +6,7 @@ recipe's batch is reached on any number of GPUs. The learning rate follows the s
 bf16 autocast on the GPU, fp32 on the CPU. Checkpoints every N steps (written in the
 background) and at the end; on start the run resumes by itself from the newest complete
 checkpoint: bit-exactly in deterministic mode when the job has the same shape, and with the
-model and optimizer exact but the data regrouped (engine/data.py) when the world size changed.
+model and optimizer exact but the data regrouped (mawsflow.data.loader) when the world size changed.
 A run whose output is already complete (final checkpoint and model card present, same recipe)
 returns that result without building the model: a retried pipeline step does not retrain.
 The loop keeps the device busy: no host synchronisation except on logging steps.
@@ -30,19 +30,15 @@ import torch
 
 from mawsflow import metrics as prom
 from mawsflow import storage
+from mawsflow.data.loader import SKIPPED_KEY, LoaderState, build_loader
+from mawsflow.data.manifest import PretrainManifest
+from mawsflow.data.shards import sample_seed
 from mawsflow.engine.artifacts import MODEL_CARD, write_model
 from mawsflow.engine.checkpoint import (
     Checkpointer,
     capture_rng_state,
     full_model_state_dict,
     restore_rng_state,
-)
-from mawsflow.engine.data import (
-    SKIPPED_KEY,
-    LoaderState,
-    PretrainManifest,
-    build_loader,
-    sample_seed,
 )
 from mawsflow.engine.distributed import (
     DistributedContext,

@@ -15,54 +15,27 @@ Counts are kept as sums so that ranks can add them up before dividing (all_reduc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from mawsflow.data.eval_shards import LabelSubset
 
-@dataclass(frozen=True)
-class LabelSubset:
-    """A test set whose labels map onto the model's classes (`class_map.json`).
 
-    `targets[i]` lists the model classes that test label `i` stands for.
-    """
+def covered_classes(subset: LabelSubset) -> torch.Tensor:
+    """Bool mask over model classes: those some test label maps to."""
+    mask = torch.zeros(subset.num_model_classes, dtype=torch.bool)
+    for accepted in subset.targets:
+        mask[list(accepted)] = True
+    return mask
 
-    num_model_classes: int
-    targets: tuple[tuple[int, ...], ...]
 
-    def __post_init__(self) -> None:
-        if self.num_model_classes <= 0:
-            raise ValueError(
-                f"class map: model_classes must be positive, got {self.num_model_classes}"
-            )
-        for label, accepted in enumerate(self.targets):
-            if not accepted:
-                raise ValueError(f"class map: test label {label} maps to no model class")
-            bad = [c for c in accepted if not 0 <= c < self.num_model_classes]
-            if bad:
-                raise ValueError(
-                    f"class map: test label {label} maps to {bad}, outside the model's "
-                    f"{self.num_model_classes} classes"
-                )
-
-    @property
-    def num_test_classes(self) -> int:
-        return len(self.targets)
-
-    def covered(self) -> torch.Tensor:
-        """Bool mask over model classes: those some test label maps to."""
-        mask = torch.zeros(self.num_model_classes, dtype=torch.bool)
-        for accepted in self.targets:
-            mask[list(accepted)] = True
-        return mask
-
-    def accepted(self, labels: torch.Tensor) -> torch.Tensor:
-        """[B, model classes] bool: which model classes count as correct for each test label."""
-        table = torch.zeros(self.num_test_classes, self.num_model_classes, dtype=torch.bool)
-        for label, accepted in enumerate(self.targets):
-            table[label, list(accepted)] = True
-        return table.to(labels.device)[labels]
+def accepted_classes(subset: LabelSubset, labels: torch.Tensor) -> torch.Tensor:
+    """[B, model classes] bool: which model classes count as correct for each test label."""
+    table = torch.zeros(subset.num_test_classes, subset.num_model_classes, dtype=torch.bool)
+    for label, accepted in enumerate(subset.targets):
+        table[label, list(accepted)] = True
+    return table.to(labels.device)[labels]
 
 
 def topk_hits(logits: torch.Tensor, accepted: torch.Tensor, k: int) -> torch.Tensor:
@@ -108,8 +81,9 @@ class ClassificationMeter:
                 )
             # Ranking only covered classes is the ObjectNet protocol: a prediction outside the
             # test set's classes is not an answer the test set can grade.
-            logits = logits.masked_fill(~self.label_subset.covered().to(logits.device), -torch.inf)
-            accepted = self.label_subset.accepted(labels)
+            covered = covered_classes(self.label_subset).to(logits.device)
+            logits = logits.masked_fill(~covered, -torch.inf)
+            accepted = accepted_classes(self.label_subset, labels)
             ranked = self.label_subset.num_test_classes
         else:
             if labels.numel() and int(labels.max()) >= logits.shape[1]:

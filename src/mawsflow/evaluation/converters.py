@@ -16,7 +16,6 @@ writes the same shards.
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 from collections.abc import Callable, Sequence
@@ -24,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets import FashionMNIST
 
 from mawsflow import storage
-from mawsflow.engine.data import IMAGE_EXTENSIONS
-from mawsflow.evaluation.eval_data import SPLITS, SplitWriter, write_classes
+from mawsflow.data.eval_shards import SPLITS, SplitWriter, write_classes
+from mawsflow.data.fashion_mnist import CLASSES, SPLIT_PREFIX, load_fashion_mnist
+from mawsflow.data.members import IMAGE_EXTENSIONS
 from mawsflow.log import progress
 
 log = logging.getLogger(__name__)
@@ -203,33 +202,7 @@ def food101_samples(root: str) -> tuple[list[str], dict[str, list[SourceSample]]
 
 
 # --------------------------------------------------------------------------------------------
-# Fashion-MNIST IDX files
-
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(uri: str) -> np.ndarray:
-    """An IDX array (gzip-compressed or not), as LeCun's MNIST format defines it."""
-    data = storage.read_bytes(uri)
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_TYPES:
-        raise ValueError(f"{uri}: not an IDX file (bad magic number)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    array = np.frombuffer(data, dtype=_IDX_TYPES[data[2]], offset=header)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{uri}: header says {shape} but holds {array.size} values")
-    return array.reshape(shape)
-
-
-def _find(root: str, stem: str) -> str:
-    for name in (stem, f"{stem}.gz"):
-        uri = storage.join(root, name)
-        if storage.exists(uri):
-            return uri
-    raise ValueError(f"{root}: no {stem} or {stem}.gz")
+# Fashion-MNIST
 
 
 def _png(pixels: np.ndarray) -> Callable[[], tuple[bytes, str]]:
@@ -243,19 +216,11 @@ def _png(pixels: np.ndarray) -> Callable[[], tuple[bytes, str]]:
 
 def fashion_mnist_samples(root: str) -> tuple[list[str], dict[str, list[SourceSample]]]:
     """The Fashion-MNIST class names and its train (60k) and test (10k) samples."""
-    classes = list(FashionMNIST.classes)
     splits = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(
-                f"{root}: {prefix} images {images.shape} and labels {labels.shape} do not match"
-            )
-        if labels.max() >= len(classes):
-            raise ValueError(f"{root}: {prefix} label {labels.max()} outside the 10 classes")
+    for split, prefix in SPLIT_PREFIX.items():
+        images, labels = load_fashion_mnist(root, split)
         splits[split] = [
             SourceSample(f"{prefix}-{i:05d}", _png(pixels), label)
             for i, (pixels, label) in enumerate(zip(images, labels.tolist(), strict=True))
         ]
-    return classes, splits
+    return list(CLASSES), splits

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from mawsflow.evaluation.eval_data import DEFAULT_CROP_PCT, parse_crop_pct
+from mawsflow.data.transforms import DEFAULT_CROP_PCT, parse_crop_pct
 from mawsflow.evaluation.results import model_lineage
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from mawsflow.engine.data import normalize_images
+from mawsflow.data.transforms import normalize_images
 
 
 def eval_device(requested: str = "auto") -> torch.device:

@@ -269,7 +269,7 @@ def eval_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]
     components/README.md. KFP backend >= 2.16.0.
     """
     from mawsflow import storage
-    from mawsflow.evaluation.eval_data import open_split
+    from mawsflow.data.eval_shards import open_split
     from mawsflow.pipeline.artifact_uris import storage_uri, write_reference
 
     if not name.strip():

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from mawsflow.dataset.demo_corpus import DEBIAN_FASHION_MNIST, DemoCorpusSettings, generate_demo
+from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
 from mawsflow.log import setup_logging
 from mawsflow.storage import StorageError
 

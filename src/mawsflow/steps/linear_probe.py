@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
+from mawsflow.data.eval_loader import eval_loader
+from mawsflow.data.eval_shards import EvalSplit, open_split
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name, eval_parser, pretraining_row
-from mawsflow.evaluation.eval_data import EvalSplit, eval_loader, open_split
 from mawsflow.evaluation.features import collect_outputs, eval_device
 from mawsflow.evaluation.linear_probe import LinearProbeConfig, train_linear_probe
 from mawsflow.evaluation.results import EvalResult, write_result

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mawsflow import storage
-from mawsflow.evaluation import converters
-from mawsflow.evaluation.eval_data import (
+from mawsflow.data.eval_shards import (
     DEFAULT_SAMPLES_PER_SHARD,
     SPLITS,
     parse_label_subset,
     write_label_subset,
 )
+from mawsflow.evaluation import converters
 from mawsflow.log import setup_logging
 
 log = logging.getLogger(__name__)
