@@ -24,6 +24,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "lit": ("lit", "LiT: align a pretrained text tower to the frozen image tower (Table 12)"),
     "zeroshot": ("zeroshot", "zero-shot classification of a test set with prompt ensembling"),
     "finetune": ("finetune", "finetune with a linear head (Tables 14/15) and evaluate"),
+    "finetune-video": ("finetune_video", "video finetune of an inflated trunk (Table 16)"),
     "eval": ("evaluate", "evaluate a finetuned model: top-1/5, ReaL, label-subset test sets"),
     "linear-probe": ("linear_probe", "linear classifier on frozen trunk features"),
     "lowshot": ("lowshot", "K-shot VPT (Table 17) or logistic regression over seeded splits"),

@@ -255,6 +255,11 @@ class VideoConfig:
     clip_seconds: float = 2.7
     tubelet_size: int = 2  # patches of 2 × 16 × 16
     relative_position: bool = True  # §4.4: relative position embeddings for video
+    # Not in the paper (mawsflow.models.video_vit, mawsflow.data.video say why): I3D's averaged
+    # inflation ([13]); mae_st's test protocol, 10 temporal clips × 3 spatial crops.
+    inflation: Literal["average", "central"] = "average"
+    test_clips: int = 10
+    test_crops: int = 3
 
 
 @dataclass

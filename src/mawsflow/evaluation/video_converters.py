@@ -1,0 +1,205 @@
+"""Converters from the two video benchmarks' annotation formats to video shards
+(`mawsflow.data.video_shards`).
+
+- **Kinetics-style CSV**: one video per row, `path,label`. A first row `path,label` is a header;
+  rows without a comma are split on whitespace (PySlowFast's and facebookresearch/mae_st's
+  `train.csv`: `path label`). A label is a class name, or an integer index when every row has
+  one (then the classes are `0 … max`, unless `classes` names them). Paths are relative to the
+  CSV's folder unless absolute (or URIs). Class names are taken over every split, sorted, so a
+  label means the same class in each.
+- **Something-Something-v2**: `labels.json` (template without brackets → index as a string),
+  `train.json` / `validation.json` (lists of {"id", "label", "template", ...}) and the videos as
+  `<video_dir>/<id>.<ext>` (`webm` in the release). A template's label is its `labels.json`
+  index after dropping the brackets (PySlowFast's rule).
+
+The video bytes are copied unchanged. A listed video that does not exist is skipped, counted and
+logged (Kinetics releases always miss some YouTube videos); a video that exists but does not
+decode is kept, and the loaders count it when they read it. Videos are shuffled with a fixed
+seed before writing, so class-sorted annotation files give mixed shards and a rerun writes the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mawsflow import storage
+from mawsflow.data.eval_shards import write_classes
+from mawsflow.data.video_shards import (
+    DEFAULT_VIDEOS_PER_SHARD,
+    VIDEO_EXTENSIONS,
+    VideoSplitWriter,
+)
+from mawsflow.errors import DataFormatError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    uri: str
+    label: int
+
+
+@dataclass(frozen=True)
+class ConversionCounts:
+    written: dict[str, int]
+    missing: dict[str, int]
+
+
+def _parent(uri: str) -> str:
+    return uri.rsplit("/", 1)[0] if "/" in uri else "."
+
+
+def _resolve(base: str, path: str) -> str:
+    if "://" in path or path.startswith("/"):
+        return path
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    while parts and parts[0] == "..":
+        base, parts = _parent(base), parts[1:]
+    return storage.join(base, *parts)
+
+
+def _video_extension(uri: str) -> str:
+    name = uri.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext not in VIDEO_EXTENSIONS:
+        raise DataFormatError(f"{uri}: not a video file of a known container {VIDEO_EXTENSIONS}")
+    return ext
+
+
+def read_kinetics_csv(uri: str) -> list[tuple[str, str]]:
+    """(video URI, label text) of every row of a Kinetics-style CSV."""
+    try:
+        text = storage.read_bytes(uri).decode("utf-8")
+    except storage.NotFoundError:
+        raise DataFormatError(f"no annotation file at {uri}") from None
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{uri}: not UTF-8 text") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = next(csv.reader(io.StringIO(line))) if "," in line else line.split()
+        fields = [f.strip() for f in fields]
+        if number == 1 and [f.lower() for f in fields] == ["path", "label"]:
+            continue
+        if len(fields) != 2 or not all(fields):
+            raise DataFormatError(f"{uri}, line {number}: expected 'path,label', got {line!r}")
+        rows.append((_resolve(_parent(uri), fields[0]), fields[1]))
+    if not rows:
+        raise DataFormatError(f"{uri}: no videos listed")
+    return rows
+
+
+def kinetics_sources(
+    csvs: Mapping[str, str], classes: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, list[VideoSource]]]:
+    """Class names and each split's videos from split name → CSV URI."""
+    rows = {split: read_kinetics_csv(uri) for split, uri in csvs.items()}
+    labels = [label for split_rows in rows.values() for _, label in split_rows]
+    if all(label.isdigit() for label in labels):
+        count = max(int(label) for label in labels) + 1
+        names = list(classes) if classes is not None else [str(i) for i in range(count)]
+        if len(names) < count:
+            raise DataFormatError(f"labels go up to {count - 1} but {len(names)} classes are named")
+        index = {str(i): i for i in range(len(names))}
+    else:
+        names = sorted(set(labels)) if classes is None else list(classes)
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise DataFormatError(f"labels not among the classes: {unknown[:5]}")
+    return names, {
+        split: [VideoSource(path, index[label]) for path, label in split_rows]
+        for split, split_rows in rows.items()
+    }
+
+
+def _read_json(uri: str) -> Any:
+    try:
+        return storage.read_json(uri)
+    except storage.NotFoundError:
+        raise DataFormatError(f"no annotation file at {uri}") from None
+    except ValueError as exc:
+        raise DataFormatError(f"{uri}: not JSON ({exc})") from None
+
+
+def ssv2_sources(
+    labels_json: str,
+    annotations: Mapping[str, str],
+    video_dir: str,
+    *,
+    ext: str = "webm",
+) -> tuple[list[str], dict[str, list[VideoSource]]]:
+    """Class names (by index) and each split's videos from SSv2's JSON files."""
+    labels = _read_json(labels_json)
+    if not isinstance(labels, dict) or not labels:
+        raise DataFormatError(f"{labels_json}: expected {{template: index}}")
+    try:
+        index = {name: int(i) for name, i in labels.items()}
+    except (TypeError, ValueError):
+        raise DataFormatError(f"{labels_json}: every index must be an integer") from None
+    if sorted(index.values()) != list(range(len(index))):
+        raise DataFormatError(f"{labels_json}: indices must be 0 … {len(index) - 1}, each once")
+    names = [""] * len(index)
+    for name, i in index.items():
+        names[i] = name
+    splits: dict[str, list[VideoSource]] = {}
+    for split, uri in annotations.items():
+        entries = _read_json(uri)
+        if not isinstance(entries, list) or not entries:
+            raise DataFormatError(f"{uri}: expected a non-empty list of videos")
+        sources = []
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+                raise DataFormatError(f"{uri}, entry {n}: needs 'id' and 'template'")
+            template = str(entry["template"]).replace("[", "").replace("]", "")
+            if template not in index:
+                raise DataFormatError(
+                    f"{uri}, video {entry['id']}: template {template!r} not in {labels_json}"
+                )
+            video = storage.join(video_dir, f"{entry['id']}.{ext}")
+            sources.append(VideoSource(video, index[template]))
+        splits[split] = sources
+    return names, splits
+
+
+def write_video_dataset(
+    out: str,
+    classes: Sequence[str],
+    splits: Mapping[str, Sequence[VideoSource]],
+    *,
+    samples_per_shard: int = DEFAULT_VIDEOS_PER_SHARD,
+    seed: int = 0,
+) -> ConversionCounts:
+    """`classes.json` and each split's shards (shuffled with `seed`); missing videos counted."""
+    write_classes(out, classes)
+    written, missing = {}, {}
+    for split, sources in splits.items():
+        writer = VideoSplitWriter(out, split, len(classes), samples_per_shard=samples_per_shard)
+        order = np.random.default_rng(seed).permutation(len(sources))
+        missing[split] = 0
+        for position in order:
+            source = sources[int(position)]
+            ext = _video_extension(source.uri)
+            try:
+                data = storage.read_bytes(source.uri)
+            except storage.NotFoundError:
+                missing[split] += 1
+                log.warning("video listed but missing: %s", source.uri)
+                continue
+            writer.write(f"{split}_{int(position):08d}", data, ext, source.label)
+        written[split] = writer.close()["num_samples"]
+        log.info(
+            "video split written",
+            extra={"split": split, "videos": written[split], "missing": missing[split]},
+        )
+    return ConversionCounts(written, missing)
