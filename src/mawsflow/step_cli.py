@@ -10,11 +10,44 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from mawsflow.errors import ConfigError
 from mawsflow.log import setup_logging
 from mawsflow.recipes import PRESETS, describe, load_recipe
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The options every evaluation step shares (the arguments of
+    mawsflow.evaluation.eval_cli.eval_parser), as part of the step's typed config."""
+
+    # The step output that is evaluated, and where metrics.json goes.
+    model: str
+    output: str
+    # The evaluation's view of an image (data.transforms.parse_crop_pct).
+    crop_pct: float | None
+    # The evaluation's name in the report (default: the dataset folder).
+    name: str | None = None
+    # The report row (default: the model's lineage).
+    pretraining: str | None = None
+    batch_size: int = 256
+    num_workers: int = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EvalOptions:
+        return cls(
+            model=args.model,
+            output=args.output,
+            crop_pct=args.crop_pct,
+            name=args.name,
+            pretraining=args.pretraining,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=args.device,
+        )
 
 
 def recipe_parser(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from mawsflow.data.transforms import DEFAULT_CROP_PCT, parse_crop_pct
-from mawsflow.evaluation.results import model_lineage
 
 
 def _crop_pct(value: str) -> float | None:
@@ -51,7 +50,3 @@ def eval_parser(
 def dataset_name(dataset: str) -> str:
     """A readable default name: the dataset URI's last folder."""
     return dataset.rstrip("/").rsplit("/", 1)[-1]
-
-
-def pretraining_row(args: argparse.Namespace, model: str) -> str:
-    return args.pretraining or model_lineage(model)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mawsflow.errors import ConfigError
 from mawsflow.models.text_tower import TextTower
 
 MAX_LOGIT_SCALE = 100.0
@@ -32,7 +33,7 @@ class LiTModel(nn.Module):
     ) -> None:
         super().__init__()
         if embed_dim < 1:
-            raise ValueError(f"text.embed_dim must be positive, got {embed_dim}")
+            raise ConfigError(f"text.embed_dim must be positive, got {embed_dim}")
         self.image_tower = image_tower
         self.image_tower.requires_grad_(False)
         self.image_tower.eval()

@@ -22,6 +22,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from mawsflow.errors import ConfigError
 from mawsflow.models.pos_embed import sincos_2d
 from mawsflow.models.vit import Trunk
 
@@ -39,7 +40,7 @@ class MaskedAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+            raise ConfigError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         if not isinstance(encoder, Trunk):
             # A plain timm ViT would keep its class token out of weight decay, unlike fb/mae.
             raise TypeError(
@@ -47,7 +48,7 @@ class MaskedAutoencoder(nn.Module):
                 f"{type(encoder).__name__}"
             )
         if decoder_dim % decoder_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"decoder.embed_dim {decoder_dim} is not divisible by decoder.num_heads "
                 f"{decoder_heads}"
             )

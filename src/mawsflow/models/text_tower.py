@@ -39,6 +39,7 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from mawsflow.data.captions import sanitize_caption
+from mawsflow.errors import ConfigError
 
 PACKAGE_PREFIX = "package:"
 
@@ -67,28 +68,28 @@ class TextModelSource:
     @classmethod
     def resolve(cls, spec: str) -> TextModelSource:
         if not spec:
-            raise ValueError("text.model is empty: give a Hugging Face name or a model folder")
+            raise ConfigError("text.model is empty: give a Hugging Face name or a model folder")
         if spec.startswith(PACKAGE_PREFIX):
             package, _, folder = spec[len(PACKAGE_PREFIX) :].partition("/")
             found = importlib.util.find_spec(package) if package else None
             if found is None or not found.submodule_search_locations:
-                raise ValueError(
+                raise ConfigError(
                     f"text.model {spec!r}: no installed Python package {package!r} "
                     "(install it, or give a Hugging Face name or a folder)"
                 )
             path = Path(next(iter(found.submodule_search_locations))) / folder
             if not (path / "config.json").is_file():
-                raise ValueError(f"text.model {spec!r}: {path} holds no config.json")
+                raise ConfigError(f"text.model {spec!r}: {path} holds no config.json")
             return cls(spec, str(path), True)
         local = spec.removeprefix("file://")
         looks_local = local.startswith(("/", "./", "../", "~")) or spec.startswith("file://")
         path = Path(local).expanduser()
         if path.is_dir():
             if not (path / "config.json").is_file():
-                raise ValueError(f"text.model {spec!r}: the folder holds no config.json")
+                raise ConfigError(f"text.model {spec!r}: the folder holds no config.json")
             return cls(spec, str(path), True)
         if looks_local:
-            raise ValueError(f"text.model {spec!r}: no such folder")
+            raise ConfigError(f"text.model {spec!r}: no such folder")
         return cls(spec, spec, False)
 
 
@@ -99,7 +100,7 @@ class TextTower(nn.Module):
     def __init__(self, encoder: PreTrainedModel, pooling: Pooling = "first"):
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"text.pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise ConfigError(f"text.pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
         self.pooling = pooling
         # BERT-style models also compute a pooled [CLS] output (a further dense layer) that
@@ -132,7 +133,7 @@ class CaptionTokenizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, context_length: int):
         if context_length < 1:
-            raise ValueError(f"text.context_length must be at least 1, got {context_length}")
+            raise ConfigError(f"text.context_length must be at least 1, got {context_length}")
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"  # TextTower trims the padding off the right
         self.context_length = context_length
@@ -156,7 +157,7 @@ def text_config(source: TextModelSource, *, dropout: float) -> PretrainedConfig:
     config = AutoConfig.from_pretrained(source.path, local_files_only=source.local)
     keys = [k for k in _DROPOUT_KEYS if hasattr(config, k)]
     if not keys:
-        raise ValueError(
+        raise ConfigError(
             f"text.model {source.spec!r}: its config has none of {list(_DROPOUT_KEYS)}, so "
             "text.dropout cannot be applied"
         )
@@ -186,7 +187,7 @@ def load_caption_tokenizer(source: TextModelSource, context_length: int) -> Capt
     captions = CaptionTokenizer(tokenizer, context_length)
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions is not None and captions.sequence_length > max_positions:
-        raise ValueError(
+        raise ConfigError(
             f"text.context_length {context_length} plus the special tokens exceeds "
             f"{source.spec!r}'s {max_positions} positions"
         )

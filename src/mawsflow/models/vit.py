@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from mawsflow.errors import ConfigError
 from mawsflow.recipes import Architecture, architectures
 
 # Paper architectures that timm also registers under its own name: the same layout, so the
@@ -55,7 +56,7 @@ def architecture(arch: str) -> Architecture:
     """The Table 1 row (or CPU variant) called `arch`; an unknown name lists the known ones."""
     known = architectures()
     if arch not in known:
-        raise ValueError(f"model.arch: unknown architecture {arch!r}; known: {sorted(known)}")
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; known: {sorted(known)}")
     return known[arch]
 
 
@@ -63,11 +64,11 @@ def trunk_kwargs(arch: str, *, img_size: int = 224, drop_path: float = 0.0) -> d
     """Constructor arguments of timm's `VisionTransformer` for `arch` without a head."""
     spec = architecture(arch)
     if img_size % spec.patch_size:
-        raise ValueError(
+        raise ConfigError(
             f"model.img_size: {img_size} is not a multiple of {arch}'s patch size {spec.patch_size}"
         )
     if spec.embed_dim % spec.heads:
-        raise ValueError(f"{arch}: embed_dim {spec.embed_dim} not divisible by {spec.heads} heads")
+        raise ConfigError(f"{arch}: embed_dim {spec.embed_dim} not divisible by {spec.heads} heads")
     return {
         "img_size": img_size,
         "patch_size": spec.patch_size,

@@ -16,6 +16,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from mawsflow.errors import ConfigError
+
 
 class VPTClassifier(nn.Module):
     def __init__(
@@ -31,7 +33,7 @@ class VPTClassifier(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if num_tokens < 1 or dim_tokens < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"vpt.num_tokens and vpt.dim_tokens must be positive, got {num_tokens}, "
                 f"{dim_tokens}"
             )

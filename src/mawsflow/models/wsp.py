@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from mawsflow.errors import ConfigError
+
 
 class WSPHead(nn.Module):
     """Maps the trunk's class-token feature to vocabulary logits."""
@@ -32,7 +34,7 @@ class WSPHead(nn.Module):
         elif kind == "linear":
             self.pre_logits = nn.Identity()
         else:
-            raise ValueError(f"head: unknown kind {kind!r}; choose mlp or linear")
+            raise ConfigError(f"head: unknown kind {kind!r}; choose mlp or linear")
         self.fc = nn.Linear(embed_dim, num_classes)
         self.reset_parameters()
 

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mawsflow.dataset.build import DEFAULT_SAMPLES_PER_SHARD, BuildSettings, build_dataset
 from mawsflow.dataset.captions import DEFAULT_MAX_CAPTION_BYTES
@@ -173,36 +174,93 @@ def _resample_settings(args: argparse.Namespace) -> ResampleSettings:
     return ResampleSettings(args.resample_ratio, args.resample_power, args.seed)
 
 
-def _run(args: argparse.Namespace) -> object:
+@dataclass(frozen=True)
+class CountPhase:
+    input: str
+    out: str
+    group: ShardGroup
+    limits: ReadLimits
+
+
+@dataclass(frozen=True)
+class VocabPhase:
+    out: str
+    groups: int
+    vocab: VocabSettings
+    resample: ResampleSettings
+    samples_per_shard: int
+
+
+@dataclass(frozen=True)
+class WritePhase:
+    input: str
+    out: str
+    group: ShardGroup
+
+
+@dataclass(frozen=True)
+class FinalizePhase:
+    out: str
+    groups: int
+
+
+@dataclass(frozen=True)
+class AllPhases:
+    input: str
+    out: str
+    groups: int
+    workers: int
+    settings: BuildSettings
+
+
+Phase = CountPhase | VocabPhase | WritePhase | FinalizePhase | AllPhases
+
+
+def phase_from_args(args: argparse.Namespace) -> Phase:
     if args.phase == "count":
-        summary = run_count(args.input, args.out, args.shards, _read_limits(args))
-        return {key: summary[key] for key in ("samples_read", "records", "problems")}
+        return CountPhase(args.input, args.out, args.shards, _read_limits(args))
     if args.phase == "vocab":
-        plan = run_vocab(
+        return VocabPhase(
             args.out,
             args.groups,
             _vocab_settings(args),
             _resample_settings(args),
             args.samples_per_shard,
         )
-        return {"classes": plan["vocabulary"]["classes"], "shards": plan["full_shards"]}
     if args.phase == "write":
-        return run_write(args.input, args.out, args.shards)
+        return WritePhase(args.input, args.out, args.shards)
     if args.phase == "finalize":
-        stats = run_finalize(args.out, args.groups)
-    else:
-        settings = BuildSettings(
-            _read_limits(args),
-            _vocab_settings(args),
-            _resample_settings(args),
-            args.samples_per_shard,
+        return FinalizePhase(args.out, args.groups)
+    settings = BuildSettings(
+        _read_limits(args),
+        _vocab_settings(args),
+        _resample_settings(args),
+        args.samples_per_shard,
+    )
+    return AllPhases(args.input, args.out, args.groups or args.workers, args.workers, settings)
+
+
+def run(config: Phase) -> dict[str, object]:
+    """Run one phase (or all of them); returns its summary, which main prints as JSON."""
+    if isinstance(config, CountPhase):
+        summary = run_count(config.input, config.out, config.group, config.limits)
+        return {key: summary[key] for key in ("samples_read", "records", "problems")}
+    if isinstance(config, VocabPhase):
+        plan = run_vocab(
+            config.out, config.groups, config.vocab, config.resample, config.samples_per_shard
         )
+        return {"classes": plan["vocabulary"]["classes"], "shards": plan["full_shards"]}
+    if isinstance(config, WritePhase):
+        return run_write(config.input, config.out, config.group)
+    if isinstance(config, FinalizePhase):
+        stats = run_finalize(config.out, config.groups)
+    else:
         stats = build_dataset(
-            args.input,
-            args.out,
-            groups=args.groups or args.workers,
-            workers=args.workers,
-            settings=settings,
+            config.input,
+            config.out,
+            groups=config.groups,
+            workers=config.workers,
+            settings=config.settings,
         )
     return {"samples": stats["samples"], "classes": stats["vocabulary"]["classes"]}
 
@@ -212,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        result = _run(args)
+        result = run(phase_from_args(args))
     except (ValueError, RuntimeError, StorageError, WordNetUnavailableError) as exc:
         log.error("build-dataset %s failed: %s", args.phase, exc)
         return 1

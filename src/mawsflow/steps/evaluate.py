@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mawsflow.engine.distributed import init_distributed, shutdown
 from mawsflow.evaluation.classify import (
@@ -18,12 +19,60 @@ from mawsflow.evaluation.classify import (
     flat_metrics,
     table_cells,
 )
-from mawsflow.evaluation.eval_cli import eval_parser, pretraining_row
-from mawsflow.evaluation.results import EvalResult, write_result
+from mawsflow.evaluation.eval_cli import eval_parser
+from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
 from mawsflow.log import setup_logging
 from mawsflow.models.pretrained import load_classifier
+from mawsflow.step_cli import EvalOptions
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    options: EvalOptions
+    test_sets: tuple[NamedTestSet, ...]
+
+
+def run(config: EvaluateConfig) -> EvalResult | None:
+    """Score the finetuned model on every test set; rank 0 writes and returns the result."""
+    opts = config.options
+    ctx = init_distributed(opts.device)
+    try:
+        model, card = load_classifier(opts.model)
+        model.to(ctx.device)
+        results = []
+        for test_set in config.test_sets:
+            metrics = evaluate_classifier(
+                model,
+                test_set.open(),
+                img_size=int(card["img_size"]),
+                device=ctx.device,
+                batch_size=opts.batch_size,
+                num_workers=opts.num_workers,
+                crop_pct=opts.crop_pct,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+            )
+            results.append((test_set, metrics))
+            if ctx.is_main:
+                log.info("evaluated", extra={"test_set": test_set.name, **metrics})
+        if not ctx.is_main:
+            return None
+        names = ", ".join(t.name for t in config.test_sets)
+        result = EvalResult(
+            step="eval",
+            evaluation=opts.name or f"finetuned model on {names}",
+            pretraining=opts.pretraining or model_lineage(opts.model),
+            metrics=flat_metrics(results),
+            table=table_cells(results),
+            model=opts.model,
+            dataset=" ".join(t.dataset for t in config.test_sets),
+        )
+        write_result(opts.output, result)
+        return result
+    finally:
+        shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,44 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        test_sets = [NamedTestSet.parse(t) for t in args.test_sets]
+        test_sets = tuple(NamedTestSet.parse(t) for t in args.test_sets)
     except ValueError as exc:
         parser.error(str(exc))
     setup_logging()
-    ctx = init_distributed(args.device)
-    try:
-        model, card = load_classifier(args.model)
-        model.to(ctx.device)
-        results = []
-        for test_set in test_sets:
-            metrics = evaluate_classifier(
-                model,
-                test_set.open(),
-                img_size=int(card["img_size"]),
-                device=ctx.device,
-                batch_size=args.batch_size,
-                num_workers=args.num_workers,
-                crop_pct=args.crop_pct,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-            )
-            results.append((test_set, metrics))
-            if ctx.is_main:
-                log.info("evaluated", extra={"test_set": test_set.name, **metrics})
-        if ctx.is_main:
-            names = ", ".join(t.name for t in test_sets)
-            write_result(
-                args.output,
-                EvalResult(
-                    step="eval",
-                    evaluation=args.name or f"finetuned model on {names}",
-                    pretraining=pretraining_row(args, args.model),
-                    metrics=flat_metrics(results),
-                    table=table_cells(results),
-                    model=args.model,
-                    dataset=" ".join(t.dataset for t in test_sets),
-                ),
-            )
-    finally:
-        shutdown()
+    run(EvaluateConfig(EvalOptions.from_args(args), test_sets))
     return 0

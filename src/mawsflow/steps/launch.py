@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -31,7 +32,7 @@ from mawsflow.launch.kube import (
 from mawsflow.launch.local import run_local, torchrun_argv
 from mawsflow.launch.naming import JobIdentity
 from mawsflow.launch.pytorchjob import PYTORCHJOB, build_pytorchjob
-from mawsflow.launch.spec import BACKENDS, LaunchSpec, load_launch_spec, validate
+from mawsflow.launch.spec import BACKENDS, Backend, LaunchSpec, load_launch_spec, validate
 from mawsflow.launch.trainjob import TRAINJOB, build_trainjob
 from mawsflow.log import setup_logging
 
@@ -97,41 +98,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    try:
-        spec = load_launch_spec(args.spec, args.overrides, command or None)
-        validate(spec, args.backend)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    setup_logging()
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One launch: the job's spec, where it runs, and (on Kubernetes) its name and cluster."""
 
-    if args.backend == "local":
-        if args.print_manifest:
+    spec: LaunchSpec
+    backend: Backend
+    # Names the Kubernetes job (required there), so a retried launcher re-attaches to it.
+    identity: JobIdentity | None = None
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    # Print the job manifest (local: the torchrun command line) instead of running it.
+    print_manifest: bool = False
+
+
+def run(config: LaunchConfig) -> int:
+    """Run (or print) the job and wait for it; returns the step's exit status."""
+    spec = config.spec
+    if config.backend == "local":
+        if config.print_manifest:
             sys.stdout.write(shlex.join(torchrun_argv(spec)) + "\n")
             return 0
         return run_local(spec).exit_code
-
-    if not args.run_id or not args.task:
-        parser.error(
-            f"--run-id and --task are required for the {args.backend} backend: they name the "
-            "job, so that a retried launcher re-attaches to it instead of starting another"
-        )
-    try:
-        identity = JobIdentity(args.run_id, args.task)
-    except ValueError as exc:
-        parser.error(str(exc))
-    namespace = args.namespace or current_namespace(args.kubeconfig, args.context)
-    build, kind = KUBE_BACKENDS[args.backend]
+    if config.identity is None:
+        raise ConfigError(f"the {config.backend} backend needs the job's identity (run id, task)")
+    identity = config.identity
+    namespace = config.namespace or current_namespace(config.kubeconfig, config.context)
+    build, kind = KUBE_BACKENDS[config.backend]
     manifest = build(spec, identity, namespace)
-    if args.print_manifest:
+    if config.print_manifest:
         sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
         return 0
-
     launcher = KubeJobLauncher(
-        api_client(args.kubeconfig, args.context),
+        api_client(config.kubeconfig, config.context),
         kind,
         namespace,
         watch_window_s=spec.policy.watch_window_s,
@@ -147,3 +147,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_JOB_FAILED
     log.info("%s %s/%s succeeded", kind.kind, namespace, identity.job_name)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        spec = load_launch_spec(args.spec, args.overrides, command or None)
+        validate(spec, args.backend)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    setup_logging()
+    identity = None
+    if args.backend != "local":
+        if not args.run_id or not args.task:
+            parser.error(
+                f"--run-id and --task are required for the {args.backend} backend: they name "
+                "the job, so that a retried launcher re-attaches to it instead of starting "
+                "another"
+            )
+        try:
+            identity = JobIdentity(args.run_id, args.task)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return run(
+        LaunchConfig(
+            spec,
+            args.backend,
+            identity=identity,
+            namespace=args.namespace,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            print_manifest=args.print_manifest,
+        )
+    )

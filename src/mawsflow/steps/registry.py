@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mawsflow.registry import GateRules, ModelRecord, Registry, RegistryError, decide, new_id
 
@@ -67,19 +68,53 @@ def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
     return pairs
 
 
-def run(args: argparse.Namespace) -> int:
-    registry = Registry(args.root)
+@dataclass(frozen=True)
+class ListModels:
+    """Every registered model, oldest first; * marks production."""
+
+
+@dataclass(frozen=True)
+class ShowModel:
+    id: str | None = None  # None: the production model
+
+
+@dataclass(frozen=True)
+class RegisterModel:
+    record: ModelRecord
+
+
+@dataclass(frozen=True)
+class PromoteModel:
+    id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RollBack:
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GateModel:
+    id: str
+    rules: GateRules
+
+
+Action = ListModels | ShowModel | RegisterModel | PromoteModel | RollBack | GateModel
+
+
+@dataclass(frozen=True)
+class RegistryCommand:
+    root: str
+    action: Action
+
+
+def command_from_args(args: argparse.Namespace) -> RegistryCommand:
+    action: Action
     if args.action == "list":
-        pointer = registry.pointer()
-        for record in registry.list():
-            mark = "*" if pointer and pointer.model == record.id else " "
-            metrics = " ".join(f"{k}={v:g}" for k, v in sorted(record.metrics.items()))
-            print(f"{mark} {record.id}  {record.uri}  {metrics}")
+        action = ListModels()
     elif args.action == "show":
-        record = registry.get(args.id) if args.id else registry.production()
-        if record is None:
-            raise RegistryError(f"{args.root}: no model in production")
-        print(json.dumps(record.to_json(), indent=2, sort_keys=True))
+        action = ShowModel(args.id)
     elif args.action == "register":
         metrics = {}
         for name, text in _pairs(args.metric, "--metric").items():
@@ -87,28 +122,53 @@ def run(args: argparse.Namespace) -> int:
                 metrics[name] = float(text)
             except ValueError:
                 raise RegistryError(f"--metric {name}={text!r}: not a number") from None
-        evaluation = {"name": args.eval_name, "fingerprint": args.eval_fingerprint}
-        record = ModelRecord(
-            id=args.id or new_id(args.model),
-            uri=args.model,
-            metrics=metrics,
-            evaluation=evaluation,
-            parents=_pairs(args.parent, "--parent"),
+        action = RegisterModel(
+            ModelRecord(
+                id=args.id or new_id(args.model),
+                uri=args.model,
+                metrics=metrics,
+                evaluation={"name": args.eval_name, "fingerprint": args.eval_fingerprint},
+                parents=_pairs(args.parent, "--parent"),
+            )
         )
-        print(registry.register(record).id)
     elif args.action == "promote":
-        pointer = registry.promote(args.id, args.reason)
-        print(f"production: {pointer.model} (revision {pointer.revision})")
+        action = PromoteModel(args.id, args.reason)
     elif args.action == "rollback":
-        pointer = registry.rollback(args.reason)
+        action = RollBack(args.reason)
+    else:
+        action = GateModel(args.id, GateRules(tuple(args.headline), args.max_drop, args.min_gain))
+    return RegistryCommand(args.root, action)
+
+
+def run(config: RegistryCommand) -> int:
+    """Carry out one registry action, printing its outcome; returns the exit status."""
+    registry = Registry(config.root)
+    action = config.action
+    if isinstance(action, ListModels):
+        pointer = registry.pointer()
+        for record in registry.list():
+            mark = "*" if pointer and pointer.model == record.id else " "
+            metrics = " ".join(f"{k}={v:g}" for k, v in sorted(record.metrics.items()))
+            print(f"{mark} {record.id}  {record.uri}  {metrics}")
+    elif isinstance(action, ShowModel):
+        record = registry.get(action.id) if action.id else registry.production()
+        if record is None:
+            raise RegistryError(f"{config.root}: no model in production")
+        print(json.dumps(record.to_json(), indent=2, sort_keys=True))
+    elif isinstance(action, RegisterModel):
+        print(registry.register(action.record).id)
+    elif isinstance(action, PromoteModel):
+        pointer = registry.promote(action.id, action.reason)
         print(f"production: {pointer.model} (revision {pointer.revision})")
-    else:  # gate
-        rules = GateRules(tuple(args.headline), args.max_drop, args.min_gain)
-        decision = decide(registry.get(args.id), registry.production(), rules)
+    elif isinstance(action, RollBack):
+        pointer = registry.rollback(action.reason)
+        print(f"production: {pointer.model} (revision {pointer.revision})")
+    else:
+        decision = decide(registry.get(action.id), registry.production(), action.rules)
         for metric, old, new in decision.comparison:
             print(f"{metric}: production {'-' if old is None else f'{old:g}'} → {new:g}")
         if decision.promote:
-            registry.promote(args.id, "; ".join(decision.reasons))
+            registry.promote(action.id, "; ".join(decision.reasons))
         verdict = "promoted" if decision.promote else "rejected"
         print(f"{verdict}: {'; '.join(decision.reasons)}")
     return 0
@@ -117,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return run(command_from_args(args))
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -22,10 +23,11 @@ from mawsflow.data.eval_loader import eval_loader
 from mawsflow.data.eval_shards import open_split
 from mawsflow.data.transforms import ZEROSHOT_CROP_PCT
 from mawsflow.engine.distributed import init_distributed, shutdown
+from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
-from mawsflow.evaluation.eval_cli import dataset_name, eval_parser, pretraining_row
+from mawsflow.evaluation.eval_cli import dataset_name, eval_parser
 from mawsflow.evaluation.features import batch_outputs
-from mawsflow.evaluation.results import EvalResult, write_result
+from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
 from mawsflow.evaluation.zeroshot import (
     AUTO_TEMPLATES,
     build_classifier,
@@ -38,6 +40,7 @@ from mawsflow.evaluation.zeroshot import (
 )
 from mawsflow.log import setup_logging
 from mawsflow.models.pretrained import load_lit_model
+from mawsflow.step_cli import EvalOptions
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +53,73 @@ def load_templates(spec: str, classes: Sequence[str]) -> list[str]:
     if spec in builtin_template_sets():
         return builtin_templates(spec)
     if "/" not in spec and not spec.endswith(".txt"):
-        raise ValueError(
+        raise ConfigError(
             f"--templates {spec!r}: neither a template set ({builtin_template_sets()}) nor a file"
         )
     try:
         text = storage.read_text(spec)
     except storage.NotFoundError:
-        raise ValueError(f"--templates {spec!r}: no such file") from None
+        raise ConfigError(f"--templates {spec!r}: no such file") from None
     return parse_templates(text, source=spec)
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    options: EvalOptions
+    # The evaluation dataset and its split that is classified.
+    dataset: str
+    split: str = "test"
+    # A packaged template set, a template file URI, or `auto` (load_templates).
+    templates: str = AUTO_TEMPLATES
+
+
+def run(config: ZeroShotConfig) -> EvalResult | None:
+    """Classify the split zero-shot; rank 0 writes and returns the result."""
+    opts = config.options
+    ctx = init_distributed(opts.device)
+    try:
+        split = open_split(config.dataset, config.split)
+        templates = load_templates(config.templates, split.classes)
+        model, tokenizer, card = load_lit_model(opts.model)
+        model.to(ctx.device)
+        names = class_names(split.classes)
+
+        def encode_text(prompts: list[str]) -> torch.Tensor:
+            tokens = {k: v.to(ctx.device) for k, v in tokenizer(prompts).items()}
+            return model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+
+        classifier = build_classifier(encode_text, names, templates).cpu()
+        loader = eval_loader(
+            split,
+            img_size=int(card["img_size"]),
+            batch_size=opts.batch_size,
+            num_workers=opts.num_workers,
+            crop_pct=opts.crop_pct,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        meter = ClassificationMeter(ks=(1, 5))
+        for embeddings, labels, _ in batch_outputs(loader, model.encode_image, ctx.device):
+            meter.update(zeroshot_logits(embeddings, classifier), labels)
+        meter.all_reduce()
+        if not ctx.is_main:
+            return None
+        metrics = meter.compute()
+        name = opts.name or dataset_name(config.dataset)
+        result = EvalResult(
+            step="zeroshot",
+            evaluation=f"{name} zero-shot",
+            pretraining=opts.pretraining or model_lineage(opts.model),
+            metrics={**metrics, "num_templates": float(len(templates))},
+            table={f"{name} zero-shot": metrics["top1"]},
+            model=opts.model,
+            dataset=config.dataset,
+        )
+        write_result(opts.output, result)
+        log.info("zero-shot", extra={"evaluation": result.evaluation, **metrics})
+        return result
+    finally:
+        shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,46 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging()
-    ctx = init_distributed(args.device)
-    try:
-        split = open_split(args.dataset, args.split)
-        templates = load_templates(args.templates, split.classes)
-        model, tokenizer, card = load_lit_model(args.model)
-        model.to(ctx.device)
-        names = class_names(split.classes)
-
-        def encode_text(prompts: list[str]) -> torch.Tensor:
-            tokens = {k: v.to(ctx.device) for k, v in tokenizer(prompts).items()}
-            return model.encode_text(tokens["input_ids"], tokens["attention_mask"])
-
-        classifier = build_classifier(encode_text, names, templates).cpu()
-        loader = eval_loader(
-            split,
-            img_size=int(card["img_size"]),
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            crop_pct=args.crop_pct,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
+    run(
+        ZeroShotConfig(
+            EvalOptions.from_args(args), args.dataset, split=args.split, templates=args.templates
         )
-        meter = ClassificationMeter(ks=(1, 5))
-        for embeddings, labels, _ in batch_outputs(loader, model.encode_image, ctx.device):
-            meter.update(zeroshot_logits(embeddings, classifier), labels)
-        meter.all_reduce()
-        if ctx.is_main:
-            metrics = meter.compute()
-            name = args.name or dataset_name(args.dataset)
-            result = EvalResult(
-                step="zeroshot",
-                evaluation=f"{name} zero-shot",
-                pretraining=pretraining_row(args, args.model),
-                metrics={**metrics, "num_templates": float(len(templates))},
-                table={f"{name} zero-shot": metrics["top1"]},
-                model=args.model,
-                dataset=args.dataset,
-            )
-            write_result(args.output, result)
-            log.info("zero-shot", extra={"evaluation": result.evaluation, **metrics})
-    finally:
-        shutdown()
+    )
     return 0
