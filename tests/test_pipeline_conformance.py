@@ -10,7 +10,7 @@ from kfp import compiler, dsl
 from kfp import components as kfp_components
 from kfp.dsl import Dataset, Input, Output
 
-from mawsflow.pipeline import conformance
+from mawsflow.pipeline import command, conformance
 from mawsflow.pipeline.conformance import (
     MIN_BACKEND,
     ConformanceError,
@@ -18,7 +18,6 @@ from mawsflow.pipeline.conformance import (
     pipeline_spec,
     require_conformance,
 )
-from test_pipeline_dag import maws
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -277,7 +276,7 @@ def test_not_a_pipeline_spec_is_named(tmp_path):
 @pytest.mark.parametrize("baselines", [False, True], ids=["maws", "with-baselines"])
 def test_both_shipped_variants_pass_on_every_supported_backend(baselines, tmp_path):
     path = tmp_path / "maws.yaml"
-    assert maws.main(["--compile", str(path)] + (["--baselines"] if baselines else [])) == 0
+    assert command.main(["--compile", str(path)] + (["--baselines"] if baselines else [])) == 0
     spec = pipeline_spec(str(path))
     for backend in conformance.SUPPORTED_BACKENDS:
         assert check(spec, backend) == [], backend
@@ -290,9 +289,9 @@ def test_compile_writes_nothing_that_fails_the_check(tmp_path, monkeypatch, caps
     def bad(raw_corpus: str):
         read_data(uri=raw_corpus)
 
-    monkeypatch.setattr(maws, "maws_pipeline", lambda **_: bad)
+    monkeypatch.setattr(command, "maws_pipeline", lambda **_: bad)
     target = tmp_path / "out.yaml"
-    assert maws.main(["--compile", str(target)]) == 1
+    assert command.main(["--compile", str(target)]) == 1
     assert "cache-follows-data" in capsys.readouterr().err
     assert not target.exists() and list(tmp_path.iterdir()) == []
 

@@ -9,9 +9,15 @@ import json
 import pytest
 
 from mawsflow import storage
-from mawsflow.pipeline.container_run import ContainerRunError, run_in_containers
+from mawsflow.pipeline.components import IMAGE_OF
+from mawsflow.pipeline.container_run import (
+    ContainerRunError,
+    _pinned_executor_images,
+    run_in_containers,
+)
+from mawsflow.pipeline.dag import maws_pipeline
+from mawsflow.pipeline.images import image_for, read_images, retag
 from mawsflow.pipeline.parameters import parse_arguments
-from test_pipeline_dag import maws
 from test_pipeline_local import EVAL_NAME
 from test_pipeline_local import demo_data as demo_data_in_s3  # noqa: F401 (a fixture)
 
@@ -62,7 +68,7 @@ def _arguments(pipeline, demo_data: dict[str, str]) -> dict:
 def test_whole_dag_runs_with_every_task_in_its_step_image(
     built_images, engine_env, request, tmp_path
 ):
-    pipeline = maws.maws_pipeline(baselines=False, retries=False)
+    pipeline = maws_pipeline(baselines=False, retries=False)
     work = tmp_path / "work"
     demo_data = request.getfixturevalue("demo_data_in_s3")
     report = run_in_containers(pipeline, _arguments(pipeline, demo_data), work)
@@ -109,10 +115,10 @@ def test_a_missing_step_image_is_named_before_anything_runs(engine_env, tmp_path
         present = {tag for image in client.images.list() for tag in image.tags}
     finally:
         client.close()
-    pipeline = maws.maws_pipeline(baselines=False, retries=False)
+    pipeline = maws_pipeline(baselines=False, retries=False)
     monkeypatch.setattr(
         "mawsflow.pipeline.container_run.read_images",
-        lambda: {step: f"mawsflow.test/absent-{step}:0" for step in maws.read_images()},
+        lambda: {step: f"mawsflow.test/absent-{step}:0" for step in read_images()},
     )
     assert not any(tag.startswith("mawsflow.test/absent-") for tag in present)
     with pytest.raises(ContainerRunError, match=r"lacks the step images .*absent-mae:0.*"):
@@ -122,6 +128,19 @@ def test_a_missing_step_image_is_named_before_anything_runs(engine_env, tmp_path
 
 def test_without_an_engine_the_run_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    pipeline = maws.maws_pipeline(baselines=False, retries=False)
+    pipeline = maws_pipeline(baselines=False, retries=False)
     with pytest.raises(ContainerRunError, match="no Docker engine answers at unix://"):
         run_in_containers(pipeline, {}, tmp_path)
+
+
+def test_every_executor_image_resolves_to_its_steps_image_through_the_sub_pipelines():
+    """Inside a sub-pipeline a task's image comes in through the sub-pipeline's inputs; the
+    container run follows them out to step-images' output, as the backend's driver does."""
+    pipeline = maws_pipeline(baselines=True, retries=False)
+    images = read_images()
+    pinned = _pinned_executor_images(pipeline, images, "v9")
+    executors = pipeline.pipeline_spec.deployment_spec["executors"]
+    assert set(pinned) == set(executors) - {"exec-step-images"}
+    for name, image in pinned.items():
+        step = IMAGE_OF[name.removeprefix("exec-").rstrip("-0123456789")]
+        assert image == retag(image_for(images, step), "v9"), name

@@ -1,37 +1,31 @@
 """The compiled MAWS pipeline: `pipelines/maws.py --compile` writes a YAML that kfp loads back,
-and the DAG in it has the tasks, dependencies, artifact types, ParallelFor fan-outs,
-resources, retries, caching and Kubernetes settings (S3 secret, /dev/shm, node placement) of
-DESIGN.md."""
+and the DAG in it has the tasks, sub-pipelines, dependencies, artifact types, ParallelFor
+fan-outs, resources, retries, caching and Kubernetes settings (S3 secret, /dev/shm, node
+placement) of ../shared/DESIGN.md's picture (pipelines/README.md)."""
 
-import importlib.util
+import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import components as kfp_components
 
+from mawsflow.pipeline.command import main
+from mawsflow.pipeline.components import IMAGE_OF
+from mawsflow.pipeline.dag import OBJECT_STORE_KEYS
 from mawsflow.pipeline.images import read_images
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_pipeline_module():
-    spec = importlib.util.spec_from_file_location("maws_pipeline", REPO / "pipelines" / "maws.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-maws = load_pipeline_module()
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["maws", "with-baselines"])
 def compiled(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     args = ["--compile", str(path)] + (["--baselines"] if request.param else [])
-    assert maws.main(args) == 0
+    assert main(args) == 0
     pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
     return {
         "path": path,
@@ -41,12 +35,31 @@ def compiled(request, tmp_path_factory):
     }
 
 
+@dataclass(frozen=True)
+class Task:
+    path: str  # from the root DAG, e.g. "for-loop-1/transfer-evaluations/lit"
+    key: str
+    spec: dict
+    parents: tuple[dict, ...]  # the DAG tasks (loops, sub-pipelines) it sits in, outermost first
+
+
+def walk(spec: dict) -> Iterator[Task]:
+    """Every task of the pipeline, inside ParallelFor bodies and sub-pipelines too."""
+
+    def tasks(dag: dict, prefix: str, parents: tuple[dict, ...]) -> Iterator[Task]:
+        for key, task in dag["tasks"].items():
+            yield Task(prefix + key, key, task, parents)
+            inner = spec["components"][task["componentRef"]["name"]].get("dag")
+            if inner is not None:
+                yield from tasks(inner, f"{prefix}{key}/", (*parents, task))
+
+    return tasks(spec["root"]["dag"], "", ())
+
+
 def tasks_of(spec: dict) -> dict[str, dict]:
-    """Every task of the pipeline, ParallelFor bodies included, by task name."""
-    found = dict(spec["root"]["dag"]["tasks"])
-    for name, component in spec["components"].items():
-        if name.startswith("comp-for-loop"):
-            found.update(component["dag"]["tasks"])
+    """Every task but the ParallelFor ones (whose keys repeat across sub-pipelines), by key."""
+    found = {t.key: t.spec for t in walk(spec) if "parameterIterator" not in t.spec}
+    assert len(found) == len([t for t in walk(spec) if "parameterIterator" not in t.spec])
     return found
 
 
@@ -58,6 +71,24 @@ def by_component(spec: dict, prefix: str) -> list[str]:
         if task.get("componentRef", {}).get("name", "").removeprefix("comp-").rstrip("-0123456789")
         == prefix
     )
+
+
+def dag_of(spec: dict, task: dict) -> dict:
+    return spec["components"][task["componentRef"]["name"]]["dag"]
+
+
+def parameter_origin(task: Task, name: str) -> tuple[str, str]:
+    """Where a task's input parameter comes from, followed out through the DAGs it sits in:
+    (producer task, output key) or ("root", pipeline parameter)."""
+    source = task.spec["inputs"]["parameters"][name]
+    for parent in reversed(task.parents):
+        if "taskOutputParameter" in source:
+            break
+        source = parent["inputs"]["parameters"][source["componentInputParameter"]]
+    if "taskOutputParameter" in source:
+        output = source["taskOutputParameter"]
+        return output["producerTask"], output["outputParameterKey"]
+    return "root", source["componentInputParameter"]
 
 
 def test_compiled_pipeline_loads_back(compiled):
@@ -108,23 +139,29 @@ def test_tasks_of_the_dag(compiled):
         assert len(by_component(spec, step)) == 1, step
     for phase in ("plan", "count", "vocab", "write", "finalize"):
         assert len(by_component(spec, f"build-dataset-{phase}")) == 1, phase
+    # Two sub-pipelines: the dataset build at the root, the transfer evaluations in the
+    # fan-out over the pretrained models.
+    root = spec["root"]["dag"]["tasks"]
+    assert set(dag_of(spec, root["build-dataset"])["tasks"]) >= {
+        "build-dataset-plan",
+        "build-dataset-vocab",
+        "build-dataset-finalize",
+    }
+    (transfer,) = [t for t in walk(spec) if t.key == "transfer-evaluations"]
+    assert transfer.path.count("/") == 1 and "parameterIterator" in transfer.parents[0]
 
 
 def _loop_of(spec: dict, task: str) -> tuple[str, dict]:
     """The ParallelFor task (possibly itself inside another) whose body holds `task`."""
-    for name, component in spec["components"].items():
-        if name.startswith("comp-for-loop") and task in component["dag"]["tasks"]:
-            return next(
-                (t, body)
-                for t, body in tasks_of(spec).items()
-                if body["componentRef"]["name"] == name
-            )
+    for loop in walk(spec):
+        if "parameterIterator" in loop.spec and task in dag_of(spec, loop.spec)["tasks"]:
+            return loop.key, loop.spec
     raise AssertionError(f"{task} is in no ParallelFor")
 
 
 def test_dataset_build_fans_out_over_shard_groups(compiled):
     spec = compiled["spec"]
-    root = spec["root"]["dag"]["tasks"]
+    build = dag_of(spec, spec["root"]["dag"]["tasks"]["build-dataset"])
     for phase in ("count", "write"):
         _, loop = _loop_of(spec, f"build-dataset-{phase}")
         items = loop["parameterIterator"]["items"]["inputParameter"]
@@ -132,7 +169,7 @@ def test_dataset_build_fans_out_over_shard_groups(compiled):
         assert producer == "build-dataset-plan"
     count_loop, _ = _loop_of(spec, "build-dataset-count")
     write_loop, _ = _loop_of(spec, "build-dataset-write")
-    vocab = root["build-dataset-vocab"]
+    vocab = build["tasks"]["build-dataset-vocab"]
     # Fan-in by dsl.Collected: vocab takes every group's count, finalize every write.
     assert vocab["inputs"]["parameters"]["counted"]["taskOutputParameter"]["producerTask"] == (
         count_loop
@@ -143,20 +180,29 @@ def test_dataset_build_fans_out_over_shard_groups(compiled):
     assert inner["build-dataset-write"]["inputs"]["parameters"]["vocab_plan"][
         "componentInputParameter"
     ].endswith("build-dataset-vocab-Output")
-    finalize = root["build-dataset-finalize"]
+    finalize = build["tasks"]["build-dataset-finalize"]
     assert finalize["inputs"]["parameters"]["written"]["taskOutputParameter"]["producerTask"] == (
         write_loop
     )
     # The build's tasks are keyed on the corpus: the plan (never cached) hands out the
     # fingerprints of each group's shards and of the whole corpus.
-    assert not root["build-dataset-plan"].get("cachingOptions", {}).get("enableCache")
+    assert not build["tasks"]["build-dataset-plan"].get("cachingOptions", {}).get("enableCache")
     for phase in ("count", "write"):
         fingerprint = inner[f"build-dataset-{phase}"]["inputs"]["parameters"]["fingerprint"]
         assert "fingerprint" in fingerprint["parameterExpressionSelector"]
-    # No importer anywhere: the Dataset is finalize's own output.
+    # Every task of the build reads the corpus the root's `raw_corpus` names.
+    for task in walk(spec):
+        if task.key in ("build-dataset-plan", "build-dataset-count", "build-dataset-write"):
+            assert parameter_origin(task, "raw_corpus") == ("root", "raw_corpus"), task.path
+    # No importer anywhere: the Dataset is finalize's own output, the sub-pipeline's output.
     assert not [c for c in spec["components"] if c.startswith("comp-importer")]
     outputs = spec["components"]["comp-build-dataset-finalize"]["outputDefinitions"]["artifacts"]
     assert outputs["pretraining"]["artifactType"]["schemaTitle"] == "system.Dataset"
+    (selector,) = build["outputs"]["artifacts"]["pretraining"]["artifactSelectors"]
+    assert selector == {
+        "producerSubtask": "build-dataset-finalize",
+        "outputArtifactKey": "pretraining",
+    }
 
 
 def _artifact_input(task: dict, name: str) -> tuple[str, str]:
@@ -171,9 +217,10 @@ def _artifact_input(task: dict, name: str) -> tuple[str, str]:
 def test_pretraining_chain(compiled):
     spec = compiled["spec"]
     tasks = tasks_of(spec)
-    assert _artifact_input(tasks["mae"], "dataset") == ("build-dataset-finalize", "pretraining")
+    assert _artifact_input(tasks["mae"], "dataset") == ("build-dataset", "pretraining")
     wsp = by_component(spec, "wsp")
     maws_wsp = next(t for t in wsp if "mae_model" in tasks[t]["inputs"]["artifacts"])
+    assert _artifact_input(tasks[maws_wsp], "dataset") == ("build-dataset", "pretraining")
     assert _artifact_input(tasks[maws_wsp], "mae_model") == ("mae", "model")
     assert tasks[maws_wsp]["taskInfo"]["name"] == "wsp (MAE→WSP)"
     pick = tasks["pick-model"]  # inside the transfer loop: the models come in as loop inputs
@@ -193,36 +240,48 @@ def test_pretraining_chain(compiled):
 def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(compiled):
     spec = compiled["spec"]
     tasks = tasks_of(spec)
-    loop_name, loop = _loop_of(spec, "lit")
+    loop_name, loop = _loop_of(spec, "transfer-evaluations")
     items = loop["parameterIterator"]["items"]["inputParameter"]
     assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == (
         "transfer-rows"
     )
-    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(dag_of(spec, loop)["tasks"]) == {"pick-model", "transfer-evaluations"}
+    transfer = tasks["transfer-evaluations"]
+    body = dag_of(spec, transfer)
     assert {"lit", "zeroshot", "finetune", "evaluate", "linear-probe", "lowshot-summary"} <= set(
-        body
+        body["tasks"]
     )
     # Inside, each evaluation reads the row's model (pick-model's output: a reference to the
     # artifact its training step made), or the model trained from it.
-    importer = "pick-model"
-    assert _artifact_input(tasks["lit"], "image_model") == (importer, "model")
-    assert _artifact_input(tasks["finetune"], "pretrained") == (importer, "model")
-    assert _artifact_input(tasks["linear-probe"], "pretrained") == (importer, "model")
+    assert _artifact_input(transfer, "model") == ("pick-model", "model")
+    assert _artifact_input(tasks["lit"], "image_model") == ("parent", "model")
+    assert _artifact_input(tasks["finetune"], "pretrained") == ("parent", "model")
+    assert _artifact_input(tasks["linear-probe"], "pretrained") == ("parent", "model")
     assert _artifact_input(tasks["zeroshot"], "lit_model") == ("lit", "model")
     assert _artifact_input(tasks["evaluate"], "finetuned") == ("finetune", "model")
+    _, lowshot_loop = _loop_of(spec, "lowshot")
+    items = lowshot_loop["parameterIterator"]["items"]["inputParameter"]
+    assert lowshot_loop["inputs"]["parameters"][items]["componentInputParameter"] == "lowshot_runs"
+    assert transfer["inputs"]["parameters"]["lowshot_runs"]["componentInputParameter"] == (
+        "pipelinechannel--lowshot-plan-Output"
+    )
+    # The report collects each result over the rows: the loop's output, which is the
+    # sub-pipeline's, which is its evaluation task's.
     report = tasks["report"]
     for name, producer in (
         ("finetune", "evaluate"),
         ("zeroshot", "zeroshot"),
         ("linear", "linear-probe"),
         ("lowshot", "lowshot-summary"),
-        ("pretrained", importer),
     ):
         task, key = _artifact_input(report, name)
-        assert task == loop_name and producer in key, name  # dsl.Collected over the rows
+        assert (task, key) == (loop_name, f"pipelinechannel--transfer-evaluations-{name}"), name
+        (selector,) = body["outputs"]["artifacts"][name]["artifactSelectors"]
+        assert selector == {"producerSubtask": producer, "outputArtifactKey": "result"}, name
+    assert _artifact_input(report, "pretrained") == (loop_name, "pipelinechannel--pick-model-model")
     # The pretraining dataset for LiT, the checked evaluation dataset for the evaluations.
-    assert _artifact_input(loop, "pipelinechannel--build-dataset-finalize-pretraining") == (
-        "build-dataset-finalize",
+    assert _artifact_input(loop, "pipelinechannel--build-dataset-pretraining") == (
+        "build-dataset",
         "pretraining",
     )
     assert _artifact_input(loop, "pipelinechannel--eval-dataset-dataset") == (
@@ -264,6 +323,18 @@ def test_artifact_types_of_the_steps(compiled):
         "pretraining": "system.Dataset",
         "stats": "system.Metrics",
     }
+    assert types("comp-build-dataset", "outputDefinitions") == {
+        "pretraining": "system.Dataset",
+        "stats": "system.Metrics",
+    }
+    assert types("comp-transfer-evaluations", "inputDefinitions") == {
+        "model": "system.Model",
+        "pretraining": "system.Dataset",
+        "eval_data": "system.Dataset",
+    }
+    assert types("comp-transfer-evaluations", "outputDefinitions") == {
+        name: "system.Metrics" for name in ("finetune", "lowshot", "zeroshot", "linear")
+    }
     assert types("comp-eval-dataset", "outputDefinitions") == {"dataset": "system.Dataset"}
     assert types("comp-pick-model", "outputDefinitions") == {"model": "system.Model"}
 
@@ -271,28 +342,35 @@ def test_artifact_types_of_the_steps(compiled):
 def test_resources_retries_caching_and_images(compiled):
     spec = compiled["spec"]
     executors = spec["deploymentSpec"]["executors"]
-    tasks = tasks_of(spec)
     references = read_images()
-    for name, task in tasks.items():
-        component = spec["components"][task["componentRef"]["name"]]
+    containers = 0
+    for task in walk(spec):
+        component = spec["components"][task.spec["componentRef"]["name"]]
         if "executorLabel" not in component:
-            continue  # a ParallelFor body
-        container = executors[component["executorLabel"]].get("container")
-        if container is None:
-            continue  # an importer
+            continue  # a ParallelFor or a sub-pipeline
+        container = executors[component["executorLabel"]]["container"]
+        containers += 1
+        name = task.key
         # Cached, except the listings whose fingerprints key the others' caches on the data.
         uncached = name in ("build-dataset-plan", "eval-fingerprint")
-        assert task["cachingOptions"] == ({} if uncached else {"enableCache": True}), name
-        assert task["retryPolicy"]["maxRetryCount"] >= 1, name
+        assert task.spec["cachingOptions"] == ({} if uncached else {"enableCache": True}), name
+        assert task.spec["retryPolicy"]["maxRetryCount"] >= 1, name
         resources = container["resources"]
         assert resources["resourceCpuLimit"] and resources["resourceMemoryLimit"], name
         if name == "step-images":
             assert container["image"] == references["launch"]
-        else:
-            # Every other task's image comes from step-images, so that image_tag applies.
-            assert container["image"].startswith(
-                "{{$.inputs.parameters['pipelinechannel--step-images-"
-            ), name
+            continue
+        # Every other task's image is step-images' output for its step, so that image_tag
+        # applies; inside a sub-pipeline it comes in through the sub-pipeline's inputs.
+        placeholder = container["image"]
+        assert placeholder.startswith("{{$.inputs.parameters['"), name
+        image_input = placeholder.removeprefix("{{$.inputs.parameters['").removesuffix("']}}")
+        step = IMAGE_OF[component["executorLabel"].removeprefix("exec-").rstrip("-0123456789")]
+        assert parameter_origin(task, image_input) == (
+            "step-images",
+            step.replace("-", "_"),
+        ), name
+    assert containers == len(tasks_of(spec)) - 2  # all but the two sub-pipelines
     mae = executors[spec["components"]["comp-mae"]["executorLabel"]]["container"]
     assert mae["resources"]["resourceMemoryLimit"] == "8Gi"
     assert "accelerator" not in mae["resources"]  # the launcher's pod: the job has the GPUs
@@ -300,7 +378,7 @@ def test_resources_retries_caching_and_images(compiled):
     assert lowshot["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert lowshot["resources"]["accelerator"]["resourceCount"] == "1"
     assert lowshot["resources"]["resourceMemoryLimit"] == "32Gi"
-    assert tasks["mae"]["retryPolicy"]["maxRetryCount"] == 3
+    assert tasks_of(spec)["mae"]["retryPolicy"]["maxRetryCount"] == 3
 
 
 def test_kubernetes_settings_secret_shm_and_placement(compiled):
@@ -322,7 +400,7 @@ def test_kubernetes_settings_secret_shm_and_placement(compiled):
         assert config["configMapNameParameter"]["componentInputParameter"].endswith(
             "object_store_config"
         )
-        assert {k["envVar"] for k in config["keyToEnv"]} == set(maws.OBJECT_STORE_KEYS)
+        assert {k["envVar"] for k in config["keyToEnv"]} == set(OBJECT_STORE_KEYS)
     for executor in ("exec-lowshot", "exec-zeroshot", "exec-evaluate", "exec-linear-probe"):
         settings = kubernetes[executor]
         assert settings["emptyDirMounts"] == [
@@ -340,7 +418,7 @@ def test_kubernetes_settings_secret_shm_and_placement(compiled):
 
 def test_secret_keys_are_a_compile_option(tmp_path):
     path = tmp_path / "maws.yaml"
-    assert maws.main([
+    assert main([
         "--compile", str(path),
         "--s3-access-key-id-key", "AWS_ACCESS_KEY_ID",
         "--s3-secret-access-key-key", "AWS_SECRET_ACCESS_KEY",
@@ -357,8 +435,20 @@ def test_secret_keys_are_a_compile_option(tmp_path):
 
 def test_compile_default_path_and_nothing_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert maws.main(["--compile"]) == 0
+    assert main(["--compile"]) == 0
     assert (tmp_path / "maws.yaml").is_file()
     with pytest.raises(SystemExit):
-        maws.main([])
+        main([])
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_the_script_is_the_command_line():
+    """`pipelines/maws.py` is the user's entry point over mawsflow.pipeline.command."""
+    listed = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "maws.py"), "--list-params"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "raw_corpus: String (required)" in listed.splitlines()
+    assert "backend: String = 'pytorchjob'" in listed.splitlines()

@@ -21,7 +21,7 @@ from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.models.vit import create_trunk
 from mawsflow.pipeline import components
-from test_pipeline_dag import maws
+from mawsflow.pipeline.command import main
 
 EVAL_NAME = "Fashion-MNIST"
 COLUMNS = [
@@ -55,7 +55,7 @@ def demo_data(s3_bucket) -> dict[str, str]:
 def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_path, capsys):
     work = tmp_path / "work"
     root_handlers = logging.getLogger().handlers[:]
-    code = maws.main(
+    code = main(
         [
             "--local", "--baselines", "--work-dir", str(work),
             "--param", "preset=tiny",

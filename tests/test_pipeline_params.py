@@ -3,13 +3,13 @@ type or missing required parameter is an error that names it."""
 
 import pytest
 
+from mawsflow.pipeline.dag import maws_pipeline
 from mawsflow.pipeline.parameters import ParameterError, declared_parameters, parse_arguments
-from test_pipeline_dag import maws
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return maws.maws_pipeline().component_spec
+    return maws_pipeline().component_spec
 
 
 REQUIRED = ["raw_corpus=s3://b/c", "dataset=s3://b/d", "eval_dataset=s3://b/e", "eval_name=x"]

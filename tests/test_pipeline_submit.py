@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from kfp_api_standin import empty_state, serve
-from test_pipeline_dag import maws
+from mawsflow.pipeline.command import main
 
 ARGS = [
     "--param", "raw_corpus=s3://data/corpus",
@@ -33,7 +33,7 @@ def _posts(server, path: str) -> list:
 
 
 def test_submit_uploads_the_pipeline_then_a_version_and_starts_runs(api, capsys):
-    assert maws.main(["--submit", "--host", api.url, "--baselines", *ARGS]) == 0
+    assert main(["--submit", "--host", api.url, "--baselines", *ARGS]) == 0
     (upload,) = _posts(api, "/apis/v2beta1/pipelines/upload")
     assert upload["pipeline"] == "maws-with-baselines"  # the compiled pipeline itself
     assert upload["query"]["name"] == "maws-with-baselines"
@@ -50,7 +50,7 @@ def test_submit_uploads_the_pipeline_then_a_version_and_starts_runs(api, capsys)
     assert "started run" in capsys.readouterr().out
 
     # A second submission is a new version of the same pipeline, in the same experiment.
-    assert maws.main([
+    assert main([
         "--submit", "--host", api.url, "--baselines", "--version-name", "v2",
         "--run-name", "second", *ARGS,
     ]) == 0  # fmt: skip
@@ -68,9 +68,7 @@ def test_submit_uploads_the_pipeline_then_a_version_and_starts_runs(api, capsys)
 
 def test_schedule_creates_one_run_at_a_time_without_catch_up(api, capsys):
     cron = "0 0 3 * * 0"
-    assert (
-        maws.main(["--schedule", cron, "--host", api.url, "--service-account", "maws", *ARGS]) == 0
-    )
+    assert main(["--schedule", cron, "--host", api.url, "--service-account", "maws", *ARGS]) == 0
     (recurring,) = api.state["recurring_runs"]
     assert recurring["trigger"]["cron_schedule"]["cron"] == cron
     assert int(recurring["max_concurrency"]) == 1
@@ -81,19 +79,19 @@ def test_schedule_creates_one_run_at_a_time_without_catch_up(api, capsys):
     assert recurring["runtime_config"]["parameters"]["eval_name"] == "ImageNet-1k"
     assert api.state["runs"] == []  # scheduling alone starts no run now
     assert "no catch-up" in capsys.readouterr().out
-    assert maws.main(["--schedule", cron, "--catchup", "--host", api.url, *ARGS]) == 0
+    assert main(["--schedule", cron, "--catchup", "--host", api.url, *ARGS]) == 0
     assert api.state["recurring_runs"][1]["no_catchup"] is False
 
 
 def test_token_is_sent_and_missing_credentials_are_a_clear_error(api, monkeypatch, capsys):
     api.state["token"] = "s3cr3t"
-    assert maws.main(["--submit", "--host", api.url, *ARGS]) == 1
+    assert main(["--submit", "--host", api.url, *ARGS]) == 1
     err = capsys.readouterr().err
     assert "refused the request (401" in err and "MAWSFLOW_KFP_TOKEN" in err
     assert "Traceback" not in err
     assert api.state["runs"] == []
     monkeypatch.setenv("MAWSFLOW_KFP_TOKEN", "s3cr3t")
-    assert maws.main(["--submit", "--host", api.url, *ARGS]) == 0
+    assert main(["--submit", "--host", api.url, *ARGS]) == 0
     assert len(api.state["runs"]) == 1
 
 
@@ -107,13 +105,13 @@ def test_wrong_host_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     url = f"http://127.0.0.1:{_closed_port()}"
-    assert maws.main(["--submit", "--host", url, *ARGS]) == 1
+    assert main(["--submit", "--host", url, *ARGS]) == 1
     err = capsys.readouterr().err
     assert f"cannot reach Kubeflow Pipelines at {url}" in err and "Traceback" not in err
-    assert maws.main(["--submit", "--host", "ml-pipeline:8888", *ARGS]) == 1
+    assert main(["--submit", "--host", "ml-pipeline:8888", *ARGS]) == 1
     assert "expected the Kubeflow Pipelines API's URL" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        maws.main(["--submit", *ARGS])
+        main(["--submit", *ARGS])
     assert "need --host" in capsys.readouterr().err
 
 
@@ -133,14 +131,14 @@ def test_wrong_host_is_a_clear_error(tmp_path, monkeypatch, capsys):
 )
 def test_bad_parameters_are_refused_before_any_call(api, capsys, extra, message):
     argv = ["--submit", "--host", api.url, *ARGS, *extra]
-    assert maws.main(argv) == 1
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert api.state["calls"] == []
 
 
 def test_missing_required_parameters_are_named(api, capsys):
-    assert maws.main(["--submit", "--host", api.url, "--param", "eval_name=x"]) == 1
+    assert main(["--submit", "--host", api.url, "--param", "eval_name=x"]) == 1
     assert "missing required pipeline parameter(s): raw_corpus, dataset, eval_dataset" in (
         capsys.readouterr().err
     )

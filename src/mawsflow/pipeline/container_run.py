@@ -30,6 +30,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
+from google.protobuf import json_format
 from kfp import local
 from kfp.dsl.graph_component import GraphComponent
 
@@ -38,11 +39,10 @@ from mawsflow.pipeline.local_run import LocalReport, run_locally
 
 # The variables that tell a step where the object store is and how to reach it.
 _PASSED_ENV = re.compile(r"^(AWS_|MAWSFLOW_)")
-# An executor image set from the step-images task's output: `{{$.inputs.parameters[
-# 'pipelinechannel--step-images-<field>']}}`, where <field> is the step with '_' for '-'.
-_STEP_IMAGE_PLACEHOLDER = re.compile(
-    r"^\{\{\$\.inputs\.parameters\['pipelinechannel--step-images-(?P<field>[a-z_]+)'\]\}\}$"
-)
+# An executor image given at run time: `{{$.inputs.parameters['<input>']}}`, where the task's
+# <input> is, at the root, step-images' output for the step (`pipelinechannel--step-images-
+# <field>`, <field> the step with '_' for '-'), or inside a sub-pipeline one of its inputs fed so.
+_IMAGE_PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['(?P<input>[^']+)'\]\}\}$")
 
 
 class ContainerRunError(RuntimeError):
@@ -111,25 +111,62 @@ def _pinned_executor_images(
     On a cluster the KFP backend fills such an image in from the step-images task; kfp.local
     runs the image string as it is. The step-images task computes nothing but
     `retag(components/images.yaml's reference, image_tag)`, so the same is done here."""
+    spec = json_format.MessageToDict(pipeline.pipeline_spec)
     pinned: dict[str, str] = {}
-    for name, executor in _executors(pipeline).items():
-        if "container" not in executor:
-            continue
-        image = executor["container"]["image"]
-        if not image.startswith("{{"):
-            continue
-        match = _STEP_IMAGE_PLACEHOLDER.match(image)
-        if match is None:
-            raise ContainerRunError(
-                f"executor {name} names its image as {image!r}, which a local container run "
-                "cannot resolve (only step-images outputs can be)"
-            )
-        step = match["field"].replace("_", "-")
+    for name, field in _image_sources(spec).items():
+        step = field.replace("_", "-")
         try:
             pinned[name] = retag(image_for(images, step), image_tag)
         except ImageError as exc:
             raise ContainerRunError(f"executor {name}: {exc}") from None
     return pinned
+
+
+def _image_sources(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Executor → the step-images output its image is, for executors whose image is given at
+    run time: the task's image input followed out through the sub-pipelines and ParallelFors
+    it sits in, as the backend's driver resolves it."""
+    executors = spec["deploymentSpec"]["executors"]
+    sources: dict[str, str] = {}
+
+    def visit(dag: Mapping[str, Any], parents: tuple[Mapping[str, Any], ...]) -> None:
+        for task in dag.get("tasks", {}).values():
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                visit(component["dag"], (*parents, task))
+                continue
+            name = component.get("executorLabel", "")
+            image = executors.get(name, {}).get("container", {}).get("image", "")
+            if not image.startswith("{{"):
+                continue
+            match = _IMAGE_PLACEHOLDER.match(image)
+            source = match and _step_images_output(task, match["input"], parents)
+            if not source:
+                raise ContainerRunError(
+                    f"executor {name} names its image as {image!r}, which a local container "
+                    "run cannot resolve (only step-images outputs can be)"
+                )
+            sources[name] = source
+
+    visit(spec["root"]["dag"], ())
+    return sources
+
+
+def _step_images_output(
+    task: Mapping[str, Any], name: str, parents: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """The step-images output field that the task's input parameter `name` carries, if any."""
+    source = task.get("inputs", {}).get("parameters", {}).get(name, {})
+    for parent in reversed(parents):
+        if "componentInputParameter" not in source:
+            break
+        source = (
+            parent.get("inputs", {})
+            .get("parameters", {})
+            .get(source["componentInputParameter"], {})
+        )
+    output = source.get("taskOutputParameter", {})
+    return output.get("outputParameterKey") if output.get("producerTask") == "step-images" else None
 
 
 @contextlib.contextmanager

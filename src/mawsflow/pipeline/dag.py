@@ -1,0 +1,602 @@
+"""The MAWS DAG: dataset build → MAE → MAE→WSP → LiT and transfer → report.
+
+    step-images            every task's image (components/images.yaml, or `image_tag` of each)
+    build-dataset          a sub-pipeline: plan → count (ParallelFor over shard groups) → vocab
+                           → write (ParallelFor) → finalize          ⇒ Dataset (its manifest.json)
+    eval-fingerprint → eval-dataset   check the evaluation dataset   ⇒ Dataset (its classes.json)
+    mae                    MAE pre-pretraining, or the given mae_checkpoint         ⇒ Model
+    wsp                    MAE→WSP: the trunk starts from the MAE encoder           ⇒ Model
+    ParallelFor over the pretrained models (transfer-rows): pick-model →
+        transfer-evaluations, a sub-pipeline: lit → zeroshot; finetune → evaluate;
+        linear-probe; lowshot (ParallelFor over K × seeds) → lowshot-summary   ⇒ Metrics
+    report                 Table 22's shape (rows MAE, WSP, MAE→WSP) and plots     ⇒ Markdown, HTML
+
+With `baselines` the same run also trains WSP from scratch, and the transfer evaluations run on
+it and on MAE alone: the paper's two comparisons. Training tasks are launchers: their step runs
+as a job on the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
+
+What each task asks for (CPU, memory, retries, caching, object-store access, accelerators) is
+one table, RESOURCES. The sub-pipelines take the images of their tasks and the cluster names
+(the S3 Secret, the object-store ConfigMap, node placement) as parameters: a sub-pipeline sees
+only its own inputs. Every shape used here runs on the backend (mawsflow.pipeline.conformance
+checks the compiled spec): a sub-pipeline's artifact outputs are followed through its
+`artifactSelectors`, and `dsl.Collected` over a ParallelFor whose iterations hold a
+sub-pipeline walks down to its container tasks (kubeflow/pipelines backend/src/v2/driver/
+resolve.go, `resolveUpstreamArtifacts` and `CollectInputs`).
+"""
+
+# kfp reads the pipelines' annotations as objects, so no `from __future__ import annotations`.
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from kfp import dsl, kubernetes
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model
+from kfp.dsl.graph_component import GraphComponent
+from kfp.dsl.pipeline_task import PipelineTask
+
+from mawsflow.dataset.build import DEFAULT_SAMPLES_PER_SHARD
+from mawsflow.dataset.resample import PAPER_RATIO
+from mawsflow.dataset.vocab import DEFAULT_MIN_COUNT, PAPER_VOCABULARY_SIZE
+from mawsflow.pipeline import components as c
+from mawsflow.pipeline.images import read_images
+
+PIPELINE_NAME = "maws"
+# What the object-store ConfigMap of the chart (charts/mawsflow) publishes, all of which the
+# tasks read: the endpoint and region for boto3, the Secret's name and keys for the launcher.
+OBJECT_STORE_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "MAWSFLOW_S3_SECRET_NAME",
+    "MAWSFLOW_S3_ACCESS_KEY_ID_KEY",
+    "MAWSFLOW_S3_SECRET_ACCESS_KEY_KEY",
+)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Kubernetes settings fixed when the pipeline is compiled (kfp-kubernetes takes these as
+    constants; the Secret's and ConfigMap's names are run parameters)."""
+
+    # The keys of the S3 Secret; the defaults are those of the Secret Kubeflow Pipelines
+    # copies into every profile namespace (mlpipeline-minio-artifact).
+    access_key_id_key: str = "accesskey"
+    secret_access_key_key: str = "secretkey"
+    # Memory-backed /dev/shm of the evaluation pods, for DataLoader workers.
+    eval_shm_size: str = "16Gi"
+    # GPUs of each evaluation pod (zero-shot, eval, linear probe, low-shot). A constant: kfp
+    # does not carry a parameter into the accelerator count of a task inside a ParallelFor.
+    eval_gpus: int = 1
+
+
+# --------------------------------------------------------------------------------------------
+# What each task asks for
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str
+    memory: str
+    retries: int
+    # Never cached: the listings whose fingerprints key every other task's cache on the data.
+    cached: bool = True
+    # Reads or writes the object store: gets the S3 Secret and the object-store ConfigMap.
+    storage: bool = True
+    # Computes in its own pod: a GPU, the GPU nodes, a big /dev/shm (the evaluations). Training
+    # tasks are launchers and ask for none: their job's pods have the GPUs.
+    accelerator: bool = False
+
+
+_LAUNCHER = Resources("2", "8Gi", retries=3)
+_EVALUATION = Resources("8", "32Gi", retries=1, accelerator=True)
+_TINY = Resources("100m", "256Mi", retries=2, storage=False)
+
+# Per component (`components.IMAGE_OF` names each one's image).
+RESOURCES: Mapping[str, Resources] = {
+    "step-images": _TINY,
+    "build-dataset-plan": Resources("500m", "1Gi", retries=2, cached=False),
+    "build-dataset-count": Resources("2", "8Gi", retries=2),
+    "build-dataset-vocab": Resources("2", "32Gi", retries=2),
+    "build-dataset-write": Resources("2", "8Gi", retries=2),
+    "build-dataset-finalize": Resources("2", "8Gi", retries=2),
+    "eval-fingerprint": Resources("500m", "1Gi", retries=2, cached=False),
+    "eval-dataset": Resources("500m", "1Gi", retries=2),
+    "lowshot-plan": Resources("100m", "512Mi", retries=2, storage=False),
+    "mae": _LAUNCHER,
+    "wsp": _LAUNCHER,
+    "lit": _LAUNCHER,
+    "finetune": _LAUNCHER,
+    "transfer-rows": _TINY,
+    "pick-model": Resources("100m", "256Mi", retries=2),
+    "zeroshot": _EVALUATION,
+    "evaluate": _EVALUATION,
+    "linear-probe": _EVALUATION,
+    "lowshot": _EVALUATION,
+    "lowshot-summary": Resources("500m", "1Gi", retries=1),
+    "report": Resources("1", "4Gi", retries=1),
+}
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Applies RESOURCES to the tasks of one (sub-)pipeline: the compile-time settings and
+    that pipeline's own parameters naming the Secret, the ConfigMap and the GPU nodes."""
+
+    cluster: ClusterSettings
+    retries: bool  # off for a local run: no preempted pods or flaky nodes to wait out
+    s3_secret: Any
+    object_store_config: Any
+    node_selector: Any = None
+    tolerations: Any = None
+
+    def __call__(
+        self, task: PipelineTask, image: Any | None = None, name: str = ""
+    ) -> PipelineTask:
+        resources = RESOURCES[task.component_spec.name]
+        if image is not None:
+            task.set_container_image(image)
+        task.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
+        task.set_memory_request(resources.memory).set_memory_limit(resources.memory)
+        if self.retries:
+            task.set_retry(resources.retries, backoff_duration="60s", backoff_factor=2.0)
+        task.set_caching_options(enable_caching=resources.cached)
+        if name:
+            task.set_display_name(name)
+        if resources.storage:
+            self._storage_access(task)
+        if resources.accelerator:
+            self._on_accelerators(task)
+        return task
+
+    def _storage_access(self, task: PipelineTask) -> None:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=self.s3_secret,
+            secret_key_to_env={
+                self.cluster.access_key_id_key: "AWS_ACCESS_KEY_ID",
+                self.cluster.secret_access_key_key: "AWS_SECRET_ACCESS_KEY",
+            },
+        )
+        kubernetes.use_config_map_as_env(
+            task,
+            config_map_name=self.object_store_config,
+            config_map_key_to_env={key: key for key in OBJECT_STORE_KEYS},
+        )
+
+    def _on_accelerators(self, task: PipelineTask) -> None:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(self.cluster.eval_gpus)
+        kubernetes.add_node_selector_json(task, self.node_selector)
+        kubernetes.add_toleration_json(task, self.tolerations)
+        kubernetes.empty_dir_mount(
+            task,
+            volume_name="dshm",
+            mount_path="/dev/shm",
+            medium="Memory",
+            size_limit=self.cluster.eval_shm_size,
+        )
+
+
+def _train(
+    place: _Placement,
+    component: Callable[..., PipelineTask],
+    image: Any,
+    launch: Mapping[str, Any],
+    name: str = "",
+    **inputs: Any,
+) -> PipelineTask:
+    """A training task: it launches its step as a job on `launch["backend"]` in `image`,
+    waits for it, then publishes the step's model (mawsflow.pipeline.task_runtime.train). The
+    task's own pod runs in the same image."""
+    return place(component(job_image=image, **launch, **inputs), image, name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Sub-pipelines
+
+
+class BuiltDataset(NamedTuple):
+    pretraining: Dataset
+    stats: Metrics
+
+
+def build_dataset_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
+    """The dataset build, fanned out over shard groups. The plan lists the corpus and is never
+    cached; its fingerprint (listing + settings) keys every build task's cache, so a rerun over
+    changed shards or settings reuses nothing stale (mawsflow.pipeline.data_fingerprint)."""
+
+    @dsl.pipeline(name="build-dataset", description="Build the multi-label pretraining dataset")
+    def build_dataset(
+        raw_corpus: str,
+        dataset: str,
+        shard_groups: int,
+        vocab_min_count: int,
+        vocab_max_classes: int,
+        resample_ratio: float,
+        samples_per_shard: int,
+        seed: int,
+        image: str,
+        s3_secret: str,
+        object_store_config: str,
+    ) -> BuiltDataset:
+        configure = place(s3_secret=s3_secret, object_store_config=object_store_config)
+        # Scalars, not a dict of them: the backend passes a dict constant as it is,
+        # placeholders and all (conformance rule `channel-in-constant`).
+        settings = {
+            "resample_ratio": resample_ratio,
+            "samples_per_shard": samples_per_shard,
+            "seed": seed,
+        }
+        plan = configure(
+            c.build_dataset_plan(
+                raw_corpus=raw_corpus,
+                shard_groups=shard_groups,
+                min_count=vocab_min_count,
+                max_classes=vocab_max_classes,
+                **settings,
+            ),
+            image,
+        )
+        with dsl.ParallelFor(plan.output) as group:
+            count = configure(
+                c.build_dataset_count(
+                    raw_corpus=raw_corpus,
+                    dataset=dataset,
+                    group=group.group,
+                    fingerprint=group.fingerprint,
+                ),
+                image,
+            )
+        vocab = configure(
+            c.build_dataset_vocab(
+                dataset=dataset,
+                counted=dsl.Collected(count.output),
+                min_count=vocab_min_count,
+                max_classes=vocab_max_classes,
+                **settings,
+            ),
+            image,
+        )
+        with dsl.ParallelFor(plan.output) as group:
+            write = configure(
+                c.build_dataset_write(
+                    raw_corpus=raw_corpus,
+                    dataset=dataset,
+                    group=group.group,
+                    fingerprint=group.fingerprint,
+                    vocab_plan=vocab.output,
+                ),
+                image,
+            )
+        finalize = configure(
+            c.build_dataset_finalize(dataset=dataset, written=dsl.Collected(write.output)), image
+        )
+        return BuiltDataset(finalize.outputs["pretraining"], finalize.outputs["stats"])
+
+    return build_dataset
+
+
+class TransferResults(NamedTuple):
+    finetune: Metrics
+    lowshot: Metrics
+    zeroshot: Metrics
+    linear: Metrics
+
+
+def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
+    """Every transfer evaluation of one pretrained model: LiT then zero-shot, finetuning then
+    its evaluation, a linear probe, and low-shot runs (a ParallelFor over `lowshot_runs`)
+    summarised over seeds."""
+
+    @dsl.pipeline(name="transfer-evaluations", description="Every transfer evaluation of one model")
+    def transfer_evaluations(
+        model: Input[Model],
+        pretraining: Input[Dataset],
+        eval_data: Input[Dataset],
+        eval_name: str,
+        lowshot_runs: list,
+        preset: str,
+        arch: str,
+        lit_epochs: float,
+        finetune_epochs: float,
+        samples_per_epoch: int,
+        lowshot_epoch_multiplier: float,
+        text_model: str,
+        zeroshot_templates: str,
+        lowshot_method: str,
+        loader_workers: int,
+        backend: str,
+        nodes: int,
+        gpus_per_node: int,
+        shm_size: str,
+        node_selector: dict,
+        tolerations: list,
+        lit_image: str,
+        zeroshot_image: str,
+        finetune_image: str,
+        eval_image: str,
+        linear_probe_image: str,
+        lowshot_image: str,
+        s3_secret: str,
+        object_store_config: str,
+    ) -> TransferResults:
+        configure = place(
+            s3_secret=s3_secret,
+            object_store_config=object_store_config,
+            node_selector=node_selector,
+            tolerations=tolerations,
+        )
+        launch = {
+            "backend": backend,
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+            "shm_size": shm_size,
+            "node_selector": node_selector,
+            "tolerations": tolerations,
+        }
+        lit = _train(
+            configure,
+            c.lit,
+            lit_image,
+            launch,
+            dataset=pretraining,
+            image_model=model,
+            preset=preset,
+            arch=arch,
+            epochs=lit_epochs,
+            samples_per_epoch=samples_per_epoch,
+            text_model=text_model,
+        )
+        zeroshot = configure(
+            c.zeroshot(
+                lit_model=lit.outputs["model"],
+                eval_dataset=eval_data,
+                eval_name=eval_name,
+                templates=zeroshot_templates,
+                loader_workers=loader_workers,
+            ),
+            zeroshot_image,
+        )
+        finetune = _train(
+            configure,
+            c.finetune,
+            finetune_image,
+            launch,
+            pretrained=model,
+            eval_dataset=eval_data,
+            preset=preset,
+            arch=arch,
+            epochs=finetune_epochs,
+        )
+        evaluation = configure(
+            c.evaluate(
+                finetuned=finetune.outputs["model"],
+                eval_dataset=eval_data,
+                eval_name=eval_name,
+                loader_workers=loader_workers,
+            ),
+            eval_image,
+        )
+        linear = configure(
+            c.linear_probe(
+                pretrained=model,
+                eval_dataset=eval_data,
+                eval_name=eval_name,
+                loader_workers=loader_workers,
+            ),
+            linear_probe_image,
+        )
+        with dsl.ParallelFor(lowshot_runs) as run:
+            lowshot = configure(
+                c.lowshot(
+                    pretrained=model,
+                    eval_dataset=eval_data,
+                    preset=preset,
+                    arch=arch,
+                    shots=run.shots,
+                    seed=run.seed,
+                    epoch_multiplier=lowshot_epoch_multiplier,
+                    method=lowshot_method,
+                    eval_name=eval_name,
+                    loader_workers=loader_workers,
+                ),
+                lowshot_image,
+            )
+        summary = configure(
+            c.lowshot_summary(runs=dsl.Collected(lowshot.outputs["result"])), lowshot_image
+        )
+        return TransferResults(
+            finetune=evaluation.outputs["result"],
+            lowshot=summary.outputs["result"],
+            zeroshot=zeroshot.outputs["result"],
+            linear=linear.outputs["result"],
+        )
+
+    return transfer_evaluations
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class Report(NamedTuple):
+    markdown: Markdown
+    html: HTML
+    files: Artifact
+
+
+def pipeline_name(baselines: bool) -> str:
+    return f"{PIPELINE_NAME}-with-baselines" if baselines else PIPELINE_NAME
+
+
+def maws_pipeline(
+    *, baselines: bool = False, cluster: ClusterSettings | None = None, retries: bool = True
+) -> GraphComponent:
+    """The MAWS DAG; with `baselines`, WSP from scratch and MAE alone beside MAE→WSP. Without
+    `retries` a failed task fails the run at once (what a local run wants: there are no
+    preempted pods or flaky nodes to wait out)."""
+    cluster = cluster or ClusterSettings()
+    references = read_images()
+
+    def place(**names: Any) -> _Placement:
+        return _Placement(cluster, retries, **names)
+
+    build_dataset = build_dataset_pipeline(place)
+    transfer_evaluations = transfer_evaluations_pipeline(place)
+    description = (
+        "MAWS: dataset build, MAE pre-pretraining, MAE→WSP pretraining, LiT and transfer "
+        "evaluations, report"
+        + ("; WSP-from-scratch and MAE baselines in the same run" if baselines else "")
+    )
+
+    @dsl.pipeline(name=pipeline_name(baselines), description=description)
+    def maws(
+        raw_corpus: str,
+        dataset: str,
+        eval_dataset: str,
+        eval_name: str,
+        preset: str = "",
+        arch: str = "",
+        mae_epochs: float = 0.0,
+        wsp_epochs: float = 0.0,
+        lit_epochs: float = 0.0,
+        finetune_epochs: float = 0.0,
+        lowshot_epoch_multiplier: float = 0.0,
+        samples_per_epoch: int = 0,
+        mae_checkpoint: str = "",
+        text_model: str = "",
+        zeroshot_templates: str = "objects",
+        lowshot_method: str = "vpt",
+        lowshot_shots: list = [],  # noqa: B006 (empty: the recipe's K ∈ {1, 5, 10})
+        lowshot_seeds: list = [],  # noqa: B006 (empty: the recipe's five seeds)
+        shard_groups: int = 8,
+        vocab_min_count: int = DEFAULT_MIN_COUNT,
+        vocab_max_classes: int = PAPER_VOCABULARY_SIZE,
+        resample_ratio: float = PAPER_RATIO,
+        samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
+        seed: int = 0,
+        backend: str = "pytorchjob",
+        nodes: int = 1,
+        gpus_per_node: int = 8,
+        loader_workers: int = 8,
+        shm_size: str = "64Gi",
+        node_selector: dict = {},  # noqa: B006 (kfp reads defaults from the signature)
+        tolerations: list = [],  # noqa: B006
+        image_tag: str = "",
+        s3_secret: str = "mlpipeline-minio-artifact",
+        object_store_config: str = "mawsflow-object-store",
+    ) -> Report:
+        names = {"s3_secret": s3_secret, "object_store_config": object_store_config}
+        configure = place(**names)
+        # Runs in components/images.yaml's launch image and tells every other task its image.
+        images = configure(c.step_images(references=references, image_tag=image_tag)).outputs
+        launch = {
+            "backend": backend,
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+            "shm_size": shm_size,
+            "node_selector": node_selector,
+            "tolerations": tolerations,
+        }
+
+        pretraining = build_dataset(
+            raw_corpus=raw_corpus,
+            dataset=dataset,
+            shard_groups=shard_groups,
+            vocab_min_count=vocab_min_count,
+            vocab_max_classes=vocab_max_classes,
+            resample_ratio=resample_ratio,
+            samples_per_shard=samples_per_shard,
+            seed=seed,
+            image=images["build_dataset"],
+            **names,
+        ).outputs["pretraining"]
+        # The evaluation data is listed first (never cached): its fingerprint keys the check's
+        # cache, and through its output every evaluation's.
+        listing = configure(c.eval_fingerprint(uri=eval_dataset), images["prepare_eval"])
+        eval_data = configure(
+            c.eval_dataset(uri=eval_dataset, name=eval_name, fingerprint=listing.output),
+            images["prepare_eval"],
+        ).outputs["dataset"]
+        lowshot_runs = configure(
+            c.lowshot_plan(preset=preset, shots=lowshot_shots, seeds=lowshot_seeds),
+            images["lowshot"],
+        )
+
+        def train_wsp(name: str, **init: Any) -> PipelineTask:
+            """MAE→WSP given `mae_model=`, else WSP from scratch."""
+            return _train(
+                configure,
+                c.wsp,
+                images["wsp"],
+                launch,
+                name=name,
+                dataset=pretraining,
+                preset=preset,
+                arch=arch,
+                epochs=wsp_epochs,
+                samples_per_epoch=samples_per_epoch,
+                **init,
+            )
+
+        mae = _train(
+            configure,
+            c.mae,
+            images["mae"],
+            launch,
+            dataset=pretraining,
+            preset=preset,
+            arch=arch,
+            epochs=mae_epochs,
+            samples_per_epoch=samples_per_epoch,
+            mae_checkpoint=mae_checkpoint,
+        )
+        maws_wsp = train_wsp("wsp (MAE→WSP)", mae_model=mae.outputs["model"])
+        pretrained = {"mae_model": mae.outputs["model"], "maws_model": maws_wsp.outputs["model"]}
+        if baselines:
+            pretrained["wsp_model"] = train_wsp("wsp (WSP from scratch)").outputs["model"]
+        rows = configure(c.transfer_rows(baselines=baselines), images["report"])
+
+        # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
+        with dsl.ParallelFor(rows.output) as row:
+            # The row's model as a container task's output (an importer here would break the
+            # backend: mawsflow.pipeline.conformance).
+            picked = configure(c.pick_model(row=row, **pretrained), images["report"])
+            model = picked.outputs["model"]
+            results = transfer_evaluations(
+                model=model,
+                pretraining=pretraining,
+                eval_data=eval_data,
+                eval_name=eval_name,
+                lowshot_runs=lowshot_runs.output,
+                preset=preset,
+                arch=arch,
+                lit_epochs=lit_epochs,
+                finetune_epochs=finetune_epochs,
+                samples_per_epoch=samples_per_epoch,
+                lowshot_epoch_multiplier=lowshot_epoch_multiplier,
+                text_model=text_model,
+                zeroshot_templates=zeroshot_templates,
+                lowshot_method=lowshot_method,
+                loader_workers=loader_workers,
+                **launch,
+                **{f"{step}_image": images[step] for step in _TRANSFER_IMAGES},
+                **names,
+            )
+
+        report = configure(
+            c.report(
+                finetune=dsl.Collected(results.outputs["finetune"]),
+                lowshot=dsl.Collected(results.outputs["lowshot"]),
+                zeroshot=dsl.Collected(results.outputs["zeroshot"]),
+                linear=dsl.Collected(results.outputs["linear"]),
+                pretrained=dsl.Collected(model),
+            ),
+            images["report"],
+        )
+        return Report(report.outputs["markdown"], report.outputs["html"], report.outputs["files"])
+
+    return maws
+
+
+# The step-images outputs the transfer evaluations take, as `<step>_image`.
+_TRANSFER_IMAGES = ("lit", "zeroshot", "finetune", "eval", "linear_probe", "lowshot")
