@@ -159,13 +159,16 @@ def test_train_state_round_trips_through_a_checkpoint_and_snapshots_its_history(
     ckpt = Checkpointer(str(tmp_path), every_steps=1, keep_last=1, ctx=ctx)
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
     state = TrainState({"a": 1}, step=3, samples_seen=24, train_seconds=2.0, skipped_samples=1)
     state.loss_history.append([3, 2.5])
     ckpt.save(3, model, opt, state, {})
     # The loop appends after the save: the checkpoint holds the history as it was.
     state.loss_history.append([4, 2.0])
     restored = TrainState({"a": 2})
-    ckpt.load(3, torch.nn.Linear(2, 2), torch.optim.AdamW(model.parameters()), restored)
+    fresh = torch.nn.Linear(2, 2)
+    ckpt.load(3, fresh, torch.optim.AdamW(fresh.parameters()), restored)
     assert restored.loss_history == [[3, 2.5]] and restored.skipped_samples == 1
     # The recipe is the resuming run's own, not the checkpoint's.
     assert restored.recipe == {"a": 2}

@@ -12,7 +12,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,46 +26,10 @@ from mawsflow.data.members import CORRUPT_SAMPLE_ERRORS
 from mawsflow.data.shards import SampleStream, sample_seed
 from mawsflow.engine.checkpoint import read_checkpoint_state
 from mawsflow.steps.mae import ENCODER_PREFIX
+from step_process import json_records, run_step, step_command, step_env
 from test_engine_data import _augment, write_pretrain_dataset
 
 pytestmark = pytest.mark.slow
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "MAWSFLOW_LOG_FORMAT": "json", "OMP_NUM_THREADS": "1"}
-
-
-def torchrun(nproc: int, args: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "mawsflow.cli",
-        "mae",
-        *args,
-    ]
-
-
-def records(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
-
-def run_to_end(nproc: int, args: list[str], env: dict[str, str] | None = None) -> list[dict]:
-    proc = subprocess.run(
-        torchrun(nproc, args), env=env or _env(), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return records(proc.stderr)
 
 
 def process_tree(root: int) -> list[int]:
@@ -110,8 +73,8 @@ def run_and_kill(nproc: int, args: list[str], *, after_step: int, when: str) -> 
     (when="checkpoint": the kill lands while the save is in flight). Returns the last step
     rank 0 logged."""
     proc = subprocess.Popen(
-        torchrun(nproc, args),
-        env=_env(),
+        step_command("mae", args, nproc),
+        env=step_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -121,7 +84,7 @@ def run_and_kill(nproc: int, args: list[str], *, after_step: int, when: str) -> 
     seen = 0
     try:
         for line in proc.stderr:
-            found = records(line)
+            found = json_records(line)
             if not found or found[0].get("rank") != 0:
                 continue
             message = found[0]["message"]
@@ -203,7 +166,9 @@ CASES = [
 @pytest.mark.parametrize(("nproc", "workers", "micro", "when", "seed"), CASES)
 def test_sigkilled_job_resumes_bit_exact(dataset, tmp_path, nproc, workers, micro, when, seed):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_to_end(nproc, args_for(dataset, straight, seed=seed, workers=workers, micro=micro))
+    run_step(
+        "mae", args_for(dataset, straight, seed=seed, workers=workers, micro=micro), nproc=nproc
+    )
 
     args = args_for(dataset, killed, seed=seed, workers=workers, micro=micro)
     # Late enough that the step-3 checkpoint is complete (the save at step 6 waits for it).
@@ -211,7 +176,7 @@ def test_sigkilled_job_resumes_bit_exact(dataset, tmp_path, nproc, workers, micr
     seen = run_and_kill(nproc, args, after_step=after, when=when)
     assert not (killed / "model.json").exists()
 
-    found = run_to_end(nproc, args)
+    found = run_step("mae", args, nproc=nproc)
     resumed = [r for r in found if r["message"] == "resumed from checkpoint"]
     assert len(resumed) == nproc, f"every rank resumes (killed after step {seen})"
     assert {r["saved_world_size"] for r in resumed} == {nproc}
@@ -226,7 +191,7 @@ def test_sigkilled_job_resumes_bit_exact(dataset, tmp_path, nproc, workers, micr
     # rewrites the model.
     model = killed / "model.safetensors"
     before = model.stat().st_mtime_ns
-    again = run_to_end(nproc, args)
+    again = run_step("mae", args, nproc=nproc)
     assert sum(r["message"] == "output already complete; not retraining" for r in again) == nproc
     assert not any(r["message"] in ("training", "resumed from checkpoint") for r in again)
     assert model.stat().st_mtime_ns == before
@@ -249,13 +214,13 @@ def test_four_ranks_restart_as_two(dataset, tmp_path):
     shutil.copytree(out, probe)
     probe_args = args_for(dataset, probe, seed=5, workers=1, micro=None)
     probe_args += ["--set", f"schedule.samples_per_epoch={step * 16}"]
-    run_to_end(2, probe_args)
+    run_step("mae", probe_args, nproc=2)
     exported = load_file(probe / "model.safetensors")
     assert exported and all(
         torch.equal(v, saved["model"][ENCODER_PREFIX + k]) for k, v in exported.items()
     )
 
-    found = run_to_end(2, args)
+    found = run_step("mae", args, nproc=2)
     resumed = [r for r in found if r["message"] == "resumed from checkpoint"]
     assert {r["saved_world_size"] for r in resumed} == {4} and len(resumed) == 2
     assert {r["train_step"] for r in resumed} == {step}

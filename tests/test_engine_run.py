@@ -7,11 +7,9 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +18,11 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from mawsflow.engine.checkpoint import read_checkpoint_state
+from mawsflow.models.pretrained import load_timm_checkpoint
 from mawsflow.models.vit import trunk_kwargs
 from mawsflow.recipes import load_recipe
-from mawsflow.steps.wsp import WSPTask, load_timm_checkpoint
+from mawsflow.steps.wsp import WSPTask
+from step_process import json_records, run_step, step_command, step_env
 from test_engine_data import write_pretrain_dataset
 
 TINY = ["--preset", "tiny"]
@@ -31,46 +31,6 @@ TINY = ["--preset", "tiny"]
 def sets(*pairs: str) -> list[str]:
     """`--set` options for each `key=value`."""
     return [arg for pair in pairs for arg in ("--set", pair)]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "MAWSFLOW_LOG_FORMAT": "json", "OMP_NUM_THREADS": "1"}
-
-
-def _command(step: str, args: list[str], nproc: int) -> list[str]:
-    if nproc == 1:
-        return [sys.executable, "-m", "mawsflow.cli", step, *args]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "mawsflow.cli",
-        step,
-        *args,
-    ]
-
-
-def run_step(step: str, args: list[str], *, nproc: int = 1) -> list[dict]:
-    """Run a step to completion; returns its JSON log records."""
-    proc = subprocess.run(
-        _command(step, args, nproc), env=_env(), capture_output=True, text=True, timeout=180
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return _records(proc.stderr)
-
-
-def _records(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +190,8 @@ def test_resume_after_sigkill_is_bit_exact(dataset, tmp_path):
 
     kill_at = random.Random().randint(6, 30)
     proc = subprocess.Popen(
-        _command("mae", _resume_args(dataset, killed), 1),
-        env=_env(),
+        step_command("mae", _resume_args(dataset, killed), 1),
+        env=step_env(),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -239,7 +199,7 @@ def test_resume_after_sigkill_is_bit_exact(dataset, tmp_path):
     seen_step, completed = 0, False
     assert proc.stderr is not None
     for line in proc.stderr:
-        record = _records(line)
+        record = json_records(line)
         message = record[0]["message"] if record else ""
         # Intermediate checkpoints are written in the background: one counts once it is
         # complete ("checkpoint written"), which may be a few steps after it was staged.
@@ -304,8 +264,8 @@ def test_fsdp_step_of_a_2b_shaped_model_on_cpu(dataset, tmp_path):
 
 def test_bad_inputs_are_named(tmp_path):
     proc = subprocess.run(
-        _command("mae", [*TINY, *sets(f"output={tmp_path}")], 1),
-        env=_env(),
+        step_command("mae", [*TINY, *sets(f"output={tmp_path}")], 1),
+        env=step_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -33,7 +33,6 @@ from mawsflow import storage
 from mawsflow.data.loader import SKIPPED_KEY, LoaderState, build_loader
 from mawsflow.data.manifest import PretrainManifest
 from mawsflow.data.shards import sample_seed
-from mawsflow.engine.artifacts import MODEL_CARD, write_model
 from mawsflow.engine.checkpoint import (
     Checkpointer,
     capture_rng_state,
@@ -58,6 +57,7 @@ from mawsflow.engine.task import TrainTask
 from mawsflow.engine.train_state import TrainResult, TrainState
 from mawsflow.engine.train_step import TrainStep
 from mawsflow.errors import ConfigError
+from mawsflow.models.artifacts import MODEL_CARD, write_model
 from mawsflow.models.vit import needs_sharding
 from mawsflow.recipes import (
     CheckpointConfig,
