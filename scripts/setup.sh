@@ -56,8 +56,8 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"
   "$python" -m venv .venv
 fi
-# torch 2.14.1 + torchvision 0.29.1 are a matching pair (DESIGN.md); pip resolves them from
-# pyproject.toml together with everything else.
+# torch 2.14.1 + torchvision 0.29.1 are a matching pair (each torchvision release is built
+# for one torch release); pip resolves them from pyproject.toml together with everything else.
 echo "setup: installing mawsflow$extras into .venv (first run takes a few minutes: torch is large)"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
