@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pretrain_shards import write_pretrain_dataset
 from seaweedfs import SeaweedFS, weed_binary
-from test_engine_data import write_pretrain_dataset
 from test_engine_resume_multirank import (
     args_for,
     assert_same_training,

@@ -26,8 +26,8 @@ from mawsflow.data.members import CORRUPT_SAMPLE_ERRORS
 from mawsflow.data.shards import SampleStream, sample_seed
 from mawsflow.engine.checkpoint import read_checkpoint_state
 from mawsflow.steps.mae import ENCODER_PREFIX
+from pretrain_shards import augment_config, write_pretrain_dataset
 from step_process import json_records, run_step, step_command, step_env
-from test_engine_data import _augment, write_pretrain_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -239,7 +239,7 @@ def test_four_ranks_restart_as_two(dataset, tmp_path):
 def _consume(manifest, state: LoaderState, *, rank: int, world: int, batches: int) -> list:
     loader = build_loader(
         manifest,
-        ImageLabelsDecoder(_augment(), manifest.num_classes),
+        ImageLabelsDecoder(augment_config(), manifest.num_classes),
         batch_size=4,
         num_workers=0,
         seed=3,
@@ -282,7 +282,7 @@ def test_streams_continue_without_repeats_or_gaps_on_fewer_ranks(dataset):
         for stream, position, images in got:
             read[stream].append((position, images))
 
-    decoder = ImageLabelsDecoder(_augment(), manifest.num_classes)
+    decoder = ImageLabelsDecoder(augment_config(), manifest.num_classes)
     for stream, batches in read.items():
         assert len(batches) == 8
         # The same stream read alone from its start, its corrupt samples skipped.

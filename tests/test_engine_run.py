@@ -22,8 +22,8 @@ from mawsflow.models.pretrained import load_timm_checkpoint
 from mawsflow.models.vit import trunk_kwargs
 from mawsflow.recipes import load_recipe
 from mawsflow.steps.wsp import WSPTask
+from pretrain_shards import write_pretrain_dataset
 from step_process import json_records, run_step, step_command, step_env
-from test_engine_data import write_pretrain_dataset
 
 TINY = ["--preset", "tiny"]
 

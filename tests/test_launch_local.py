@@ -331,7 +331,7 @@ def test_a_sigkilled_launcher_stops_a_real_two_rank_mae_run(tmp_path, job_tag):
     """The issue's case: `mawsflow launch --backend local -- mawsflow mae` on 2 ranks with a
     loader worker each, the launcher SIGKILLed after the run's first checkpoint; the command is
     a bare `mawsflow` and PATH lacks the venv, as in a user's shell."""
-    from test_engine_data import write_pretrain_dataset
+    from pretrain_shards import write_pretrain_dataset
 
     dataset = write_pretrain_dataset(tmp_path / "dataset", num_samples=64)
     out = tmp_path / "mae"
