@@ -20,6 +20,7 @@ from mawsflow.launch.spec import load_launch_spec, validate
 from mawsflow.models.vit import create_trunk
 from mawsflow.pipeline import components, images, specs, task_runtime
 from mawsflow.pipeline.artifact_uris import (
+    REFERENCE_FORMAT,
     ArtifactURIError,
     dataset_location,
     model_folder,
@@ -30,6 +31,7 @@ from mawsflow.pipeline.artifact_uris import (
 )
 from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
 from mawsflow.pipeline.lowshot_fan_in import merge_lowshot_runs
+from test_storage import counting_requests
 
 # --------------------------------------------------------------------------------------------
 # Compiled specs
@@ -196,6 +198,22 @@ def test_a_reference_stands_for_its_target(storage_root):
     storage.write_json(broken, {"format": "mawsflow.reference/1"})
     with pytest.raises(ArtifactURIError, match="reference without a target"):
         resolve(broken)
+
+
+def test_resolve_reads_an_artifact_with_one_request(s3_bucket):
+    """A reference, a missing object and a large object: one GET each (no HEADs first), and an
+    object over the reference size limit is data even when it starts like a reference."""
+    target = f"{s3_bucket}/data/manifest.json"
+    picked = f"{s3_bucket}/run/picked"
+    write_reference(picked, target)
+    large = f"{s3_bucket}/run/large"
+    reference = {"format": REFERENCE_FORMAT, "target": target}
+    storage.write_bytes(large, json.dumps(reference).encode() + b" " * 70_000)
+    with counting_requests("before-send.s3") as sent:
+        assert resolve(picked) == target
+        assert resolve(f"{s3_bucket}/run/absent") == f"{s3_bucket}/run/absent"
+        assert resolve(large) == large
+    assert sent == ["before-send.s3.GetObject"] * 3
 
 
 def test_pick_model_publishes_the_rows_model_and_names_a_missing_one(tmp_path):

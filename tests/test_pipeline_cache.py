@@ -17,13 +17,17 @@ import json
 from pathlib import Path
 
 import pytest
+from kfp.dsl import Dataset, Metrics
 
 from mawsflow import storage
 from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings, write_corpus
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from mawsflow.errors import DataFormatError
 from mawsflow.pipeline import components
+from mawsflow.pipeline.artifact_uris import resolve
 from mawsflow.pipeline.data_fingerprint import corpus_groups, dataset_fingerprint
+from test_storage import counting_requests
 
 
 def backend_cache_key(component, parameters: dict, artifact_ids: dict | None = None) -> str:
@@ -137,3 +141,60 @@ def test_the_evaluation_data_fingerprint_follows_every_object(storage_root):
 def test_an_empty_corpus_is_named(storage_root):
     with pytest.raises(ValueError, match=r"no \.tar shards under this input prefix"):
         corpus_groups(storage.join(storage_root, "nothing"), 2)
+
+
+def test_the_plan_lists_the_corpus_once(s3_bucket):
+    """One paginated LIST gives both the shards and their versions."""
+    raw = f"{s3_bucket}/raw"
+    for i in range(3):
+        storage.write_bytes(f"{raw}/shard-{i:06d}.tar", b"x" * (i + 1))
+    storage.write_bytes(f"{raw}/notes.txt", b"not a shard")
+    with counting_requests("before-send.s3") as sent:
+        plan = corpus_groups(raw, 2)
+    assert sent == ["before-send.s3.ListObjectsV2"]
+    assert [item["group"] for item in plan] == ["0/2", "1/2"]
+    assert len({item["fingerprint"] for item in plan}) == 1
+
+
+def test_the_built_dataset_names_the_build_fingerprint_and_mixed_builds_are_refused(
+    fashion_mnist, tmp_path
+):
+    """finalize's reference carries the fingerprint every build task was keyed on (the plan's);
+    write outputs of two builds are refused before anything is finalized."""
+    images, labels = fashion_mnist
+    raw, dataset = str(tmp_path / "raw"), str(tmp_path / "dataset")
+    _write(raw, images[:200], labels[:200])
+    settings = {**SETTINGS, "resample_ratio": 1.0}  # 1: no resampling
+    plan = _plan(raw, **settings)
+    _, counted = _count_phase(raw, dataset, plan)
+    vocab_plan = components.build_dataset_vocab.python_func(
+        dataset=dataset, counted=counted, **settings
+    )
+    written = [
+        components.build_dataset_write.python_func(
+            raw_corpus=raw, dataset=dataset, vocab_plan=vocab_plan, **item
+        )
+        for item in plan
+    ]
+    manifest = storage.join(dataset, "manifest.json")
+
+    def finalize(outputs: list[str]) -> Dataset:
+        pretraining = Dataset(uri=str(tmp_path / "pretraining"))
+        components.build_dataset_finalize.python_func(
+            dataset=dataset,
+            written=outputs,
+            pretraining=pretraining,
+            stats=Metrics(uri=str(tmp_path / "stats")),
+        )
+        return pretraining
+
+    other_build = json.dumps({**json.loads(written[1]), "fingerprint": "0" * 64})
+    with pytest.raises(DataFormatError, match="every group of one build carries the same one"):
+        finalize([written[0], other_build])
+    assert not storage.exists(manifest)
+
+    pretraining = finalize(written)
+    reference = storage.read_json(pretraining.uri)
+    assert reference["corpus_fingerprint"] == plan[0]["fingerprint"]
+    assert pretraining.metadata["corpus_fingerprint"] == plan[0]["fingerprint"]
+    assert resolve(pretraining.uri) == manifest

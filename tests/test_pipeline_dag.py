@@ -1,7 +1,7 @@
 """The compiled MAWS pipeline: `pipelines/maws.py --compile` writes a YAML that kfp loads back,
 and the DAG in it has the tasks, sub-pipelines, dependencies, artifact types, ParallelFor
 fan-outs, resources, retries, caching and Kubernetes settings (S3 secret, /dev/shm, node
-placement) of ../shared/DESIGN.md's picture (pipelines/README.md)."""
+placement) of the picture in pipelines/README.md."""
 
 import subprocess
 import sys
@@ -414,6 +414,43 @@ def test_kubernetes_settings_secret_shm_and_placement(compiled):
     # The training jobs get node placement and /dev/shm from the launcher, not the launcher's pod.
     assert "nodeSelector" not in kubernetes["exec-mae"]
     assert "emptyDirMounts" not in kubernetes["exec-wsp"]
+
+
+def _parameter_names(value) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "componentInputParameter":
+                yield item
+            else:
+                yield from _parameter_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _parameter_names(item)
+
+
+def test_kubernetes_settings_name_inputs_of_their_tasks_dag(compiled):
+    """The driver resolves a Kubernetes setting's parameter (the Secret's and ConfigMap's
+    names, node selector, tolerations) among the inputs of the DAG the task sits in
+    (backend/src/v2/driver/k8s.go → resolve.go `resolveInputParameter`: "parent DAG does not
+    have input parameter"): inside a sub-pipeline or a ParallelFor, that DAG's own inputs."""
+    spec = compiled["spec"]
+    settings = compiled["kubernetes"]
+    checked = 0
+    for task in walk(spec):
+        component = spec["components"][task.spec["componentRef"]["name"]]
+        if component.get("executorLabel") not in settings:
+            continue
+        # The root's inputs are the pipeline's; a nested DAG's are its component's.
+        owner = (
+            spec["components"][task.parents[-1]["componentRef"]["name"]]
+            if task.parents
+            else spec["root"]
+        )
+        inputs = set(owner.get("inputDefinitions", {}).get("parameters", {}))
+        for name in _parameter_names(settings[component["executorLabel"]]):
+            assert name in inputs, (task.path, name)
+            checked += 1
+    assert checked > 40
 
 
 def test_secret_keys_are_a_compile_option(tmp_path):

@@ -25,6 +25,7 @@ steps follow the reference (`resolve`) and stream the data from where it is.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
@@ -87,14 +88,22 @@ def write_reference(uri: str, target: str, **facts: str) -> None:
 
 
 def resolve(uri: str) -> str:
-    """The URI an artifact stands for: the target of a reference, else the URI itself."""
-    if uri.endswith(".json") or not storage.exists(uri):
+    """The URI an artifact stands for: the target of a reference, else the URI itself.
+
+    One request: a read of the object's first bytes (a missing object is a folder, not a
+    reference; more than _MAX_REFERENCE_BYTES is data)."""
+    if uri.endswith(".json") or _is_local_folder(uri):
         return uri  # a descriptor file (model.json) or a folder, not a reference
-    if storage.size(uri) > _MAX_REFERENCE_BYTES:
+    try:
+        with storage.open_read(uri) as stream:
+            head = stream.read(_MAX_REFERENCE_BYTES + 1)
+    except storage.NotFoundError:
+        return uri  # no object there: a folder in the store
+    if len(head) > _MAX_REFERENCE_BYTES:
         return uri
     try:
-        data = storage.read_json(uri)
-    except (storage.StorageError, UnicodeDecodeError):
+        data = json.loads(head)
+    except ValueError:  # UnicodeDecodeError is one
         return uri  # not JSON: the artifact is the data itself
     if isinstance(data, dict) and data.get("format") == REFERENCE_FORMAT:
         target = data.get("target")
@@ -102,6 +111,10 @@ def resolve(uri: str) -> str:
             raise ArtifactURIError(f"{uri}: reference without a target")
         return target
     return uri
+
+
+def _is_local_folder(uri: str) -> bool:
+    return not storage.is_s3(uri) and os.path.isdir(uri.removeprefix("file://"))
 
 
 def model_folder(artifact_uri: str) -> str:

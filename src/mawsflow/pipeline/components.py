@@ -221,10 +221,11 @@ def build_dataset_finalize(
     from mawsflow.dataset.finalize_phase import run_finalize
     from mawsflow.log import setup_logging
     from mawsflow.pipeline.artifact_uris import DATASET_MANIFEST, storage_uri, write_reference
-    from mawsflow.pipeline.data_fingerprint import digest
+    from mawsflow.pipeline.data_fingerprint import build_fingerprint
     from mawsflow.pipeline.task_runtime import log_metrics
 
     setup_logging()
+    corpus = build_fingerprint([json.loads(w) for w in written])
     summary = run_finalize(dataset, len(written))
     samples = summary["samples"]
     log_metrics(
@@ -237,8 +238,6 @@ def build_dataset_finalize(
             **{f"dropped_{reason}": n for reason, n in samples["dropped"].items()},
         },
     )
-    groups = [json.loads(w) for w in written]
-    corpus = digest({g["group"]: g["fingerprint"] for g in groups})
     manifest = storage.join(dataset, DATASET_MANIFEST)
     write_reference(storage_uri(pretraining.uri), manifest, corpus_fingerprint=corpus)
     pretraining.metadata.update({"location": manifest, "corpus_fingerprint": corpus})
@@ -286,8 +285,9 @@ def eval_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]
 
 # --------------------------------------------------------------------------------------------
 # Training steps (MAE, WSP, LiT, finetuning): run by the launcher on the `backend` parameter.
-# Each takes the launch parameters (backend … tolerations) and writes its Model to the
-# artifact's URI, which the job's pods reach through the object store.
+# Each takes the launch parameters (backend … tolerations) and hands them, with its recipe
+# settings, to `task_runtime.train`, which writes its Model to the artifact's URI (the job's
+# pods reach it through the object store) and publishes it.
 
 
 @_component("mae")
@@ -316,41 +316,35 @@ def mae(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, storage_uri
-    from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
-    from mawsflow.recipes import load_recipe
+    from mawsflow.pipeline.artifact_uris import dataset_location
 
-    setup_logging()
-    output = storage_uri(model.uri)
     if mae_checkpoint:
+        from mawsflow.log import setup_logging
+        from mawsflow.pipeline.artifact_uris import storage_uri
+        from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
+        from mawsflow.recipes import load_recipe
+
+        setup_logging()
+        output = storage_uri(model.uri)
         arch_setting = rt.overrides({"model.arch": arch})
         recipe = load_recipe("mae", preset=preset or None, overrides=arch_setting)
         import_mae_checkpoint(
             mae_checkpoint, output, arch=recipe.model.arch, img_size=recipe.model.img_size
         )
-    else:
-        settings = {
-            "model.arch": arch,
-            "schedule.epochs": epochs,
-            "schedule.samples_per_epoch": samples_per_epoch,
-            "data.train": dataset_location(dataset.uri),
-            "output": output,
-        }
-        launch = rt.TrainingLaunch(
-            backend=backend,
-            image=job_image,
-            execution=model.uri,
-            task="mae",
-            nodes=nodes,
-            gpus_per_node=gpus_per_node,
-            shm_size=shm_size,
-            node_selector=node_selector,
-            tolerations=tolerations,
-        )
-        rt.launch_training("mae", rt.recipe_argv(preset, rt.overrides(settings)), launch)
-    rt.publish_model(model, metrics, output)
+        rt.publish_model(model, metrics, output)
+        return
+    settings = {
+        "model.arch": arch,
+        "schedule.epochs": epochs,
+        "schedule.samples_per_epoch": samples_per_epoch,
+        "data.train": dataset_location(dataset.uri),
+    }
+    launch = {
+        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
+    }  # fmt: skip
+    rt.train("mae", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
 @_component("wsp")
@@ -379,34 +373,22 @@ def wsp(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
 
-    setup_logging()
-    output = storage_uri(model.uri)
     settings = {
         "model.arch": arch,
         "schedule.epochs": epochs,
         "schedule.samples_per_epoch": samples_per_epoch,
         "data.train": dataset_location(dataset.uri),
-        "output": output,
         "init": "mae" if mae_model else "scratch",
         "init_checkpoint": model_folder(mae_model.uri) if mae_model else "",
     }
-    launch = rt.TrainingLaunch(
-        backend=backend,
-        image=job_image,
-        execution=model.uri,
-        task="wsp",
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        shm_size=shm_size,
-        node_selector=node_selector,
-        tolerations=tolerations,
-    )
-    rt.launch_training("wsp", rt.recipe_argv(preset, rt.overrides(settings)), launch)
-    rt.publish_model(model, metrics, output)
+    launch = {
+        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
+    }  # fmt: skip
+    rt.train("wsp", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
 @_component("lit")
@@ -435,12 +417,9 @@ def lit(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
 
-    setup_logging()
-    output = storage_uri(model.uri)
     settings = {
         "model.arch": arch,
         "schedule.epochs": epochs,
@@ -448,21 +427,12 @@ def lit(
         "text.model": text_model,
         "data.train": dataset_location(dataset.uri),
         "image_checkpoint": model_folder(image_model.uri),
-        "output": output,
     }
-    launch = rt.TrainingLaunch(
-        backend=backend,
-        image=job_image,
-        execution=model.uri,
-        task="lit",
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        shm_size=shm_size,
-        node_selector=node_selector,
-        tolerations=tolerations,
-    )
-    rt.launch_training("lit", rt.recipe_argv(preset, rt.overrides(settings)), launch)
-    rt.publish_model(model, metrics, output)
+    launch = {
+        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
+    }  # fmt: skip
+    rt.train("lit", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
 @_component("finetune")
@@ -490,33 +460,23 @@ def finetune(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
 
-    setup_logging()
-    output = storage_uri(model.uri)
     settings = {
         "model.arch": arch,
         "schedule.epochs": epochs,
         "init_checkpoint": model_folder(pretrained.uri),
         "data.train": dataset_location(eval_dataset.uri),
-        "output": output,
     }
-    launch = rt.TrainingLaunch(
-        backend=backend,
-        image=job_image,
-        execution=model.uri,
-        task="finetune",
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        shm_size=shm_size,
-        node_selector=node_selector,
-        tolerations=tolerations,
+    launch = {
+        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
+    }  # fmt: skip
+    # The recipe follows the trunk's lineage: Table 14 for MAE, Table 15 for (MAE→)WSP.
+    rt.train(
+        "finetune", model, metrics, preset=preset, settings=settings, launch=launch, recipe="auto"
     )
-    argv = ["--recipe", "auto", *rt.recipe_argv(preset, rt.overrides(settings))]
-    rt.launch_training("finetune", argv, launch)
-    rt.publish_model(model, metrics, output)
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,22 +498,18 @@ def evaluate(
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
 
-    setup_logging()
-    output = storage_uri(result.uri)
-    rt.run_step(
+    rt.evaluate(
         "eval",
+        result,
         [
             "--model", model_folder(finetuned.uri),
             "--test-set", f"{eval_name}={dataset_location(eval_dataset.uri)}",
             "--num-workers", str(loader_workers),
-            "--output", output,
         ],
     )  # fmt: skip
-    rt.publish_result(result, output)
 
 
 @_component("linear-probe")
@@ -570,23 +526,19 @@ def linear_probe(
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
 
-    setup_logging()
-    output = storage_uri(result.uri)
-    rt.run_step(
+    rt.evaluate(
         "linear-probe",
+        result,
         [
             "--model", model_folder(pretrained.uri),
             "--dataset", dataset_location(eval_dataset.uri),
             "--name", eval_name,
             "--num-workers", str(loader_workers),
-            "--output", output,
         ],
     )  # fmt: skip
-    rt.publish_result(result, output)
 
 
 @_component("zeroshot")
@@ -604,24 +556,20 @@ def zeroshot(
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.log import setup_logging
     from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
 
-    setup_logging()
-    output = storage_uri(result.uri)
-    rt.run_step(
+    rt.evaluate(
         "zeroshot",
+        result,
         [
             "--model", model_folder(lit_model.uri),
             "--dataset", dataset_location(eval_dataset.uri),
             "--templates", templates,
             "--name", eval_name,
             "--num-workers", str(loader_workers),
-            "--output", output,
         ],
     )  # fmt: skip
-    rt.publish_result(result, output)
 
 
 @_component("lowshot-plan")

@@ -177,7 +177,7 @@ class _Placement:
 
 
 def _train(
-    place: _Placement,
+    configure: _Placement,
     component: Callable[..., PipelineTask],
     image: Any,
     launch: Mapping[str, Any],
@@ -187,7 +187,7 @@ def _train(
     """A training task: it launches its step as a job on `launch["backend"]` in `image`,
     waits for it, then publishes the step's model (mawsflow.pipeline.task_runtime.train). The
     task's own pod runs in the same image."""
-    return place(component(job_image=image, **launch, **inputs), image, name=name)
+    return configure(component(job_image=image, **launch, **inputs), image, name=name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,8 +219,9 @@ def build_dataset_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
         object_store_config: str,
     ) -> BuiltDataset:
         configure = place(s3_secret=s3_secret, object_store_config=object_store_config)
-        # Scalars, not a dict of them: the backend passes a dict constant as it is,
-        # placeholders and all (conformance rule `channel-in-constant`).
+        # The settings go to the tasks as scalar arguments, never as one dict argument: the
+        # backend passes a dict constant as it is, placeholders and all (conformance rule
+        # `channel-in-constant`).
         settings = {
             "resample_ratio": resample_ratio,
             "samples_per_shard": samples_per_shard,
@@ -236,16 +237,22 @@ def build_dataset_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
             ),
             image,
         )
-        with dsl.ParallelFor(plan.output) as group:
-            count = configure(
-                c.build_dataset_count(
-                    raw_corpus=raw_corpus,
-                    dataset=dataset,
-                    group=group.group,
-                    fingerprint=group.fingerprint,
-                ),
-                image,
-            )
+
+        def per_group(component: Callable[..., PipelineTask], **inputs: Any) -> PipelineTask:
+            """One task per shard group of the plan, each keyed on the build's fingerprint."""
+            with dsl.ParallelFor(plan.output) as group:
+                return configure(
+                    component(
+                        raw_corpus=raw_corpus,
+                        dataset=dataset,
+                        group=group.group,
+                        fingerprint=group.fingerprint,
+                        **inputs,
+                    ),
+                    image,
+                )
+
+        count = per_group(c.build_dataset_count)
         vocab = configure(
             c.build_dataset_vocab(
                 dataset=dataset,
@@ -256,17 +263,7 @@ def build_dataset_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
             ),
             image,
         )
-        with dsl.ParallelFor(plan.output) as group:
-            write = configure(
-                c.build_dataset_write(
-                    raw_corpus=raw_corpus,
-                    dataset=dataset,
-                    group=group.group,
-                    fingerprint=group.fingerprint,
-                    vocab_plan=vocab.output,
-                ),
-                image,
-            )
+        write = per_group(c.build_dataset_write, vocab_plan=vocab.output)
         finalize = configure(
             c.build_dataset_finalize(dataset=dataset, written=dsl.Collected(write.output)), image
         )

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from mawsflow import storage
-from mawsflow.dataset.layout import ShardGroup, list_input_shards
+from mawsflow.dataset.layout import ShardGroup
+from mawsflow.errors import DataFormatError
 
 
 def digest(versions: Mapping[str, str]) -> str:
@@ -41,19 +42,33 @@ def corpus_groups(
     """The dataset build's fan-out over `raw_corpus`'s `*.tar` shards: one item per group
     (`{"group": "i/N", "fingerprint": …}`, at most one group per shard). The fingerprint is
     the same in every item: the digest of the whole listing (key, ETag and size of every
-    shard) and of `settings` (the build's settings, which change what every phase writes)."""
+    shard) and of `settings` (the build's settings, which change what every phase writes).
+    One paginated LIST: the shards are the listing's keys."""
     if shard_groups < 1:
         raise ValueError(f"shard_groups must be at least 1, got {shard_groups}")
-    shards = list_input_shards(raw_corpus)  # names the prefix when it holds no shard
-    versions = storage.list_versions(raw_corpus.rstrip("/") + "/", suffix=".tar")
-    listing = {uri: versions.get(uri, "") for uri in shards}
-    listing["settings:"] = json.dumps(dict(settings or {}), sort_keys=True, default=str)
-    fingerprint = digest(listing)
+    shards = storage.list_versions(raw_corpus.rstrip("/") + "/", suffix=".tar")
+    if not shards:
+        raise DataFormatError(f"{raw_corpus}: no .tar shards under this input prefix")
+    settings_text = json.dumps(dict(settings or {}), sort_keys=True, default=str)
+    fingerprint = digest({**shards, "settings:": settings_text})
     count = min(shard_groups, len(shards))
     return [
         {"group": f"{g.index}/{g.count}", "fingerprint": fingerprint}
         for g in ShardGroup(0, count).all_groups()
     ]
+
+
+def build_fingerprint(written: Sequence[Mapping[str, object]]) -> str:
+    """The fingerprint the build's tasks were keyed on (corpus_groups'), which every write
+    task carries on in its output: it names the corpus the dataset was built from. Outputs
+    that disagree come from different builds, and nothing is finalized from them."""
+    fingerprints = {str(w.get("fingerprint", "")) for w in written}
+    if len(fingerprints) != 1 or "" in fingerprints:
+        raise DataFormatError(
+            f"the write tasks' outputs carry {sorted(fingerprints)} as the build's fingerprint; "
+            "every group of one build carries the same one"
+        )
+    return fingerprints.pop()
 
 
 def dataset_fingerprint(uri: str) -> str:

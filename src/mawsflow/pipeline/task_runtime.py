@@ -22,8 +22,9 @@ import yaml
 from mawsflow import cli, storage
 from mawsflow.evaluation.results import model_lineage, read_result
 from mawsflow.launch.spec import BACKENDS
+from mawsflow.log import setup_logging
 from mawsflow.models.artifacts import METRICS_FILE, read_model_card
-from mawsflow.pipeline.artifact_uris import MODEL_CARD
+from mawsflow.pipeline.artifact_uris import MODEL_CARD, storage_uri
 
 # Set by the chart's object-store ConfigMap: which Secret holds the S3 credentials, and under
 # which keys, so that the launcher can hand the training pods secretKeyRefs to it.
@@ -151,6 +152,38 @@ def launch_training(
         if launch.backend != "local":
             launcher_argv += ["--run-id", launch.execution, "--task", launch.task]
         run_step("launch", launcher_argv)
+
+
+def train(
+    step: str,
+    model: OutputArtifact,
+    metrics: MetricsArtifact,
+    *,
+    preset: str,
+    settings: Mapping[str, Any],
+    launch: Mapping[str, Any],
+    recipe: str = "",
+) -> None:
+    """What every training component does: run `mawsflow <step>` with the `preset` recipe,
+    `settings` and the model artifact's URI as its output, under the launcher (`launch`: the
+    pipeline's launch parameters, TrainingLaunch's fields but the job's name, which follows
+    the artifact), wait for the job, then publish the model it wrote."""
+    setup_logging()
+    output = storage_uri(model.uri)
+    argv = recipe_argv(preset, overrides({**settings, "output": output}))
+    if recipe:
+        argv = ["--recipe", recipe, *argv]
+    launch_training(step, argv, TrainingLaunch(execution=model.uri, task=step, **launch))
+    publish_model(model, metrics, output)
+
+
+def evaluate(step: str, result: OutputArtifact, argv: Sequence[str]) -> None:
+    """What an evaluation component does: run `mawsflow <step> argv --output <the result
+    artifact's URI>` in this process, then publish the metrics it wrote."""
+    setup_logging()
+    output = storage_uri(result.uri)
+    run_step(step, [*argv, "--output", output])
+    publish_result(result, output)
 
 
 def numeric_metrics(values: Mapping[str, Any]) -> dict[str, float]:
