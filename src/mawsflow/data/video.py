@@ -63,7 +63,7 @@ class CorruptVideo(CorruptSample):
 
 
 class EmptyVideo(CorruptSample):
-    """A container without a video stream or without a single decodable frame."""
+    """A 0-byte file, a container without a video stream, or one without a decodable frame."""
 
     reason = "empty"
 
@@ -132,6 +132,8 @@ class VideoInfo:
 
 
 def _open(data: bytes) -> av.container.InputContainer:
+    if not data:
+        raise EmptyVideo("0 bytes")
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as exc:
@@ -326,7 +328,7 @@ class VideoTrainDecoder:
 
 
 @dataclass(frozen=True)
-class TestViews:
+class MultiView:
     """The multi-view test protocol: `clips` temporal × `crops` spatial views per video."""
 
     clips: int
@@ -390,7 +392,7 @@ class VideoEvalSamples(IterableDataset):
         self,
         split: EvalSplit,
         sampling: ClipSampling,
-        views: TestViews,
+        views: MultiView,
         *,
         rank: int = 0,
         world_size: int = 1,
@@ -418,7 +420,7 @@ class VideoEvalSamples(IterableDataset):
 def video_eval_loader(
     split: EvalSplit,
     sampling: ClipSampling,
-    views: TestViews,
+    views: MultiView,
     *,
     num_workers: int,
     rank: int = 0,

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from mawsflow.data.eval_shards import EvalSplit
 from mawsflow.data.transforms import normalize_images
-from mawsflow.data.video import SKIP_REASONS, ClipSampling, TestViews, video_eval_loader
+from mawsflow.data.video import SKIP_REASONS, ClipSampling, MultiView, video_eval_loader
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 
 
@@ -32,7 +32,7 @@ def evaluate_video_classifier(
     model: torch.nn.Module,
     split: EvalSplit,
     sampling: ClipSampling,
-    views: TestViews,
+    views: MultiView,
     *,
     device: torch.device,
     num_workers: int,

@@ -33,7 +33,7 @@ from torch import nn
 from mawsflow import storage
 from mawsflow.data.decoders import SampleDecoder
 from mawsflow.data.eval_shards import EvalSplit
-from mawsflow.data.video import ClipSampling, TestViews, VideoTrainDecoder, erase_clips
+from mawsflow.data.video import ClipSampling, MultiView, VideoTrainDecoder, erase_clips
 from mawsflow.data.video_shards import open_video_split
 from mawsflow.engine.distributed import init_distributed, unwrap
 from mawsflow.engine.flops import (
@@ -63,8 +63,8 @@ def clip_sampling(recipe: VideoFinetuneRecipe) -> ClipSampling:
     return ClipSampling(recipe.video.num_frames, recipe.video.clip_seconds)
 
 
-def test_views(recipe: VideoFinetuneRecipe) -> TestViews:
-    return TestViews(recipe.video.test_clips, recipe.video.test_crops, recipe.augment.crop.size)
+def test_views(recipe: VideoFinetuneRecipe) -> MultiView:
+    return MultiView(recipe.video.test_clips, recipe.video.test_crops, recipe.augment.crop.size)
 
 
 def open_test_split(test_set: NamedTestSet) -> EvalSplit:
