@@ -120,6 +120,21 @@ def test_the_stand_in_blocks_torch_as_its_absence_would():
     assert result == "torch"
 
 
+def test_the_data_packages_format_modules_import_without_torch():
+    # The modules mawsflow/data/__init__.py promises torch-free: what the CPU-only steps use.
+    modules = (
+        "manifest",
+        "shards",
+        "members",
+        "eval_shards",
+        "fashion_mnist",
+        "hashtags",
+        "captions",
+    )
+    lines = "\n".join(f"import mawsflow.data.{m}" for m in modules)
+    assert _run_without_train_extra(f"{lines}\nreturn 'imported'") == "imported"
+
+
 @pytest.mark.parametrize("step", CPU_STEPS)
 def test_cpu_only_step_loads_and_answers_help_without_torch(step):
     result = _run_without_train_extra(
