@@ -1,7 +1,8 @@
 """Reading webdataset shards, and the seeded streams of samples the training loader serves.
 
 Tar parsing is webdataset's; I/O goes through `mawsflow.storage`, so shards may be local paths
-or `s3://` URIs. Every reader of shards in the project goes through `shard_samples`.
+or `s3://` URIs. Training and evaluation read shards through `shard_samples`; the dataset build
+reads the untrusted raw corpus with its own guarded reader (`mawsflow.dataset.safe_tar`).
 
 A training *stream* (one per rank × loader worker, `mawsflow.data.loader`) is an endless,
 deterministic sequence of raw samples:
