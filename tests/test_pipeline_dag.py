@@ -259,12 +259,14 @@ def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(
     assert _artifact_input(tasks["linear-probe"], "pretrained") == ("parent", "model")
     assert _artifact_input(tasks["zeroshot"], "lit_model") == ("lit", "model")
     assert _artifact_input(tasks["evaluate"], "finetuned") == ("finetune", "model")
+    # The low-shot fan-out, inside: one run per (K, seed) of the sub-pipeline's own plan.
     _, lowshot_loop = _loop_of(spec, "lowshot")
     items = lowshot_loop["parameterIterator"]["items"]["inputParameter"]
-    assert lowshot_loop["inputs"]["parameters"][items]["componentInputParameter"] == "lowshot_runs"
-    assert transfer["inputs"]["parameters"]["lowshot_runs"]["componentInputParameter"] == (
-        "pipelinechannel--lowshot-plan-Output"
-    )
+    source = lowshot_loop["inputs"]["parameters"][items]["taskOutputParameter"]
+    assert source["producerTask"] == "lowshot-plan" and "lowshot-plan" in body["tasks"]
+    for name in ("shots", "seeds"):
+        plan_input = body["tasks"]["lowshot-plan"]["inputs"]["parameters"][name]
+        assert plan_input["componentInputParameter"] == f"lowshot_{name}"
     # The report collects each result over the rows: the loop's output, which is the
     # sub-pipeline's, which is its evaluation task's.
     report = tasks["report"]

@@ -8,7 +8,8 @@
     wsp                    MAE→WSP: the trunk starts from the MAE encoder           ⇒ Model
     ParallelFor over the pretrained models (transfer-rows): pick-model →
         transfer-evaluations, a sub-pipeline: lit → zeroshot; finetune → evaluate;
-        linear-probe; lowshot (ParallelFor over K × seeds) → lowshot-summary   ⇒ Metrics
+        linear-probe; lowshot-plan → lowshot (ParallelFor over K × seeds)
+        → lowshot-summary                                                      ⇒ Metrics
     report                 Table 22's shape (rows MAE, WSP, MAE→WSP) and plots     ⇒ Markdown, HTML
 
 With `baselines` the same run also trains WSP from scratch, and the transfer evaluations run on
@@ -281,8 +282,14 @@ class TransferResults(NamedTuple):
 
 def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
     """Every transfer evaluation of one pretrained model: LiT then zero-shot, finetuning then
-    its evaluation, a linear probe, and low-shot runs (a ParallelFor over `lowshot_runs`)
-    summarised over seeds."""
+    its evaluation, a linear probe, and low-shot runs (a ParallelFor over lowshot-plan's K ×
+    seeds) summarised over seeds.
+
+    lowshot-plan runs here, once per model, rather than once outside the fan-out over the
+    models: kfp.local (2.17) hands every task-output parameter that enters a ParallelFor body
+    the loop's item instead (kfp/local/orchestrator/task_spec_utils.py,
+    `create_parameter_loop_iteration_task_spec`), so a plan made outside would arrive as the
+    row's name. It is a small task with the same inputs for every model."""
 
     @dsl.pipeline(name="transfer-evaluations", description="Every transfer evaluation of one model")
     def transfer_evaluations(
@@ -290,7 +297,8 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
         pretraining: Input[Dataset],
         eval_data: Input[Dataset],
         eval_name: str,
-        lowshot_runs: list,
+        lowshot_shots: list,
+        lowshot_seeds: list,
         preset: str,
         arch: str,
         lit_epochs: float,
@@ -382,7 +390,11 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
             ),
             linear_probe_image,
         )
-        with dsl.ParallelFor(lowshot_runs) as run:
+        lowshot_runs = configure(
+            c.lowshot_plan(preset=preset, shots=lowshot_shots, seeds=lowshot_seeds),
+            lowshot_image,
+        )
+        with dsl.ParallelFor(lowshot_runs.output) as run:
             lowshot = configure(
                 c.lowshot(
                     pretrained=model,
@@ -514,10 +526,6 @@ def maws_pipeline(
             c.eval_dataset(uri=eval_dataset, name=eval_name, fingerprint=listing.output),
             images["prepare_eval"],
         ).outputs["dataset"]
-        lowshot_runs = configure(
-            c.lowshot_plan(preset=preset, shots=lowshot_shots, seeds=lowshot_seeds),
-            images["lowshot"],
-        )
 
         def train_wsp(name: str, **init: Any) -> PipelineTask:
             """MAE→WSP given `mae_model=`, else WSP from scratch."""
@@ -564,7 +572,8 @@ def maws_pipeline(
                 pretraining=pretraining,
                 eval_data=eval_data,
                 eval_name=eval_name,
-                lowshot_runs=lowshot_runs.output,
+                lowshot_shots=lowshot_shots,
+                lowshot_seeds=lowshot_seeds,
                 preset=preset,
                 arch=arch,
                 lit_epochs=lit_epochs,
