@@ -14,14 +14,8 @@ import pytest
 
 from pretrain_shards import write_pretrain_dataset
 from seaweedfs import SeaweedFS, weed_binary
-from test_engine_resume_multirank import (
-    args_for,
-    assert_same_training,
-    kill_job,
-    records,
-    run_to_end,
-    torchrun,
-)
+from step_process import json_records, run_step, step_command
+from test_engine_resume_multirank import args_for, assert_same_training, kill_job
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +38,7 @@ def _keys(admin, bucket: str, prefix: str) -> list[str]:
 def test_store_killed_during_a_checkpoint_upload(store, point_s3_env, tmp_path):
     dataset = write_pretrain_dataset(tmp_path / "data", num_samples=96)
     straight = tmp_path / "straight"
-    run_to_end(2, args_for(dataset, straight, seed=23, workers=1, micro=None))
+    run_step("mae", args_for(dataset, straight, seed=23, workers=1, micro=None), nproc=2)
 
     env = {**os.environ, **point_s3_env(store), "MAWSFLOW_LOG_FORMAT": "json"}
     env["OMP_NUM_THREADS"] = "1"
@@ -57,7 +51,7 @@ def test_store_killed_during_a_checkpoint_upload(store, point_s3_env, tmp_path):
     # up and before it is complete (the save of step 3 is complete by then).
     target = "mae/checkpoints/step-00000006/"
     proc = subprocess.Popen(
-        torchrun(2, args),
+        step_command("mae", args, 2),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -90,9 +84,9 @@ def test_store_killed_during_a_checkpoint_upload(store, point_s3_env, tmp_path):
     assert "mae/checkpoints/step-00000003/complete.json" in keys
     assert not _keys(admin, "ckpt", "mae/model")
 
-    found = records(
+    found = json_records(
         subprocess.run(
-            torchrun(2, args), env=env, capture_output=True, text=True, timeout=300
+            step_command("mae", args, 2), env=env, capture_output=True, text=True, timeout=300
         ).stderr
     )
     resumed = [r for r in found if r["message"] == "resumed from checkpoint"]
