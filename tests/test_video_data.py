@@ -35,6 +35,21 @@ def ramp_video(frames: int, height: int = 32, width: int = 48) -> bytes:
     return encode_h264(pixels, FPS)
 
 
+def encoded(frames: int, container: str, codec: str) -> bytes:
+    """A ramp video in another container (Matroska/WebM record no frame count)."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as sink:
+        stream = sink.add_stream(codec, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for i in range(frames):
+            pixels = np.full((32, 48, 3), 10 + 10 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                sink.mux(packet)
+        for packet in stream.encode():
+            sink.mux(packet)
+    return out.getvalue()
+
+
 def frame_index(clip: np.ndarray) -> list[int]:
     return [round((float(f.mean()) - 10) / 10) for f in clip]
 
@@ -79,6 +94,16 @@ def test_decoded_clips_hold_the_sampled_frames_scaled_to_the_short_side():
     # Several clips from one decode (the test views).
     first, last = decode_clips(data, sampling, [0.0, 8.0], short_side=32)
     assert frame_index(first) == [0, 1, 2, 3] and frame_index(last) == [8, 9, 10, 11]
+
+
+@pytest.mark.parametrize(("container", "codec"), [("webm", "libvpx"), ("matroska", "libx264")])
+def test_containers_without_a_frame_count_sample_the_same_frames(container, codec):
+    data = encoded(12, container, codec)
+    sampling = ClipSampling(4, 4 / FPS)
+    first, last = decode_clips(data, sampling, [0.0, 8.0], short_side=32)
+    assert frame_index(first) == [0, 1, 2, 3] and frame_index(last) == [8, 9, 10, 11]
+    views = MultiView(clips=2, crops=1, size=32)(data, sampling)
+    assert frame_index(views[1].permute(1, 2, 3, 0).numpy()) == [4, 5, 6, 7]  # (12 − 4)·1/2
 
 
 def test_multi_view_protocol_gives_temporal_clips_times_spatial_crops():

@@ -129,6 +129,8 @@ class VideoInfo:
     fps: float
     width: int
     height: int
+    # The packets were read to count the frames: decoding needs the container opened anew.
+    packets_read: bool = False
 
 
 def _open(data: bytes) -> av.container.InputContainer:
@@ -144,7 +146,11 @@ def _open(data: bytes) -> av.container.InputContainer:
     return container
 
 
-def _info(stream: av.video.stream.VideoStream) -> VideoInfo:
+def _info(container: av.container.InputContainer) -> VideoInfo:
+    """Frame rate, size and frame count of the first video stream. Matroska/WebM (SSv2's
+    container) record no frame count: it is estimated from the stream's or the container's
+    duration, or, where neither is known, counted from the packets (which decodes nothing)."""
+    stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not fps > 0:
@@ -152,7 +158,15 @@ def _info(stream: av.video.stream.VideoStream) -> VideoInfo:
     frames = stream.frames
     if not frames and stream.duration and stream.time_base:
         frames = round(float(stream.duration * stream.time_base) * fps)
-    return VideoInfo(frames=int(frames), fps=fps, width=stream.width, height=stream.height)
+    if not frames and container.duration:
+        frames = round(container.duration / av.time_base * fps)
+    packets_read = not frames
+    if packets_read:
+        try:
+            frames = sum(1 for packet in container.demux(stream) if packet.size)
+        except av.FFmpegError as exc:
+            raise CorruptVideo(f"cannot read the video's packets: {exc}") from None
+    return VideoInfo(int(frames), fps, stream.width, stream.height, packets_read)
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -178,7 +192,12 @@ def decode_clips(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # no frame threads: one core per loader worker
-        info = _info(stream)
+        info = _info(container)
+        if info.packets_read:  # raw streams cannot seek back: open them again
+            container.close()
+            container = _open(data)
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"
         if info.frames and info.frames < sampling.min_frames(info.fps):
             raise TooShortVideo(
                 f"{info.frames} frames at {info.fps:.3g} fps; the clip sampling needs at least "
@@ -346,7 +365,7 @@ class MultiView:
         """uint8 [clips · crops, 3, T, size, size] of an encoded video (decoded once)."""
         container = _open(data)
         try:
-            info = _info(container.streams.video[0])
+            info = _info(container)
         finally:
             container.close()
         total = info.frames or 1
