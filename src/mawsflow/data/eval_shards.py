@@ -138,8 +138,9 @@ def read_label_subset(dataset: str) -> LabelSubset | None:
     return parse_label_subset(storage.read_json(uri), source=uri)
 
 
-def open_split(dataset: str, split: str) -> EvalSplit:
-    """Read and check one split of an evaluation dataset."""
+def open_split(dataset: str, split: str, *, format: str = FORMAT) -> EvalSplit:
+    """Read and check one split of an evaluation dataset (of another shard format, such as
+    `mawsflow.data.video_shards`, with the same layout)."""
     if not dataset:
         raise DataFormatError("no evaluation dataset given")
     dataset = dataset.rstrip("/")
@@ -149,14 +150,14 @@ def open_split(dataset: str, split: str) -> EvalSplit:
         manifest = storage.read_json(uri)
     except storage.NotFoundError:
         raise DataFormatError(f"{dataset} has no {split!r} split ({uri} is missing)") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != format:
         found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise DataFormatError(f"{uri}: format must be {FORMAT!r}, got {found!r}")
+        raise DataFormatError(f"{uri}: format must be {format!r}, got {found!r}")
     shards = manifest.get("shards")
-    if not isinstance(shards, list) or not shards:
-        raise DataFormatError(f"{uri}: shards must be a non-empty list")
+    if not isinstance(shards, list) or not shards or not all(isinstance(s, str) for s in shards):
+        raise DataFormatError(f"{uri}: shards must be a non-empty list of file names")
     num_samples = manifest.get("num_samples")
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise DataFormatError(f"{uri}: num_samples must be a positive integer, got {num_samples!r}")
     if manifest.get("num_classes") != len(classes):
         raise DataFormatError(
@@ -243,12 +244,19 @@ def write_label_subset(dataset: str, subset: LabelSubset) -> None:
     )
 
 
-class SplitWriter:
-    """Writes one split's shards and, on `close()`, its manifest.
+class ShardSplitWriter:
+    """Writes one split's shards and, on `close()`, its manifest (last, so a split with a
+    manifest is complete). Subclasses build the samples (`SplitWriter` images,
+    `mawsflow.data.video_shards.VideoSplitWriter` videos) and name the manifest's `format`.
 
     Each shard is written through `storage.open_write`, so a shard appears whole or not at all,
     locally and on S3.
     """
+
+    format: str = FORMAT
+    default_samples_per_shard = DEFAULT_SAMPLES_PER_SHARD
+    # Characters a key must not hold: webdataset splits member names on the first '.'.
+    forbidden_key_chars = "."
 
     def __init__(
         self,
@@ -256,8 +264,10 @@ class SplitWriter:
         split: str,
         num_classes: int,
         *,
-        samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
+        samples_per_shard: int | None = None,
     ) -> None:
+        if samples_per_shard is None:
+            samples_per_shard = self.default_samples_per_shard
         if split not in SPLITS:
             raise DataFormatError(f"split must be one of {SPLITS}, got {split!r}")
         if samples_per_shard < 1:
@@ -270,30 +280,17 @@ class SplitWriter:
         self.num_samples = 0
         self._pending: list[dict[str, Any]] = []
 
-    def write(
-        self,
-        key: str,
-        image: bytes,
-        ext: str,
-        label: int,
-        real_labels: Sequence[int] | None = None,
-    ) -> None:
-        if ext not in IMAGE_EXTENSIONS:
-            raise DataFormatError(
-                f"sample {key}: image extension {ext!r} not in {IMAGE_EXTENSIONS}"
-            )
+    def _check(self, key: str, label: int) -> None:
         if not 0 <= label < self.num_classes:
             raise DataFormatError(f"sample {key}: label {label} outside {self.num_classes} classes")
-        if "." in key:
+        if any(c in key for c in self.forbidden_key_chars):
             raise DataFormatError(
-                f"sample key {key!r} must not contain '.' (webdataset splits on it)"
+                f"sample key {key!r} must not contain "
+                f"{' or '.join(repr(c) for c in self.forbidden_key_chars)} "
+                "(webdataset splits on it)"
             )
-        sample: dict[str, Any] = {"__key__": key, ext: image, "cls": str(label).encode("ascii")}
-        if real_labels is not None:
-            bad = [c for c in real_labels if not 0 <= c < self.num_classes]
-            if bad:
-                raise DataFormatError(f"sample {key}: ReaL labels {bad} outside {self.num_classes}")
-            sample["labels.json"] = json.dumps(sorted(set(real_labels))).encode()
+
+    def _add(self, sample: dict[str, Any]) -> None:
         self._pending.append(sample)
         if len(self._pending) == self.samples_per_shard:
             self._flush()
@@ -318,7 +315,7 @@ class SplitWriter:
         if not self.num_samples:
             raise DataFormatError(f"split {self.split!r} of {self.dataset} received no samples")
         manifest = {
-            "format": FORMAT,
+            "format": self.format,
             "shards": self.shards,
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
@@ -326,3 +323,28 @@ class SplitWriter:
         }
         storage.write_json(storage.join(self.dataset, self.split, "manifest.json"), manifest)
         return manifest
+
+
+class SplitWriter(ShardSplitWriter):
+    """Writes a split of images (`<key>.<ext>`, `<key>.cls`, optional `<key>.labels.json`)."""
+
+    def write(
+        self,
+        key: str,
+        image: bytes,
+        ext: str,
+        label: int,
+        real_labels: Sequence[int] | None = None,
+    ) -> None:
+        if ext not in IMAGE_EXTENSIONS:
+            raise DataFormatError(
+                f"sample {key}: image extension {ext!r} not in {IMAGE_EXTENSIONS}"
+            )
+        self._check(key, label)
+        sample: dict[str, Any] = {"__key__": key, ext: image, "cls": str(label).encode("ascii")}
+        if real_labels is not None:
+            bad = [c for c in real_labels if not 0 <= c < self.num_classes]
+            if bad:
+                raise DataFormatError(f"sample {key}: ReaL labels {bad} outside {self.num_classes}")
+            sample["labels.json"] = json.dumps(sorted(set(real_labels))).encode()
+        self._add(sample)
