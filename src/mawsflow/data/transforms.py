@@ -36,7 +36,7 @@ ZEROSHOT_CROP_PCT: float | None = 1.0
 
 
 @contextlib.contextmanager
-def _seeded_host_rngs(seed: int) -> Iterator[None]:
+def seeded_host_rngs(seed: int) -> Iterator[None]:
     """Seed the CPU torch, Python and NumPy generators for one sample's augmentation and put
     them back afterwards, so that loading in the training process leaves the training RNG
     stream (masks, drop-path, mixup) untouched."""
@@ -46,7 +46,7 @@ def _seeded_host_rngs(seed: int) -> Iterator[None]:
         # accelerator backend, which costs more than the crop itself.
         torch.default_generator.manual_seed(seed)
         random.seed(seed)
-        np.random.seed(seed)
+        np.random.seed(seed % 2**32)
         try:
             yield
         finally:
@@ -86,12 +86,17 @@ class RandomResizedCropFlip:
                 },
             )
 
+    def draw_crop_flip(self, img: Image.Image) -> tuple[int, int, int, int, bool]:
+        """The crop box (top, left, height, width) for `img`'s size and whether to flip, drawn
+        from the host generators (inside `seeded_host_rngs`)."""
+        top, left, h, w = T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
+        return top, left, h, w, bool(torch.rand(()) < self.hflip)
+
     def __call__(self, data: bytes, seed: int) -> torch.Tensor:
         img = Image.open(io.BytesIO(data))
         width, height = img.size
-        with _seeded_host_rngs(seed):
-            top, left, h, w = T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
-            flip = bool(torch.rand(()) < self.hflip)
+        with seeded_host_rngs(seed):
+            top, left, h, w, flip = self.draw_crop_flip(img)
             if img.format == "JPEG" and min(w, h) >= 2 * self.size:
                 img.draft(
                     "RGB",

@@ -28,7 +28,6 @@ the evaluation counts it by reason.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
@@ -40,15 +39,13 @@ from typing import Any
 import av
 import numpy as np
 import torch
-import torchvision.transforms as T
 from PIL import Image
-from timm.data.auto_augment import rand_augment_transform
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mawsflow.data.eval_shards import EvalSplit, parse_label
 from mawsflow.data.members import CorruptSample
 from mawsflow.data.shards import samples_in_order
-from mawsflow.data.transforms import IMAGE_MEAN
+from mawsflow.data.transforms import RandomResizedCropFlip, seeded_host_rngs
 from mawsflow.data.video_shards import VIDEO_EXTENSIONS
 from mawsflow.errors import ConfigError
 from mawsflow.recipes import AugmentConfig
@@ -243,68 +240,35 @@ def decode_clips(
         container.close()
 
 
-@contextlib.contextmanager
-def _host_rngs(seed: int) -> Iterator[None]:
-    """Python's, NumPy's and torch's CPU generators seeded for one clip and put back after, so
-    the training process's own streams stay untouched."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
 class ClipAugment:
     """The training view of a clip: RandomResizedCrop, horizontal flip and RandAugment, each
-    drawn once per clip and applied to every frame. Returns uint8 [3, T, size, size]."""
+    drawn once per clip (as the image augmentation draws them for an image) and applied to
+    every frame. Returns uint8 [3, T, size, size]."""
 
     def __init__(self, augment: AugmentConfig) -> None:
-        crop = augment.crop
-        self.size = crop.size
-        self.scale = tuple(crop.scale)
-        self.ratio = tuple(crop.ratio)
-        self.hflip = augment.hflip
-        self.resample = {
-            "bicubic": Image.Resampling.BICUBIC,
-            "bilinear": Image.Resampling.BILINEAR,
-        }[crop.interpolation]
-        self.rand_augment = None
-        if augment.rand_augment is not None:
-            ra = augment.rand_augment
-            self.rand_augment = rand_augment_transform(
-                f"rand-m{ra.magnitude}-n{ra.num_layers}",
-                {
-                    "translate_const": int(self.size * 0.45),
-                    "img_mean": tuple(round(255 * m) for m in IMAGE_MEAN),
-                },
-            )
+        self.image = RandomResizedCropFlip(augment)
 
     def __call__(self, clip: np.ndarray, seed: int) -> torch.Tensor:
         frames = [Image.fromarray(f) for f in clip]
-        with _host_rngs(seed):
-            top, left, h, w = T.RandomResizedCrop.get_params(frames[0], self.scale, self.ratio)
-            flip = bool(torch.rand(()) < self.hflip)
+        image = self.image
+        with seeded_host_rngs(seed):
+            top, left, h, w, flip = image.draw_crop_flip(frames[0])
             augment_seed = int(torch.randint(0, 2**31 - 1, ()))
             out = []
             for img in frames:
                 img = img.resize(
-                    (self.size, self.size),
-                    self.resample,
+                    (image.size, image.size),
+                    image.resample,
                     box=(left, top, left + w, top + h),
                     reducing_gap=3.0,
                 )
                 if flip:
                     img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                if self.rand_augment is not None:
+                if image.rand_augment is not None:
                     # The same draws for every frame: one set of operations per clip.
                     random.seed(augment_seed)
                     np.random.seed(augment_seed)
-                    img = self.rand_augment(img)
+                    img = image.rand_augment(img)
                 out.append(np.asarray(img, dtype=np.uint8))
         return torch.from_numpy(np.stack(out)).permute(3, 0, 1, 2).contiguous()
 
