@@ -258,44 +258,27 @@ def from_image_trunk(
 
 
 def video_classifier_from(
-    init_checkpoint: str,
-    *,
-    arch: str,
-    img_size: int,
-    drop_path: float,
-    num_frames: int,
-    tubelet_size: int,
-    num_classes: int,
-    inflation: Inflation = "average",
-    relative_position: bool = True,
-    dropout: float = 0.0,
+    init_checkpoint: str, *, arch: str, img_size: int, drop_path: float, **inflate: Any
 ) -> VideoViT:
     """The video classifier inflated from the trunk of a pretraining output (MAE, WSP or
-    MAE→WSP), read through the checked loader (position embeddings resampled to `img_size`)."""
+    MAE→WSP), read through the checked loader (position embeddings resampled to `img_size`).
+    `inflate`: `from_image_trunk`'s keywords (num_frames, tubelet_size, num_classes, …)."""
     trunk, _ = load_trunk(init_checkpoint, img_size=img_size, drop_path=drop_path, arch=arch)
-    return from_image_trunk(
-        trunk,
-        num_frames=num_frames,
-        tubelet_size=tubelet_size,
-        num_classes=num_classes,
-        inflation=inflation,
-        relative_position=relative_position,
-        dropout=dropout,
-    )
+    return from_image_trunk(trunk, **inflate)
 
 
 def load_video_classifier(uri: str) -> tuple[VideoViT, dict[str, Any]]:
     """A finetuned video classifier (`mawsflow finetune-video`'s output) and its model card."""
     card = read_card_of(uri, ("finetune-video",), "a finetuned video model")
     video = card["video"]
-    model = VideoViT(
+    model = from_image_trunk(
         create_trunk(str(card["arch"]), img_size=int(card["img_size"])),
         num_frames=int(video["num_frames"]),
         tubelet_size=int(video["tubelet_size"]),
+        num_classes=int(card["num_classes"]),
         inflation=video["inflation"],
         relative_position=bool(video["relative_position"]),
     )
-    model.reset_head(int(card["num_classes"]))
     load_checked(
         model, read_model_weights(uri), artifact=uri, what=f"{card['arch']} video classifier"
     )
