@@ -26,25 +26,18 @@ from torch import nn
 from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
 from mawsflow.data.eval_shards import open_split
 from mawsflow.data.transforms import normalize_images
-from mawsflow.engine.distributed import init_distributed, unwrap
 from mawsflow.engine.flops import vit_training_flops
-from mawsflow.engine.task import TrainTask
-from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
-from mawsflow.evaluation.classify import (
-    NamedTestSet,
-    evaluate_classifier,
-    flat_metrics,
-    table_cells,
-)
+from mawsflow.evaluation.classify import NamedTestSet, evaluate_classifier
 from mawsflow.evaluation.features import eval_device
-from mawsflow.evaluation.finetune import (
-    ClassificationLoss,
-    EMAClassifier,
-    classifier_weights,
-    layer_decay_scale,
+from mawsflow.evaluation.finetune import EMAClassifier
+from mawsflow.evaluation.finetune_task import (
+    EMAClassifierTask,
+    recipe_loss,
+    train_then_evaluate,
+    write_test_results,
 )
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.results import EvalResult, model_lineage
 from mawsflow.log import setup_logging
 from mawsflow.models.pretrained import init_from_trunk, load_classifier
 from mawsflow.models.vit import architecture, create_trunk
@@ -55,25 +48,13 @@ from mawsflow.typed_config import parse_override
 log = logging.getLogger(__name__)
 
 
-class FinetuneTask(TrainTask):
+class FinetuneTask(EMAClassifierTask):
     name = "finetune"
 
     def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
         check_transfer_augmentation(recipe, short_side_scale=False)
-        if not recipe.init_checkpoint:
-            raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
-        self.recipe = recipe
-        self.num_classes = num_classes
-        self.depth = architecture(recipe.model.arch).layers
-        augment = recipe.augment
-        self.criterion = ClassificationLoss(
-            num_classes,
-            mixup=augment.mixup,
-            cutmix=augment.cutmix,
-            label_smoothing=recipe.loss.label_smoothing,
-        )
-        decay = recipe.optimizer.layer_decay
-        self._lr_scale = layer_decay_scale(self.depth, decay) if decay is not None else None
+        super().__init__(recipe, num_classes)
+        self.criterion = recipe_loss(recipe, num_classes)
 
     def build_model(self) -> EMAClassifier:
         r = self.recipe
@@ -99,9 +80,6 @@ class FinetuneTask(TrainTask):
         )
         model.reset_ema()
 
-    def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
-        return [model.classifier.blocks]
-
     def sample_decoder(self) -> SampleDecoder:
         return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
 
@@ -109,32 +87,11 @@ class FinetuneTask(TrainTask):
         images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
         return self.criterion(model, images, batch["label"])
 
-    def after_optimizer_step(self, model: nn.Module) -> None:
-        unwrap(model).update_ema()
-
-    def lr_scale(self, name: str) -> float:
-        return self._lr_scale(name) if self._lr_scale is not None else 1.0
-
     def flops_per_sample(self) -> float:
         r = self.recipe
         return vit_training_flops(
             architecture(r.model.arch), img_size=r.model.img_size, head_dims=(self.num_classes,)
         )
-
-    def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The classifier (EMA weights when there is an EMA) under timm's keys."""
-        return classifier_weights(state_dict)
-
-    def model_card(self) -> dict[str, Any]:
-        r = self.recipe
-        return {
-            "arch": r.model.arch,
-            "img_size": r.model.img_size,
-            "num_classes": self.num_classes,
-            "init_checkpoint": r.init_checkpoint,
-            "dataset": r.data.train,
-            "ema": r.ema,
-        }
 
 
 def recipe_for(init_checkpoint: str) -> str:
@@ -156,30 +113,23 @@ def evaluate_test_sets(
     model, card = load_classifier(output)
     dev = eval_device(device)
     model.to(dev)
-    results = []
-    for test_set in test_sets:
-        metrics = evaluate_classifier(
+    return write_test_results(
+        output,
+        card,
+        test_sets,
+        lambda test_set: evaluate_classifier(
             model,
             test_set.open(),
             img_size=int(card["img_size"]),
             device=dev,
             batch_size=batch_size,
             num_workers=num_workers,
-        )
-        log.info("evaluated", extra={"test_set": test_set.name, **metrics})
-        results.append((test_set, metrics))
-    trained_on = card["dataset"].rstrip("/").rsplit("/", 1)[-1]
-    result = EvalResult(
+        ),
         step="finetune",
-        evaluation=f"finetuned on {trained_on}",
+        evaluation="finetuned",
         pretraining=pretraining,
-        metrics={**flat_metrics(results), **{f"train_{k}": float(v) for k, v in training.items()}},
-        table=table_cells(results),
-        model=output,
-        dataset=card["dataset"],
+        training=training,
     )
-    write_result(output, result)
-    return result
 
 
 def run(
@@ -191,20 +141,17 @@ def run(
     pretraining: str | None = None,
 ) -> EvalResult | None:
     split = open_split(recipe.data.train, "train")
-    task = FinetuneTask(recipe, split.num_classes)
-    config = TrainConfig.from_recipe(
-        recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
-    )
-    # Joins the torchrun job (train reuses the process group): the rank evaluates alone.
-    ctx = init_distributed(config.runtime.device)
-    result = train(task, config, split.as_training_manifest())
-    if not test_sets or not ctx.is_main:
-        return None
-    return evaluate_test_sets(
-        recipe.output,
-        test_sets,
-        pretraining=pretraining or model_lineage(recipe.init_checkpoint),
-        training=result.as_metrics(),
+    return train_then_evaluate(
+        FinetuneTask(recipe, split.num_classes),
+        recipe,
+        split.as_training_manifest(),
+        lambda lineage, training: evaluate_test_sets(
+            recipe.output, test_sets, pretraining=lineage, training=training
+        ),
+        has_test_sets=bool(test_sets),
+        parallelism=parallelism,
+        micro_batch_size=micro_batch_size,
+        pretraining=pretraining,
     )
 
 

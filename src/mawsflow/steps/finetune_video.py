@@ -25,9 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from mawsflow import storage
@@ -35,23 +32,30 @@ from mawsflow.data.decoders import SampleDecoder
 from mawsflow.data.eval_shards import EvalSplit
 from mawsflow.data.video import ClipSampling, MultiView, VideoTrainDecoder, erase_clips
 from mawsflow.data.video_shards import open_video_split
-from mawsflow.engine.distributed import init_distributed, unwrap
 from mawsflow.engine.flops import (
     linear_forward_flops,
     patch_embed_forward_flops,
     training_flops,
     transformer_forward_flops,
 )
-from mawsflow.engine.task import TrainTask
-from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
-from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.features import eval_device
-from mawsflow.evaluation.finetune import EMAClassifier, classifier_weights, layer_decay_scale
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.finetune import EMAClassifier
+from mawsflow.evaluation.finetune_task import (
+    EMAClassifierTask,
+    recipe_loss,
+    train_then_evaluate,
+    write_test_results,
+)
+from mawsflow.evaluation.results import EvalResult
 from mawsflow.evaluation.video_classify import evaluate_video_classifier, normalize_clips
 from mawsflow.models.pretrained import load_checked
-from mawsflow.models.video_vit import VideoViT, load_video_classifier, video_classifier_from
+from mawsflow.models.video_vit import (
+    from_image_trunk,
+    load_video_classifier,
+    video_classifier_from,
+)
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import VideoFinetuneRecipe, check_crop_matches_model
 from mawsflow.step_cli import add_engine_arguments, recipe_parser, run_recipe_step
@@ -75,13 +79,11 @@ def open_test_split(test_set: NamedTestSet) -> EvalSplit:
     return open_video_split(test_set.dataset, "test" if has_test else "val")
 
 
-class VideoFinetuneTask(TrainTask):
+class VideoFinetuneTask(EMAClassifierTask):
     name = "finetune-video"
 
     def __init__(self, recipe: VideoFinetuneRecipe, num_classes: int) -> None:
         check_crop_matches_model(recipe)
-        if not recipe.init_checkpoint:
-            raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
         if recipe.augment.short_side_scale is None:
             raise ConfigError("augment.short_side_scale must be set: frames are scaled first")
         if recipe.video.num_frames % recipe.video.tubelet_size:
@@ -89,36 +91,24 @@ class VideoFinetuneTask(TrainTask):
                 f"video.num_frames {recipe.video.num_frames} is not a multiple of "
                 f"video.tubelet_size {recipe.video.tubelet_size}"
             )
-        self.recipe = recipe
-        self.num_classes = num_classes
-        self.depth = architecture(recipe.model.arch).layers
-        augment = recipe.augment
-        self.mixup = (
-            Mixup(
-                mixup_alpha=augment.mixup,
-                cutmix_alpha=augment.cutmix,
-                label_smoothing=recipe.loss.label_smoothing,
-                num_classes=num_classes,
-            )
-            if augment.mixup > 0 or augment.cutmix > 0
-            else None
-        )
-        decay = recipe.optimizer.layer_decay
-        self._lr_scale = layer_decay_scale(self.depth, decay) if decay is not None else None
+        super().__init__(recipe, num_classes)
+        self.criterion = recipe_loss(recipe, num_classes)
+
+    def _inflation(self) -> dict[str, Any]:
+        """`from_image_trunk`'s keywords for the recipe's video model."""
+        v = self.recipe.video
+        return {
+            "num_frames": v.num_frames,
+            "tubelet_size": v.tubelet_size,
+            "num_classes": self.num_classes,
+            "inflation": v.inflation,
+            "relative_position": v.relative_position,
+        }
 
     def build_model(self) -> EMAClassifier:
         r = self.recipe
         trunk = create_trunk(r.model.arch, img_size=r.model.img_size, drop_path=r.model.drop_path)
-        video = VideoViT(
-            trunk,
-            num_frames=r.video.num_frames,
-            tubelet_size=r.video.tubelet_size,
-            inflation=r.video.inflation,
-            relative_position=r.video.relative_position,
-            dropout=r.dropout,
-        )
-        video.reset_head(self.num_classes)
-        return EMAClassifier(video, r.ema)
+        return EMAClassifier(from_image_trunk(trunk, dropout=r.dropout, **self._inflation()), r.ema)
 
     def initialize(self, model: nn.Module) -> None:
         r = self.recipe
@@ -127,11 +117,7 @@ class VideoFinetuneTask(TrainTask):
             arch=r.model.arch,
             img_size=r.model.img_size,
             drop_path=r.model.drop_path,
-            num_frames=r.video.num_frames,
-            tubelet_size=r.video.tubelet_size,
-            num_classes=self.num_classes,
-            inflation=r.video.inflation,
-            relative_position=r.video.relative_position,
+            **self._inflation(),
         )
         # The inflated trunk's weights; the near-zero head of build_model stays.
         trunk_state = {k: v for k, v in inflated.state_dict().items() if not k.startswith("head.")}
@@ -148,40 +134,23 @@ class VideoFinetuneTask(TrainTask):
             extra={"init_checkpoint": r.init_checkpoint, "inflation": r.video.inflation},
         )
 
-    def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
-        return [model.classifier.blocks]
-
     def sample_decoder(self) -> SampleDecoder:
         return VideoTrainDecoder(clip_sampling(self.recipe), self.recipe.augment, self.num_classes)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         r = self.recipe
         clips = normalize_clips(batch["video"], normalize=r.augment.normalize)
-        labels = batch["label"]
         # Erasing and cutmix boxes go through every frame (mae_st's "cube" erasing); both draw
-        # from the training RNG, which the engine's checkpoints carry.
+        # from the training RNG, which the engine's checkpoints carry. timm's Mixup cuts boxes
+        # over the last two dimensions: frames folded into channels make one box per clip.
         clips = erase_clips(clips, r.augment.random_erasing)
-        if self.mixup is None:
-            logits = model(clips)
-            return F.cross_entropy(logits.float(), labels, label_smoothing=r.loss.label_smoothing)
-        if clips.shape[0] % 2:
-            raise ValueError(
-                f"mixup/cutmix pair each clip with another: the per-process batch "
-                f"{clips.shape[0]} must be even"
-            )
-        # timm's Mixup cuts boxes over the last two dimensions: frames folded into channels
-        # make one box through the whole clip.
-        mixed, targets = self.mixup(clips.flatten(1, 2), labels)
-        return SoftTargetCrossEntropy()(model(mixed.view_as(clips)).float(), targets)
-
-    def after_optimizer_step(self, model: nn.Module) -> None:
-        unwrap(model).update_ema()
+        return self.criterion(
+            lambda folded: model(folded.view_as(clips)), clips.flatten(1, 2), batch["label"]
+        )
 
     def lr_scale(self, name: str) -> float:
-        if self._lr_scale is None:
-            return 1.0
         # The temporal position embedding is an embedding (layer 0), like the spatial one.
-        return self._lr_scale(name.replace("pos_embed_temporal", "pos_embed"))
+        return super().lr_scale(name.replace("pos_embed_temporal", "pos_embed"))
 
     def flops_per_sample(self) -> float:
         r = self.recipe
@@ -196,19 +165,10 @@ class VideoFinetuneTask(TrainTask):
         forward += linear_forward_flops(1, spec.embed_dim, self.num_classes)
         return training_flops(forward)
 
-    def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The video classifier (EMA weights when there is an EMA)."""
-        return classifier_weights(state_dict)
-
     def model_card(self) -> dict[str, Any]:
         r = self.recipe
         return {
-            "arch": r.model.arch,
-            "img_size": r.model.img_size,
-            "num_classes": self.num_classes,
-            "init_checkpoint": r.init_checkpoint,
-            "dataset": r.data.train,
-            "ema": r.ema,
+            **super().model_card(),
             "video": {
                 "num_frames": r.video.num_frames,
                 "clip_seconds": r.video.clip_seconds,
@@ -231,9 +191,11 @@ def evaluate_test_sets(
     model, card = load_video_classifier(recipe.output)
     dev = eval_device(device)
     model.to(dev)
-    results = []
-    for test_set in test_sets:
-        metrics = evaluate_video_classifier(
+    return write_test_results(
+        recipe.output,
+        card,
+        test_sets,
+        lambda test_set: evaluate_video_classifier(
             model,
             open_test_split(test_set),
             clip_sampling(recipe),
@@ -241,21 +203,12 @@ def evaluate_test_sets(
             device=dev,
             num_workers=recipe.data.num_workers,
             normalize=recipe.augment.normalize,
-        )
-        log.info("evaluated", extra={"test_set": test_set.name, **metrics})
-        results.append((test_set, metrics))
-    trained_on = card["dataset"].rstrip("/").rsplit("/", 1)[-1]
-    result = EvalResult(
+        ),
         step="finetune-video",
-        evaluation=f"video finetuned on {trained_on}",
+        evaluation="video finetuned",
         pretraining=pretraining,
-        metrics={**flat_metrics(results), **{f"train_{k}": float(v) for k, v in training.items()}},
-        table=table_cells(results),
-        model=recipe.output,
-        dataset=card["dataset"],
+        training=training,
     )
-    write_result(recipe.output, result)
-    return result
 
 
 def run(
@@ -267,21 +220,21 @@ def run(
     pretraining: str | None = None,
 ) -> EvalResult | None:
     split = open_video_split(recipe.data.train, "train")
-    task = VideoFinetuneTask(recipe, split.num_classes)
-    config = TrainConfig.from_recipe(
-        recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
-    )
-    # Joins the torchrun job (train reuses the process group): the main rank evaluates alone.
-    ctx = init_distributed(config.runtime.device)
-    result = train(task, config, split.as_training_manifest())
-    if not test_sets or not ctx.is_main:
-        return None
-    return evaluate_test_sets(
+    return train_then_evaluate(
+        VideoFinetuneTask(recipe, split.num_classes),
         recipe,
-        test_sets,
-        pretraining=pretraining or model_lineage(recipe.init_checkpoint),
-        training=result.as_metrics(),
-        device=recipe.runtime.device,
+        split.as_training_manifest(),
+        lambda lineage, training: evaluate_test_sets(
+            recipe,
+            test_sets,
+            pretraining=lineage,
+            training=training,
+            device=recipe.runtime.device,
+        ),
+        has_test_sets=bool(test_sets),
+        parallelism=parallelism,
+        micro_batch_size=micro_batch_size,
+        pretraining=pretraining,
     )
 
 

@@ -48,7 +48,7 @@ from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
-from mawsflow.evaluation.finetune import ClassificationLoss
+from mawsflow.evaluation.finetune_task import recipe_loss, require_init_checkpoint, trunk_card
 from mawsflow.evaluation.lowshot import (
     MSN_LAMBDAS,
     best_regularization,
@@ -133,17 +133,10 @@ class VPTTask(TrainTask):
     def __init__(self, recipe: LowShotRecipe, num_classes: int) -> None:
         # Table 17's ShortSideScale is redundant before RandomResizedCrop (sample_decoder).
         check_transfer_augmentation(recipe, short_side_scale=True)
-        if not recipe.init_checkpoint:
-            raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
+        require_init_checkpoint(recipe)
         self.recipe = recipe
         self.num_classes = num_classes
-        augment = recipe.augment
-        self.criterion = ClassificationLoss(
-            num_classes,
-            mixup=augment.mixup,
-            cutmix=augment.cutmix,
-            label_smoothing=recipe.loss.label_smoothing,
-        )
+        self.criterion = recipe_loss(recipe, num_classes)
 
     def build_model(self) -> VPTClassifier:
         r = self.recipe
@@ -188,13 +181,7 @@ class VPTTask(TrainTask):
         return {k: v for k, v in state_dict.items() if k.startswith(VPT_KEYS)}
 
     def model_card(self) -> dict[str, Any]:
-        r = self.recipe
-        return {
-            "arch": r.model.arch,
-            "img_size": r.model.img_size,
-            "num_classes": self.num_classes,
-            "init_checkpoint": r.init_checkpoint,
-        }
+        return trunk_card(self.recipe, self.num_classes)
 
 
 def vpt_train_config(recipe: LowShotRecipe, split: EvalSplit, shots: int, seed: int) -> TrainConfig:

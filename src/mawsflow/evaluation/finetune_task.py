@@ -1,0 +1,145 @@
+"""What the finetuning steps (`finetune` on images, `finetune-video`) share: the engine task
+around an `EMAClassifier` initialised from a pretraining output, the train-then-evaluate
+flow of a step's `run`, and the evaluation result it writes.
+
+A step subclasses `EMAClassifierTask` with its model, data and loss, and scores its test sets
+with its own evaluator through `write_test_results`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mawsflow.data.manifest import PretrainManifest
+from mawsflow.engine.distributed import init_distributed, unwrap
+from mawsflow.engine.task import TrainTask
+from mawsflow.engine.trainer import TrainConfig, train
+from mawsflow.errors import ConfigError
+from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
+from mawsflow.evaluation.finetune import (
+    ClassificationLoss,
+    classifier_weights,
+    layer_decay_scale,
+)
+from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.models.vit import architecture
+
+log = logging.getLogger(__name__)
+
+
+def require_init_checkpoint(recipe: Any) -> None:
+    """Transfer steps start from a pretraining output; an empty one is a configuration error."""
+    if not recipe.init_checkpoint:
+        raise ConfigError("init_checkpoint is empty: give the pretraining run's output")
+
+
+def trunk_card(recipe: Any, num_classes: int) -> dict[str, Any]:
+    """The model-card fields of a classifier on a pretrained trunk."""
+    return {
+        "arch": recipe.model.arch,
+        "img_size": recipe.model.img_size,
+        "num_classes": num_classes,
+        "init_checkpoint": recipe.init_checkpoint,
+    }
+
+
+def recipe_loss(recipe: Any, num_classes: int) -> ClassificationLoss:
+    """The recipe's mixup/cutmix and label smoothing as the training loss."""
+    return ClassificationLoss(
+        num_classes,
+        mixup=recipe.augment.mixup,
+        cutmix=recipe.augment.cutmix,
+        label_smoothing=recipe.loss.label_smoothing,
+    )
+
+
+class EMAClassifierTask(TrainTask):
+    """Finetuning of an `EMAClassifier` (`model.classifier` has the ViT's `blocks`): layer-wise
+    learning-rate decay when the recipe sets one, the EMA updated after each optimizer step,
+    the (EMA) classifier exported. `recipe` is a `FinetuneRecipe` or `VideoFinetuneRecipe`."""
+
+    def __init__(self, recipe: Any, num_classes: int) -> None:
+        require_init_checkpoint(recipe)
+        self.recipe = recipe
+        self.num_classes = num_classes
+        self.depth = architecture(recipe.model.arch).layers
+        decay = recipe.optimizer.layer_decay
+        self._lr_scale = layer_decay_scale(self.depth, decay) if decay is not None else None
+
+    def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
+        return [model.classifier.blocks]
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        unwrap(model).update_ema()
+
+    def lr_scale(self, name: str) -> float:
+        return self._lr_scale(name) if self._lr_scale is not None else 1.0
+
+    def export(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The classifier (EMA weights when there is an EMA) under the model's own keys."""
+        return classifier_weights(state_dict)
+
+    def model_card(self) -> dict[str, Any]:
+        r = self.recipe
+        return {**trunk_card(r, self.num_classes), "dataset": r.data.train, "ema": r.ema}
+
+
+def train_then_evaluate(
+    task: TrainTask,
+    recipe: Any,
+    manifest: PretrainManifest,
+    evaluate: Callable[[str, dict[str, float]], EvalResult],
+    *,
+    has_test_sets: bool,
+    parallelism: str = "auto",
+    micro_batch_size: int | None = None,
+    pretraining: str | None = None,
+) -> EvalResult | None:
+    """Train `task` on `manifest`, then (on the main rank, when there are test sets) call
+    `evaluate(pretraining row, training metrics)`; returns its result."""
+    config = TrainConfig.from_recipe(
+        recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
+    )
+    # Joins the torchrun job (train reuses the process group): the main rank evaluates alone.
+    ctx = init_distributed(config.runtime.device)
+    result = train(task, config, manifest)
+    if not has_test_sets or not ctx.is_main:
+        return None
+    return evaluate(pretraining or model_lineage(recipe.init_checkpoint), result.as_metrics())
+
+
+def write_test_results(
+    output: str,
+    card: Mapping[str, Any],
+    test_sets: Sequence[NamedTestSet],
+    score: Callable[[NamedTestSet], dict[str, float]],
+    *,
+    step: str,
+    evaluation: str,
+    pretraining: str,
+    training: Mapping[str, float],
+) -> EvalResult:
+    """Score the finetuned model at `output` (model card `card`) on every test set with
+    `score`; writes and returns the result, described as "<evaluation> on <training set>"."""
+    results = []
+    for test_set in test_sets:
+        metrics = score(test_set)
+        log.info("evaluated", extra={"test_set": test_set.name, **metrics})
+        results.append((test_set, metrics))
+    trained_on = card["dataset"].rstrip("/").rsplit("/", 1)[-1]
+    result = EvalResult(
+        step=step,
+        evaluation=f"{evaluation} on {trained_on}",
+        pretraining=pretraining,
+        metrics={**flat_metrics(results), **{f"train_{k}": float(v) for k, v in training.items()}},
+        table=table_cells(results),
+        model=output,
+        dataset=card["dataset"],
+    )
+    write_result(output, result)
+    return result
