@@ -1,5 +1,5 @@
 """The KFP components: their compiled specs in components/ are current and load back typed and
-bound to their step's image; what their bodies run (mawsflow.pipeline.task_runtime and
+bound to their step's image; what their bodies run (mawsflow.orchestration.task_runtime and
 friends) maps artifact URIs, builds launcher specs the launcher accepts, merges the low-shot
 fan-out and imports released MAE checkpoints."""
 
@@ -18,8 +18,8 @@ from mawsflow.launch.naming import JobIdentity
 from mawsflow.launch.pytorchjob import build_pytorchjob
 from mawsflow.launch.spec import load_launch_spec, validate
 from mawsflow.models.vit import create_trunk
-from mawsflow.pipeline import components, images, specs, task_runtime
-from mawsflow.pipeline.artifact_uris import (
+from mawsflow.orchestration import components, images, specs, task_runtime
+from mawsflow.orchestration.artifact_uris import (
     REFERENCE_FORMAT,
     ArtifactURIError,
     dataset_location,
@@ -29,8 +29,8 @@ from mawsflow.pipeline.artifact_uris import (
     storage_uri,
     write_reference,
 )
-from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
-from mawsflow.pipeline.lowshot_fan_in import merge_lowshot_runs
+from mawsflow.orchestration.checkpoint_import import import_mae_checkpoint
+from mawsflow.orchestration.lowshot_fan_in import merge_lowshot_runs
 from test_storage import counting_requests
 
 # --------------------------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def compiled():
 def test_committed_component_specs_are_current(compiled):
     stale = specs.stale_specs()
     assert not stale, (
-        f"stale component specs {stale}: run python -m mawsflow.pipeline.specs --write"
+        f"stale component specs {stale}: run python -m mawsflow.orchestration.specs --write"
     )
     assert set(compiled) == {f"{c.name}.yaml" for c in specs.ALL_COMPONENTS}
 

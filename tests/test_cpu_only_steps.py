@@ -26,7 +26,7 @@ from fashion_mnist_corpus import FASHION_MNIST, require_fashion_mnist
 from mawsflow.data.eval_loader import eval_loader
 from mawsflow.data.eval_shards import open_split, read_classes
 from mawsflow.data.fashion_mnist import CLASSES
-from mawsflow.pipeline import components, specs
+from mawsflow.orchestration import components, specs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,7 +178,7 @@ def test_demo_corpus_prepare_eval_and_the_eval_dataset_check_run_without_torch(t
         f"""
         import contextlib, io, types
         from mawsflow.cli import main
-        from mawsflow.pipeline import components
+        from mawsflow.orchestration import components
         with contextlib.redirect_stdout(io.StringIO()):
             demo = main(["demo-corpus", "--corpus-out", {str(corpus)!r},
                          "--eval-out", {str(demo_eval)!r}, "--num-images", "30",

@@ -2,7 +2,7 @@
 task of the dataset build; an unchanged corpus and settings keep every key, so a rerun is
 served from the cache. (One key for the whole build, not one per shard group: a finished build
 removes the count phase's intermediate files, so a count served from the cache for one group
-would leave the vocabulary phase without them; mawsflow.pipeline.data_fingerprint.)
+would leave the vocabulary phase without them; mawsflow.orchestration.data_fingerprint.)
 
 The Kubeflow Pipelines backend keys a task's cache on its input parameter values, its input
 artifacts' ids, its command and its image (backend/src/v2/cacheutils/cache.go,
@@ -24,9 +24,9 @@ from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings, write_corpus
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.errors import DataFormatError
-from mawsflow.pipeline import components
-from mawsflow.pipeline.artifact_uris import resolve
-from mawsflow.pipeline.data_fingerprint import corpus_groups, dataset_fingerprint
+from mawsflow.orchestration import components
+from mawsflow.orchestration.artifact_uris import resolve
+from mawsflow.orchestration.data_fingerprint import corpus_groups, dataset_fingerprint
 from test_storage import counting_requests
 
 

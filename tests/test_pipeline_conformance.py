@@ -1,4 +1,4 @@
-"""The backend conformance checker (mawsflow.pipeline.conformance): every rule rejects a small
+"""The backend conformance checker (mawsflow.orchestration.conformance): every rule rejects a small
 pipeline with the construct the Kubeflow Pipelines backend cannot run and accepts the fixed
 form; the shipped pipelines pass; a pipeline built from the component YAML files alone passes;
 and the CLI writes nothing that fails."""
@@ -10,8 +10,8 @@ from kfp import compiler, dsl
 from kfp import components as kfp_components
 from kfp.dsl import Dataset, Input, Output
 
-from mawsflow.pipeline import command, conformance
-from mawsflow.pipeline.conformance import (
+from mawsflow.orchestration import command, conformance
+from mawsflow.orchestration.conformance import (
     MIN_BACKEND,
     ConformanceError,
     check,

@@ -9,15 +9,15 @@ import json
 import pytest
 
 from mawsflow import storage
-from mawsflow.pipeline.components import IMAGE_OF
-from mawsflow.pipeline.container_run import (
+from mawsflow.orchestration.components import IMAGE_OF
+from mawsflow.orchestration.container_run import (
     ContainerRunError,
     _pinned_executor_images,
     run_in_containers,
 )
-from mawsflow.pipeline.dag import maws_pipeline
-from mawsflow.pipeline.images import image_for, read_images, retag
-from mawsflow.pipeline.parameters import parse_arguments
+from mawsflow.orchestration.dag import maws_pipeline
+from mawsflow.orchestration.images import image_for, read_images, retag
+from mawsflow.orchestration.parameters import parse_arguments
 from test_pipeline_local import EVAL_NAME
 from test_pipeline_local import demo_data as demo_data_in_s3  # noqa: F401 (a fixture)
 
@@ -117,7 +117,7 @@ def test_a_missing_step_image_is_named_before_anything_runs(engine_env, tmp_path
         client.close()
     pipeline = maws_pipeline(baselines=False, retries=False)
     monkeypatch.setattr(
-        "mawsflow.pipeline.container_run.read_images",
+        "mawsflow.orchestration.container_run.read_images",
         lambda: {step: f"mawsflow.test/absent-{step}:0" for step in read_images()},
     )
     assert not any(tag.startswith("mawsflow.test/absent-") for tag in present)

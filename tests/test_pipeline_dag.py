@@ -13,10 +13,10 @@ import pytest
 import yaml
 from kfp import components as kfp_components
 
-from mawsflow.pipeline.command import main
-from mawsflow.pipeline.components import IMAGE_OF
-from mawsflow.pipeline.dag import OBJECT_STORE_KEYS
-from mawsflow.pipeline.images import read_images
+from mawsflow.orchestration.command import main
+from mawsflow.orchestration.components import IMAGE_OF
+from mawsflow.orchestration.dag import OBJECT_STORE_KEYS
+from mawsflow.orchestration.images import read_images
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -482,7 +482,7 @@ def test_compile_default_path_and_nothing_to_do(tmp_path, monkeypatch, capsys):
 
 
 def test_the_script_is_the_command_line():
-    """`pipelines/maws.py` is the user's entry point over mawsflow.pipeline.command."""
+    """`pipelines/maws.py` is the user's entry point over mawsflow.orchestration.command."""
     listed = subprocess.run(
         [sys.executable, str(REPO / "pipelines" / "maws.py"), "--list-params"],
         capture_output=True,

@@ -20,8 +20,8 @@ from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
 from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.models.vit import create_trunk
-from mawsflow.pipeline import components
-from mawsflow.pipeline.command import main
+from mawsflow.orchestration import components
+from mawsflow.orchestration.command import main
 
 EVAL_NAME = "Fashion-MNIST"
 COLUMNS = [

@@ -3,8 +3,8 @@ type or missing required parameter is an error that names it."""
 
 import pytest
 
-from mawsflow.pipeline.dag import maws_pipeline
-from mawsflow.pipeline.parameters import ParameterError, declared_parameters, parse_arguments
+from mawsflow.orchestration.dag import maws_pipeline
+from mawsflow.orchestration.parameters import ParameterError, declared_parameters, parse_arguments
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from kfp_api_standin import empty_state, serve
-from mawsflow.pipeline.command import main
+from mawsflow.orchestration.command import main
 
 ARGS = [
     "--param", "raw_corpus=s3://data/corpus",

@@ -6,7 +6,7 @@
     python pipelines/maws.py --local --param …                    run every task here
     python pipelines/maws.py --local --containers --param …       each in its step's image
 
-The DAG is mawsflow.pipeline.dag. Parameters are given as `--param name=value` (see
+The DAG is mawsflow.orchestration.dag. Parameters are given as `--param name=value` (see
 `--list-params`); `--local` fills in the local backend, this machine's GPU count and a dataset
 folder under `--work-dir`. See pipelines/README.md.
 """
@@ -26,12 +26,12 @@ from kfp.dsl.graph_component import GraphComponent
 
 from mawsflow import __version__
 from mawsflow.launch.spec import BACKENDS
-from mawsflow.pipeline.conformance import ConformanceError, pipeline_spec, require_conformance
-from mawsflow.pipeline.dag import ClusterSettings, maws_pipeline, pipeline_name
-from mawsflow.pipeline.images import ImageError, retag
-from mawsflow.pipeline.local_run import LocalReport, LocalRunFailed, run_locally
-from mawsflow.pipeline.parameters import ParameterError, declared_parameters, parse_arguments
-from mawsflow.pipeline.submission import (
+from mawsflow.orchestration.conformance import ConformanceError, pipeline_spec, require_conformance
+from mawsflow.orchestration.dag import ClusterSettings, maws_pipeline, pipeline_name
+from mawsflow.orchestration.images import ImageError, retag
+from mawsflow.orchestration.local_run import LocalReport, LocalRunFailed, run_locally
+from mawsflow.orchestration.parameters import ParameterError, declared_parameters, parse_arguments
+from mawsflow.orchestration.submission import (
     RunSettings,
     SubmissionError,
     Target,
@@ -243,7 +243,7 @@ def _run_in_containers(
 ) -> LocalReport:
     """`--local --containers`: the local folders the run reads or writes (local data URIs and
     the work dir) are mounted into the containers at their own paths."""
-    from mawsflow.pipeline.container_run import ContainerRunError, run_in_containers
+    from mawsflow.orchestration.container_run import ContainerRunError, run_in_containers
 
     work_dir.mkdir(parents=True, exist_ok=True)
     folders = {work_dir.resolve()}

@@ -3,14 +3,15 @@
 Each is a Lightweight Python Component bound to its step's image from `components/images.yaml`
 (`install_kfp_package=False`: the images carry kfp, and a run must not reach PyPI). A body
 imports mawsflow from that image and calls the step's own entry point through
-`mawsflow.pipeline.task_runtime`, so the code a component runs is the code a user runs with
+`mawsflow.orchestration.task_runtime`, so the code a component runs is the code a user runs with
 `mawsflow <step>`. Artifacts are typed: the pretraining and evaluation datasets are `Dataset`s,
 trained weights `Model`s, every result `Metrics`, the report `Markdown` and `HTML`.
 
-Artifact URIs follow `mawsflow.pipeline.artifact_uris`: outputs are written to the artifact's
+Artifact URIs follow `mawsflow.orchestration.artifact_uris`: outputs are written to the artifact's
 URI in the object store, and big artifacts point at their descriptor file.
 
-`python -m mawsflow.pipeline.specs --write` compiles each of these into `components/<name>.yaml`.
+`python -m mawsflow.orchestration.specs --write` compiles each of these into
+`components/<name>.yaml`.
 """
 
 # kfp reads the components' annotations as objects, so no `from __future__ import annotations`.
@@ -19,7 +20,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from mawsflow.pipeline.images import image_for, read_images
+from mawsflow.orchestration.images import image_for, read_images
 
 IMAGES = read_images()
 # Which step's image each component runs in: its own step's; for a helper, the image of the
@@ -78,7 +79,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
 
     Needs nothing from its environment. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline.images import retag
+    from mawsflow.orchestration.images import retag
 
     steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "eval"]
     steps += ["linear-probe", "lowshot", "zeroshot", "report"]
@@ -102,14 +103,14 @@ def build_dataset_plan(
     """The shard groups to fan out over (at most one per input shard), each with the build's
     fingerprint: the digest of the corpus listing and of the settings the vocab phase takes.
     Never cached: the fingerprint is what makes every build task's cache
-    key follow the data and the settings (mawsflow.pipeline.data_fingerprint says why one key
+    key follow the data and the settings (mawsflow.orchestration.data_fingerprint says why one key
     for the whole build, not one per group).
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline.data_fingerprint import corpus_groups
+    from mawsflow.orchestration.data_fingerprint import corpus_groups
 
     settings = {"min_count": min_count, "max_classes": max_classes, "seed": seed}
     settings |= {"resample_ratio": resample_ratio, "samples_per_shard": samples_per_shard}
@@ -220,9 +221,9 @@ def build_dataset_finalize(
     from mawsflow import storage
     from mawsflow.dataset.finalize_phase import run_finalize
     from mawsflow.log import setup_logging
-    from mawsflow.pipeline.artifact_uris import DATASET_MANIFEST, storage_uri, write_reference
-    from mawsflow.pipeline.data_fingerprint import build_fingerprint
-    from mawsflow.pipeline.task_runtime import log_metrics
+    from mawsflow.orchestration.artifact_uris import DATASET_MANIFEST, storage_uri, write_reference
+    from mawsflow.orchestration.data_fingerprint import build_fingerprint
+    from mawsflow.orchestration.task_runtime import log_metrics
 
     setup_logging()
     corpus = build_fingerprint([json.loads(w) for w in written])
@@ -252,7 +253,7 @@ def eval_fingerprint(uri: str) -> str:
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline.data_fingerprint import dataset_fingerprint
+    from mawsflow.orchestration.data_fingerprint import dataset_fingerprint
 
     return dataset_fingerprint(uri)
 
@@ -269,7 +270,7 @@ def eval_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]
     """
     from mawsflow import storage
     from mawsflow.data.eval_shards import open_split
-    from mawsflow.pipeline.artifact_uris import storage_uri, write_reference
+    from mawsflow.orchestration.artifact_uris import storage_uri, write_reference
 
     if not name.strip():
         raise ValueError("eval_name is empty: it names the report's columns, e.g. ImageNet-1k")
@@ -316,13 +317,13 @@ def mae(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location
 
     if mae_checkpoint:
         from mawsflow.log import setup_logging
-        from mawsflow.pipeline.artifact_uris import storage_uri
-        from mawsflow.pipeline.checkpoint_import import import_mae_checkpoint
+        from mawsflow.orchestration.artifact_uris import storage_uri
+        from mawsflow.orchestration.checkpoint_import import import_mae_checkpoint
         from mawsflow.recipes import load_recipe
 
         setup_logging()
@@ -373,8 +374,8 @@ def wsp(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
 
     settings = {
         "model.arch": arch,
@@ -417,8 +418,8 @@ def lit(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
 
     settings = {
         "model.arch": arch,
@@ -460,8 +461,8 @@ def finetune(
     RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
 
     settings = {
         "model.arch": arch,
@@ -498,8 +499,8 @@ def evaluate(
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
 
     rt.evaluate(
         "eval",
@@ -526,8 +527,8 @@ def linear_probe(
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
 
     rt.evaluate(
         "linear-probe",
@@ -556,8 +557,8 @@ def zeroshot(
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
 
     rt.evaluate(
         "zeroshot",
@@ -617,8 +618,8 @@ def lowshot(
     components/README.md. KFP backend >= 2.16.0.
     """
     from mawsflow.log import setup_logging
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import dataset_location, model_folder, storage_uri
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder, storage_uri
 
     setup_logging()
     output = storage_uri(result.uri)
@@ -646,9 +647,9 @@ def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None
     components/README.md. KFP backend >= 2.16.0.
     """
     from mawsflow.evaluation.results import read_result, write_result
-    from mawsflow.pipeline import task_runtime as rt
-    from mawsflow.pipeline.artifact_uris import storage_uri
-    from mawsflow.pipeline.lowshot_fan_in import merge_lowshot_runs
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import storage_uri
+    from mawsflow.orchestration.lowshot_fan_in import merge_lowshot_runs
 
     output = storage_uri(result.uri)
     write_result(output, merge_lowshot_runs([read_result(storage_uri(run.uri)) for run in runs]))
@@ -679,14 +680,14 @@ def pick_model(
 ) -> None:
     """The pretrained model of one report row, inside the transfer fan-out. A container task
     rather than an importer: the backend resolves an importer's URI only from pipeline
-    parameters and cannot collect its outputs (see mawsflow.pipeline.conformance). `model` is
+    parameters and cannot collect its outputs (see mawsflow.orchestration.conformance). `model` is
     a reference to the row's model, so lineage runs from the training task through here.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
     components/README.md. KFP backend >= 2.16.0.
     """
-    from mawsflow.pipeline.artifact_uris import resolve, storage_uri, write_reference
+    from mawsflow.orchestration.artifact_uris import resolve, storage_uri, write_reference
 
     models = {"mae": mae_model, "maws": maws_model, "wsp": wsp_model}
     chosen = models.get(row)
@@ -719,7 +720,7 @@ def report(
     """
     from mawsflow import storage
     from mawsflow.log import setup_logging
-    from mawsflow.pipeline.artifact_uris import model_folder, storage_uri
+    from mawsflow.orchestration.artifact_uris import model_folder, storage_uri
     from mawsflow.steps.report import run
 
     setup_logging()

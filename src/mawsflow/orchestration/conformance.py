@@ -318,7 +318,7 @@ def cache_follows_data(p: _Pipeline) -> Iterator[Violation]:
     `getFingerPrint`): the key holds input parameter values, input artifact ids, the command
     and the image, never what a URI points to. A task reading one of DATA_PARAMETERS is only
     keyed on the data when one of its parameters comes from a task that is never cached (the
-    listing's fingerprint: mawsflow.pipeline.data_fingerprint)."""
+    listing's fingerprint: mawsflow.orchestration.data_fingerprint)."""
     for task in p.tasks:
         if p.components.get(task.component, {}).get("dag") is not None or not p.cached(task):
             continue

@@ -2,7 +2,7 @@
 
 `kfp.local.DockerRunner` runs each task as a container of the image its executor names, on the
 Docker engine that DOCKER_HOST (or the default socket) points at; the rest is
-`mawsflow.pipeline.local_run` (task logs, the report). What the containers get:
+`mawsflow.orchestration.local_run` (task logs, the report). What the containers get:
 
 - host networking, so an object store on this machine's loopback (SeaweedFS, MinIO) has the same
   URL inside. The run's own folder is mounted at the same path (kfp.local does that), which is
@@ -34,8 +34,8 @@ from google.protobuf import json_format
 from kfp import local
 from kfp.dsl.graph_component import GraphComponent
 
-from mawsflow.pipeline.images import ImageError, image_for, read_images, retag
-from mawsflow.pipeline.local_run import LocalReport, run_locally
+from mawsflow.orchestration.images import ImageError, image_for, read_images, retag
+from mawsflow.orchestration.local_run import LocalReport, run_locally
 
 # The variables that tell a step where the object store is and how to reach it.
 _PASSED_ENV = re.compile(r"^(AWS_|MAWSFLOW_)")

@@ -19,7 +19,7 @@ as a job on the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchr
 What each task asks for (CPU, memory, retries, caching, object-store access, accelerators) is
 one table, RESOURCES. The sub-pipelines take the images of their tasks and the cluster names
 (the S3 Secret, the object-store ConfigMap, node placement) as parameters: a sub-pipeline sees
-only its own inputs. Every shape used here runs on the backend (mawsflow.pipeline.conformance
+only its own inputs. Every shape used here runs on the backend (mawsflow.orchestration.conformance
 checks the compiled spec): a sub-pipeline's artifact outputs are followed through its
 `artifactSelectors`, and `dsl.Collected` over a ParallelFor whose iterations hold a
 sub-pipeline walks down to its container tasks (kubeflow/pipelines backend/src/v2/driver/
@@ -39,8 +39,8 @@ from kfp.dsl.pipeline_task import PipelineTask
 from mawsflow.dataset.build import DEFAULT_SAMPLES_PER_SHARD
 from mawsflow.dataset.resample import PAPER_RATIO
 from mawsflow.dataset.vocab import DEFAULT_MIN_COUNT, PAPER_VOCABULARY_SIZE
-from mawsflow.pipeline import components as c
-from mawsflow.pipeline.images import read_images
+from mawsflow.orchestration import components as c
+from mawsflow.orchestration.images import read_images
 
 PIPELINE_NAME = "maws"
 # What the object-store ConfigMap of the chart (charts/mawsflow) publishes, all of which the
@@ -186,7 +186,7 @@ def _train(
     **inputs: Any,
 ) -> PipelineTask:
     """A training task: it launches its step as a job on `launch["backend"]` in `image`,
-    waits for it, then publishes the step's model (mawsflow.pipeline.task_runtime.train). The
+    waits for it, then publishes the step's model (mawsflow.orchestration.task_runtime.train). The
     task's own pod runs in the same image."""
     return configure(component(job_image=image, **launch, **inputs), image, name=name)
 
@@ -203,7 +203,7 @@ class BuiltDataset(NamedTuple):
 def build_dataset_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
     """The dataset build, fanned out over shard groups. The plan lists the corpus and is never
     cached; its fingerprint (listing + settings) keys every build task's cache, so a rerun over
-    changed shards or settings reuses nothing stale (mawsflow.pipeline.data_fingerprint)."""
+    changed shards or settings reuses nothing stale (mawsflow.orchestration.data_fingerprint)."""
 
     @dsl.pipeline(name="build-dataset", description="Build the multi-label pretraining dataset")
     def build_dataset(
@@ -564,7 +564,7 @@ def maws_pipeline(
         # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
         with dsl.ParallelFor(rows.output) as row:
             # The row's model as a container task's output (an importer here would break the
-            # backend: mawsflow.pipeline.conformance).
+            # backend: mawsflow.orchestration.conformance).
             picked = configure(c.pick_model(row=row, **pretrained), images["report"])
             model = picked.outputs["model"]
             results = transfer_evaluations(

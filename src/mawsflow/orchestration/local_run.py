@@ -84,7 +84,7 @@ def run_locally(
     runner: local.SubprocessRunner | local.DockerRunner | None = None,
 ) -> LocalReport:
     """Run every task of `pipeline` (as subprocesses, or with `runner`: see
-    mawsflow.pipeline.container_run); returns where its report is."""
+    mawsflow.orchestration.container_run); returns where its report is."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     root = work_dir.resolve() / "runs" / stamp
     root.mkdir(parents=True, exist_ok=True)

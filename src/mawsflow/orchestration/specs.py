@@ -1,8 +1,8 @@
 """The compiled component specs in `components/<name>.yaml`, for the Kubeflow UI and for other
 people's pipelines (`kfp.components.load_component_from_file`).
 
-    python -m mawsflow.pipeline.specs --write    regenerate them
-    python -m mawsflow.pipeline.specs --check    exit 1 naming every spec that is stale
+    python -m mawsflow.orchestration.specs --write    regenerate them
+    python -m mawsflow.orchestration.specs --check    exit 1 naming every spec that is stale
 
 A spec is stale when it differs from what the component compiles to now: after a change to a
 component, to `components/images.yaml` (a new image tag or digest), or to kfp.
@@ -19,8 +19,8 @@ from pathlib import Path
 from kfp import compiler
 from kfp.dsl.base_component import BaseComponent
 
-from mawsflow.pipeline import components
-from mawsflow.pipeline.images import IMAGES_FILE
+from mawsflow.orchestration import components
+from mawsflow.orchestration.images import IMAGES_FILE
 
 COMPONENTS_DIR = IMAGES_FILE.parent
 
@@ -85,7 +85,7 @@ def write_specs(folder: Path = COMPONENTS_DIR) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mawsflow.pipeline.specs", description=__doc__.split("\n\n")[0]
+        prog="python -m mawsflow.orchestration.specs", description=__doc__.split("\n\n")[0]
     )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="regenerate components/*.yaml")
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stale = stale_specs()
     if stale:
         print(
-            "stale component specs (run python -m mawsflow.pipeline.specs --write): "
+            "stale component specs (run python -m mawsflow.orchestration.specs --write): "
             + ", ".join(stale),
             file=sys.stderr,
         )

@@ -24,7 +24,7 @@ from mawsflow.evaluation.results import model_lineage, read_result
 from mawsflow.launch.spec import BACKENDS
 from mawsflow.log import setup_logging
 from mawsflow.models.artifacts import METRICS_FILE, read_model_card
-from mawsflow.pipeline.artifact_uris import MODEL_CARD, storage_uri
+from mawsflow.orchestration.artifact_uris import MODEL_CARD, storage_uri
 
 # Set by the chart's object-store ConfigMap: which Secret holds the S3 credentials, and under
 # which keys, so that the launcher can hand the training pods secretKeyRefs to it.
