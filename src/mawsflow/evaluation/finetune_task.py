@@ -8,6 +8,7 @@ with its own evaluator through `write_test_results`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
+from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
     classifier_weights,
@@ -89,28 +91,50 @@ class EMAClassifierTask(TrainTask):
         return {**trunk_card(r, self.num_classes), "dataset": r.data.train, "ema": r.ema}
 
 
+# A finetuned model's evaluation on one test set: (model on its device, model card, device,
+# test set) → metrics.
+Scorer = Callable[[nn.Module, Mapping[str, Any], torch.device, NamedTestSet], dict[str, float]]
+
+
 def train_then_evaluate(
     task: TrainTask,
     recipe: Any,
     manifest: PretrainManifest,
-    evaluate: Callable[[str, dict[str, float]], EvalResult],
+    test_sets: Sequence[NamedTestSet],
+    load: Callable[[str], tuple[nn.Module, dict[str, Any]]],
+    score: Scorer,
     *,
-    has_test_sets: bool,
+    step: str,
+    evaluation: str,
+    device: str = "auto",
     parallelism: str = "auto",
     micro_batch_size: int | None = None,
     pretraining: str | None = None,
 ) -> EvalResult | None:
-    """Train `task` on `manifest`, then (on the main rank, when there are test sets) call
-    `evaluate(pretraining row, training metrics)`; returns its result."""
+    """A finetuning step's `run`: train `task` on `manifest`, then, on the main rank, load the
+    model at `recipe.output` with `load` and `score` it on every test set (`write_test_results`;
+    `pretraining` defaults to the trunk's lineage). None on other ranks or without test sets."""
     config = TrainConfig.from_recipe(
         recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
     )
     # Joins the torchrun job (train reuses the process group): the main rank evaluates alone.
     ctx = init_distributed(config.runtime.device)
     result = train(task, config, manifest)
-    if not has_test_sets or not ctx.is_main:
+    if not test_sets or not ctx.is_main:
         return None
-    return evaluate(pretraining or model_lineage(recipe.init_checkpoint), result.as_metrics())
+    model, card = load(recipe.output)
+    dev = eval_device(device)
+    model.to(dev)
+    return write_test_results(
+        recipe.output,
+        card,
+        test_sets,
+        lambda test_set: score(model, card, dev, test_set),
+        step=step,
+        evaluation=evaluation,
+        pretraining=pretraining or model_lineage(recipe.init_checkpoint),
+        training=result.as_metrics(),
+    )
 
 
 def write_test_results(
@@ -143,3 +167,34 @@ def write_test_results(
     )
     write_result(output, result)
     return result
+
+
+def _test_set(value: str) -> NamedTestSet:
+    try:
+        return NamedTestSet.parse(value)
+    except ValueError as exc:  # argparse would replace the message with a generic one
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """A finetuning step's `--test-set` (repeatable; `what` the datasets it takes) and
+    `--pretraining`."""
+    parser.add_argument(
+        "--test-set",
+        dest="test_sets",
+        action="append",
+        default=[],
+        type=_test_set,
+        metavar="[NAME=]URI[:SPLIT]",
+        help=f"evaluate the finetuned model on this {what} (repeatable)",
+    )
+    parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed engine options and `--pretraining`, as `train_then_evaluate`'s keywords."""
+    return {
+        "parallelism": args.parallelism,
+        "micro_batch_size": args.micro_batch_size,
+        "pretraining": args.pretraining,
+    }

@@ -29,13 +29,13 @@ from mawsflow.data.transforms import normalize_images
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import NamedTestSet, evaluate_classifier
-from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import EMAClassifier
 from mawsflow.evaluation.finetune_task import (
     EMAClassifierTask,
+    add_evaluation_arguments,
+    engine_options,
     recipe_loss,
     train_then_evaluate,
-    write_test_results,
 )
 from mawsflow.evaluation.results import EvalResult, model_lineage
 from mawsflow.log import setup_logging
@@ -99,59 +99,29 @@ def recipe_for(init_checkpoint: str) -> str:
     return "finetune-mae" if model_lineage(init_checkpoint) == "MAE" else "finetune-wsp"
 
 
-def evaluate_test_sets(
-    output: str,
-    test_sets: Sequence[NamedTestSet],
-    *,
-    pretraining: str,
-    training: Mapping[str, float],
-    device: str = "auto",
-    batch_size: int = 256,
-    num_workers: int = 2,
-) -> EvalResult:
-    """Score the finetuned model at `output` on every test set; writes and returns the result."""
-    model, card = load_classifier(output)
-    dev = eval_device(device)
-    model.to(dev)
-    return write_test_results(
-        output,
-        card,
-        test_sets,
-        lambda test_set: evaluate_classifier(
-            model,
-            test_set.open(),
-            img_size=int(card["img_size"]),
-            device=dev,
-            batch_size=batch_size,
-            num_workers=num_workers,
-        ),
-        step="finetune",
-        evaluation="finetuned",
-        pretraining=pretraining,
-        training=training,
-    )
-
-
 def run(
-    recipe: FinetuneRecipe,
-    test_sets: Sequence[NamedTestSet] = (),
-    *,
-    parallelism: str = "auto",
-    micro_batch_size: int | None = None,
-    pretraining: str | None = None,
+    recipe: FinetuneRecipe, test_sets: Sequence[NamedTestSet] = (), **engine: Any
 ) -> EvalResult | None:
+    """Finetune, then score the EMA weights on `test_sets` (on the main rank). `engine`:
+    `train_then_evaluate`'s parallelism, micro_batch_size and pretraining."""
     split = open_split(recipe.data.train, "train")
     return train_then_evaluate(
         FinetuneTask(recipe, split.num_classes),
         recipe,
         split.as_training_manifest(),
-        lambda lineage, training: evaluate_test_sets(
-            recipe.output, test_sets, pretraining=lineage, training=training
+        test_sets,
+        load_classifier,
+        lambda model, card, device, test_set: evaluate_classifier(
+            model,
+            test_set.open(),
+            img_size=int(card["img_size"]),
+            device=device,
+            batch_size=256,
+            num_workers=2,
         ),
-        has_test_sets=bool(test_sets),
-        parallelism=parallelism,
-        micro_batch_size=micro_batch_size,
-        pretraining=pretraining,
+        step="finetune",
+        evaluation="finetuned",
+        **engine,
     )
 
 
@@ -164,15 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipes=["auto", "finetune-mae", "finetune-wsp"],
     )
     add_engine_arguments(parser)
-    parser.add_argument(
-        "--test-set",
-        dest="test_sets",
-        action="append",
-        default=[],
-        metavar="[NAME=]URI[:SPLIT]",
-        help="evaluate the finetuned model on this test set (repeatable)",
-    )
-    parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
+    add_evaluation_arguments(parser, "test set")
     args = parser.parse_args(argv)
     try:
         name = args.recipe
@@ -184,19 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = load_recipe(
             name, variant=args.variant, preset=args.preset, overrides=args.overrides
         )
-        test_sets = [NamedTestSet.parse(t) for t in args.test_sets]
-    except ValueError as exc:  # ConfigError, and a malformed --test-set
+    except ValueError as exc:  # ConfigError, and a malformed --set
         parser.error(str(exc))
     if args.print_config:
         print(describe(recipe), end="")
         return 0
     setup_logging()
     log.info("finetuning with recipe %s (%s)", name, recipe.source)
-    run(
-        recipe,
-        test_sets,
-        parallelism=args.parallelism,
-        micro_batch_size=args.micro_batch_size,
-        pretraining=args.pretraining,
-    )
+    run(recipe, args.test_sets, **engine_options(args))
     return 0

@@ -40,13 +40,13 @@ from mawsflow.engine.flops import (
 )
 from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import NamedTestSet
-from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import EMAClassifier
 from mawsflow.evaluation.finetune_task import (
     EMAClassifierTask,
+    add_evaluation_arguments,
+    engine_options,
     recipe_loss,
     train_then_evaluate,
-    write_test_results,
 )
 from mawsflow.evaluation.results import EvalResult
 from mawsflow.evaluation.video_classify import evaluate_video_classifier, normalize_clips
@@ -179,62 +179,32 @@ class VideoFinetuneTask(EMAClassifierTask):
         }
 
 
-def evaluate_test_sets(
-    recipe: VideoFinetuneRecipe,
-    test_sets: Sequence[NamedTestSet],
-    *,
-    pretraining: str,
-    training: Mapping[str, float],
-    device: str = "auto",
-) -> EvalResult:
-    """Score the finetuned model at `recipe.output` on every test set; writes the result."""
-    model, card = load_video_classifier(recipe.output)
-    dev = eval_device(device)
-    model.to(dev)
-    return write_test_results(
-        recipe.output,
-        card,
-        test_sets,
-        lambda test_set: evaluate_video_classifier(
-            model,
-            open_test_split(test_set),
-            clip_sampling(recipe),
-            test_views(recipe),
-            device=dev,
-            num_workers=recipe.data.num_workers,
-            normalize=recipe.augment.normalize,
-        ),
-        step="finetune-video",
-        evaluation="video finetuned",
-        pretraining=pretraining,
-        training=training,
-    )
-
-
 def run(
-    recipe: VideoFinetuneRecipe,
-    test_sets: Sequence[NamedTestSet] = (),
-    *,
-    parallelism: str = "auto",
-    micro_batch_size: int | None = None,
-    pretraining: str | None = None,
+    recipe: VideoFinetuneRecipe, test_sets: Sequence[NamedTestSet] = (), **engine: Any
 ) -> EvalResult | None:
+    """Finetune, then score the EMA weights on `test_sets` with the multi-view protocol (on
+    the main rank). `engine`: `train_then_evaluate`'s parallelism, micro_batch_size and
+    pretraining."""
     split = open_video_split(recipe.data.train, "train")
     return train_then_evaluate(
         VideoFinetuneTask(recipe, split.num_classes),
         recipe,
         split.as_training_manifest(),
-        lambda lineage, training: evaluate_test_sets(
-            recipe,
-            test_sets,
-            pretraining=lineage,
-            training=training,
-            device=recipe.runtime.device,
+        test_sets,
+        load_video_classifier,
+        lambda model, card, device, test_set: evaluate_video_classifier(
+            model,
+            open_test_split(test_set),
+            clip_sampling(recipe),
+            test_views(recipe),
+            device=device,
+            num_workers=recipe.data.num_workers,
+            normalize=recipe.augment.normalize,
         ),
-        has_test_sets=bool(test_sets),
-        parallelism=parallelism,
-        micro_batch_size=micro_batch_size,
-        pretraining=pretraining,
+        step="finetune-video",
+        evaluation="video finetuned",
+        device=recipe.runtime.device,
+        **engine,
     )
 
 
@@ -247,24 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipes=["finetune-video"],
     )
     add_engine_arguments(parser)
-    parser.add_argument(
-        "--test-set",
-        dest="test_sets",
-        action="append",
-        default=[],
-        type=NamedTestSet.parse,
-        metavar="[NAME=]URI[:SPLIT]",
-        help="evaluate the finetuned model on this video dataset (repeatable)",
-    )
-    parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
+    add_evaluation_arguments(parser, "video dataset")
     return run_recipe_step(
-        parser,
-        argv,
-        lambda recipe, args: run(
-            recipe,
-            args.test_sets,
-            parallelism=args.parallelism,
-            micro_batch_size=args.micro_batch_size,
-            pretraining=args.pretraining,
-        ),
+        parser, argv, lambda recipe, args: run(recipe, args.test_sets, **engine_options(args))
     )
