@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mawsflow.data.eval_shards import SplitWriter, write_classes
+from mawsflow.data.eval_shards import SplitWriter, open_split, write_classes
 from mawsflow.data.shards import samples_in_order
 from mawsflow.data.video import ClipSampling, decode_clips, video_member
-from mawsflow.data.video_shards import open_video_split
+from mawsflow.data.video_shards import VideoSplitWriter, open_video_split
 from mawsflow.dataset.video_demo import MOTIONS, encode_h264, write_video_demo
 from mawsflow.errors import DataFormatError
 from mawsflow.evaluation.video_converters import (
@@ -115,13 +115,40 @@ def test_ssv2_json_labels_to_shards(demo, tmp_path):
         ssv2_sources(str(tmp_path / "labels.json"), {"train": str(tmp_path / "train.json")}, "v")
 
 
-def test_an_image_dataset_is_not_read_as_video(tmp_path):
-    write_classes(str(tmp_path), ["a"])
-    writer = SplitWriter(str(tmp_path), "train", 1)
+def test_image_and_video_datasets_are_not_read_as_each_other(tmp_path):
+    images, videos = str(tmp_path / "images"), str(tmp_path / "videos")
+    write_classes(images, ["a"])
+    writer = SplitWriter(images, "train", 1)
     writer.write("k", b"png", "png", 0)
     writer.close()
     with pytest.raises(DataFormatError, match=r"format must be 'mawsflow.video/1'"):
-        open_video_split(str(tmp_path), "train")
+        open_video_split(images, "train")
+    write_classes(videos, ["a", "b"])
+    writer = VideoSplitWriter(videos, "train", 2, samples_per_shard=2)
+    for i in range(3):
+        writer.write(f"v{i}", b"mp4 bytes", "mp4", i % 2)
+    assert writer.close()["format"] == "mawsflow.video/1"
+    split = open_video_split(videos, "train")
+    assert split.shard_sizes == (2, 1) and split.num_samples == 3
+    with pytest.raises(DataFormatError, match=r"format must be 'mawsflow.classification/1'"):
+        open_split(videos, "train")
+
+
+@pytest.mark.parametrize(
+    ("key", "ext", "label", "message"),
+    [
+        ("dir/clip", "mp4", 0, r"must not contain '\.' or '/'"),
+        ("clip.1", "mp4", 0, r"must not contain '\.' or '/'"),
+        ("clip", "png", 0, r"video extension 'png'"),
+        ("clip", "mp4", 2, r"label 2 outside 2 classes"),
+    ],
+)
+def test_the_video_writer_refuses_bad_samples(tmp_path, key, ext, label, message):
+    writer = VideoSplitWriter(str(tmp_path), "train", 2)
+    with pytest.raises(DataFormatError, match=message):
+        writer.write(key, b"video", ext, label)
+    with pytest.raises(DataFormatError, match="received no samples"):
+        writer.close()
 
 
 def _shift(clip: np.ndarray) -> tuple[int, int]:
