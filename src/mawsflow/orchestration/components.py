@@ -721,12 +721,12 @@ def report(
     from mawsflow import storage
     from mawsflow.log import setup_logging
     from mawsflow.orchestration.artifact_uris import model_folder, storage_uri
-    from mawsflow.steps.report import run
+    from mawsflow.steps.report import ReportConfig, run
 
     setup_logging()
     results = [storage_uri(a.uri) for kind in (finetune, lowshot, zeroshot, linear) for a in kind]
     training = [model_folder(m.uri) for m in pretrained]
     folder = storage_uri(files.uri)
-    run(results, training, folder)
+    run(ReportConfig(tuple(results), tuple(training), folder))
     storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))
     storage.copy(storage.join(folder, "report.html"), storage_uri(html.uri))

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
@@ -64,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class DemoCorpusConfig:
+    corpus_out: str
+    eval_out: str
+    settings: DemoCorpusSettings
+    # Directory (or URI) of Fashion-MNIST's IDX files.
+    fashion_mnist_dir: str = DEBIAN_FASHION_MNIST
+
+
+def run(config: DemoCorpusConfig) -> dict[str, object]:
+    """Write the corpus and the evaluation datasets; returns what was written, counted."""
+    return generate_demo(
+        config.corpus_out, config.eval_out, config.settings, config.fashion_mnist_dir
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -75,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     setup_logging()
     try:
-        summary = generate_demo(args.corpus_out, args.eval_out, settings, args.fashion_mnist_dir)
+        summary = run(
+            DemoCorpusConfig(args.corpus_out, args.eval_out, settings, args.fashion_mnist_dir)
+        )
     except (OSError, ValueError, StorageError) as exc:
         log.error("demo-corpus failed: %s", exc)
         return 1

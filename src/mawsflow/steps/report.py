@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mawsflow import storage
 from mawsflow.evaluation.report import build_report, render_html, render_json, render_markdown
@@ -50,9 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(results: Sequence[str], training: Sequence[str], output: str) -> dict:
+@dataclass(frozen=True)
+class ReportConfig:
+    # Evaluation outputs (or their metrics.json), in the table's column order.
+    results: tuple[str, ...]
+    # Training step outputs whose loss curves to plot.
+    training: tuple[str, ...]
+    # Folder URI for report.md, report.html and report.json.
+    output: str
+
+
+def run(config: ReportConfig) -> dict:
+    """Write the report files; returns the report as report.json holds it."""
+    output = config.output
     report = build_report(
-        [read_result(uri) for uri in results], [read_history(uri) for uri in training]
+        [read_result(uri) for uri in config.results],
+        [read_history(uri) for uri in config.training],
     )
     summary = render_json(report)
     storage.write_text(storage.join(output, "report.md"), render_markdown(report))
@@ -67,5 +81,5 @@ def run(results: Sequence[str], training: Sequence[str], output: str) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    run(args.results, args.training, args.output)
+    run(ReportConfig(tuple(args.results), tuple(args.training), args.output))
     return 0
