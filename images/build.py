@@ -389,6 +389,12 @@ def build_wheelhouse(wheel: Path, destination: Path) -> None:
     for this interpreter's platform (the images' Python is Debian bookworm's 3.11, as is the
     one the tests run on). pip's cache makes a second run quick."""
     destination.mkdir(parents=True, exist_ok=True)
+    # A wheel of this project left by an earlier build has the same file name as the new one
+    # (the version changes only on release), and pip takes a file "already downloaded" into
+    # --wheel-dir over the one it is given: the images would install the old code and resolve
+    # the old dependencies. So the project's own wheels go first.
+    for stale in destination.glob(f"{wheel.name.split('-', 1)[0]}-*.whl"):
+        stale.unlink()
     command = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(destination)]
     try:
         subprocess.run([*command, f"{wheel}[train]"], check=True, stdout=sys.stderr)

@@ -547,3 +547,46 @@ def test_cpu_only_images_are_a_fraction_of_the_torch_images(built_images, engine
         assert size[step] == size["base" if step in CPU_STEPS else "torch"], step
     assert size["runtime"] < size["base"] < 1e9, size
     assert size["torch"] > 4 * size["base"], size
+
+
+def _wheel(path: Path, marker: str) -> Path:
+    """A minimal valid wheel of a project named `mawsflow` without dependencies, holding
+    `marker` in one module."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "mawsflow_marker.py": f"MARKER = {marker!r}\n",
+        "mawsflow-0.1.0.dist-info/METADATA": (
+            "Metadata-Version: 2.1\nName: mawsflow\nVersion: 0.1.0\n"
+        ),
+        "mawsflow-0.1.0.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    record.append("mawsflow-0.1.0.dist-info/RECORD,,")
+    files["mawsflow-0.1.0.dist-info/RECORD"] = "\n".join(record) + "\n"
+    path.mkdir(parents=True, exist_ok=True)
+    wheel = path / "mawsflow-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+def test_the_wheelhouse_holds_the_new_project_wheel_not_an_earlier_one(tmp_path):
+    # An earlier build left a wheel of the same name (same version, older code); pip would
+    # keep it as "already downloaded" and the images would install the old code.
+    import zipfile
+
+    wheelhouse = tmp_path / "wheelhouse"
+    _wheel(wheelhouse, "old")
+    fresh = _wheel(tmp_path / "dist", "new")
+    build.build_wheelhouse(fresh, wheelhouse)
+    with zipfile.ZipFile(wheelhouse / fresh.name) as archive:
+        assert "new" in archive.read("mawsflow_marker.py").decode()
