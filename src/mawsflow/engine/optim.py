@@ -1,9 +1,11 @@
 """Optimizers from a recipe's `optimizer` section, with the usual ViT parameter groups.
 
-Weight decay applies to weight matrices only: never to norms, biases or the embeddings that
-models list in `no_weight_decay()` (position embeddings, class and mask tokens), as MAE, SWAG
-and timm do. A `lr_scale` hook lets a step scale the rate per parameter (layer-wise decay for
-finetuning); the trainer multiplies each group's `lr_scale` into the scheduled rate.
+Weight decay applies to weight matrices only: never to norms, biases or the parameters that
+models list in `no_weight_decay()`: position embeddings, and the tokens the model's reference
+exempts (timm's class token; MAE pre-pretraining lists neither its class nor its mask token, so
+both are decayed, as in fb/mae). A `lr_scale` hook lets a step scale the rate per parameter
+(layer-wise decay for finetuning); the trainer multiplies each group's `lr_scale` into the
+scheduled rate.
 """
 
 from __future__ import annotations

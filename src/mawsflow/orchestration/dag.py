@@ -473,7 +473,9 @@ def maws_pipeline(
         samples_per_epoch: int = 0,
         mae_checkpoint: str = "",
         text_model: str = "",
-        zeroshot_templates: str = "objects",
+        # Appendix B: CLIP's prompt templates (its Food-101 set for Food-101, its ImageNet set
+        # otherwise), as the zeroshot step's own default.
+        zeroshot_templates: str = "auto",
         lowshot_method: str = "vpt",
         lowshot_shots: list = [],  # noqa: B006 (empty: the recipe's K ∈ {1, 5, 10})
         lowshot_seeds: list = [],  # noqa: B006 (empty: the recipe's five seeds)
