@@ -30,7 +30,7 @@ from mawsflow.orchestration.artifact_uris import (
     write_reference,
 )
 from mawsflow.orchestration.checkpoint_import import import_mae_checkpoint
-from mawsflow.orchestration.lowshot_fan_in import merge_lowshot_runs
+from mawsflow.orchestration.seed_fan_in import merge_lowshot_runs
 from test_storage import counting_requests
 
 # --------------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def test_lowshot_runs_merge_into_mean_and_spread_per_k(tmp_path):
 def test_lowshot_runs_of_different_models_do_not_merge():
     with pytest.raises(ValueError, match="different evaluations"):
         merge_lowshot_runs([_run(1, 20.0), _run(1, 30.0, pretraining="WSP")])
-    with pytest.raises(ValueError, match="no low-shot runs"):
+    with pytest.raises(ValueError, match="no runs to merge"):
         merge_lowshot_runs([])
 
 

@@ -21,15 +21,18 @@ from mawsflow.orchestration.images import read_images
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["maws", "with-baselines"])
+@pytest.fixture(
+    scope="module", params=[False, True], ids=["maws", "with-baselines-and-control"]
+)
 def compiled(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    args = ["--compile", str(path)] + (["--baselines"] if request.param else [])
+    args = ["--compile", str(path)] + (["--baselines", "--control"] if request.param else [])
     assert main(args) == 0
     pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
     return {
         "path": path,
         "baselines": request.param,
+        "control": request.param,
         "spec": pipeline_spec,
         "kubernetes": platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"],
     }
@@ -93,7 +96,7 @@ def parameter_origin(task: Task, name: str) -> tuple[str, str]:
 
 def test_compiled_pipeline_loads_back(compiled):
     loaded = kfp_components.load_component_from_file(str(compiled["path"]))
-    assert loaded.name == ("maws-with-baselines" if compiled["baselines"] else "maws")
+    assert loaded.name == ("maws-with-baselines-and-control" if compiled["control"] else "maws")
     inputs = loaded.component_spec.inputs
     for required in ("raw_corpus", "dataset", "eval_dataset", "eval_name"):
         assert not inputs[required].optional
@@ -235,6 +238,20 @@ def test_pretraining_chain(compiled):
         assert _artifact_input(pick, "wsp_model") == ("parent", f"pipelinechannel--{scratch}-model")
     else:
         assert "wsp_model" not in pick["inputs"]["artifacts"]
+    control = tasks["transfer-rows"]["inputs"]["parameters"]["control"]["runtimeValue"]
+    assert control["constant"] is compiled["control"]
+    if compiled["control"]:
+        # The control row's trunk: untrained, built from the run's preset and architecture.
+        params = tasks["random-init"]["inputs"]["parameters"]
+        assert params["preset"]["componentInputParameter"] == "preset"
+        assert params["arch"]["componentInputParameter"] == "arch"
+        assert _artifact_input(pick, "control_model") == (
+            "parent",
+            "pipelinechannel--random-init-model",
+        )
+    else:
+        assert "random-init" not in tasks
+        assert "control_model" not in pick["inputs"]["artifacts"]
 
 
 def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(compiled):
@@ -248,14 +265,15 @@ def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(
     assert set(dag_of(spec, loop)["tasks"]) == {"pick-model", "transfer-evaluations"}
     transfer = tasks["transfer-evaluations"]
     body = dag_of(spec, transfer)
-    assert {"lit", "zeroshot", "finetune", "evaluate", "linear-probe", "lowshot-summary"} <= set(
+    assert {"lit", "zeroshot", "linear-probe", "seed-summary", "lowshot-summary"} <= set(
         body["tasks"]
     )
     # Inside, each evaluation reads the row's model (pick-model's output: a reference to the
     # artifact its training step made), or the model trained from it.
     assert _artifact_input(transfer, "model") == ("pick-model", "model")
     assert _artifact_input(tasks["lit"], "image_model") == ("parent", "model")
-    assert _artifact_input(tasks["finetune"], "pretrained") == ("parent", "model")
+    # (finetuning sits in the loop over transfer seeds: the model comes in as a loop input)
+    assert _artifact_input(tasks["finetune"], "pretrained") == ("parent", "pipelinechannel--model")
     assert _artifact_input(tasks["linear-probe"], "pretrained") == ("parent", "model")
     assert _artifact_input(tasks["zeroshot"], "lit_model") == ("lit", "model")
     assert _artifact_input(tasks["evaluate"], "finetuned") == ("finetune", "model")
@@ -264,14 +282,22 @@ def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(
     items = lowshot_loop["parameterIterator"]["items"]["inputParameter"]
     source = lowshot_loop["inputs"]["parameters"][items]["taskOutputParameter"]
     assert source["producerTask"] == "lowshot-plan" and "lowshot-plan" in body["tasks"]
-    for name in ("shots", "seeds"):
+    for name in ("shots", "seeds", "grouping"):
         plan_input = body["tasks"]["lowshot-plan"]["inputs"]["parameters"][name]
         assert plan_input["componentInputParameter"] == f"lowshot_{name}"
+    # Finetuning and its evaluation: one of each per transfer seed, then their mean.
+    _, seed_loop = _loop_of(spec, "finetune")
+    items = seed_loop["parameterIterator"]["items"]["inputParameter"]
+    assert seed_loop["inputs"]["parameters"][items]["componentInputParameter"] == "transfer_seeds"
+    assert {"finetune", "evaluate"} <= set(dag_of(spec, seed_loop)["tasks"])
+    assert _artifact_input(tasks["seed-summary"], "runs")[1] == (
+        "pipelinechannel--evaluate-result"
+    )
     # The report collects each result over the rows: the loop's output, which is the
     # sub-pipeline's, which is its evaluation task's.
     report = tasks["report"]
     for name, producer in (
-        ("finetune", "evaluate"),
+        ("finetune", "seed-summary"),
         ("zeroshot", "zeroshot"),
         ("linear", "linear-probe"),
         ("lowshot", "lowshot-summary"),

@@ -20,6 +20,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "build-dataset": ("build_dataset", "hashtag → WordNet synset multi-label dataset (§4.1)"),
     "mae": ("mae", "MAE pre-pretraining (Table 10)"),
     "wsp": ("wsp", "weakly supervised pretraining from MAE, scratch or timm (Tables 11, 13)"),
+    "random-init": ("random_init", "the control: an untrained, randomly initialised trunk"),
     "prepare-eval": ("prepare_eval", "ImageFolder, Food-101 or Fashion-MNIST to eval shards"),
     "lit": ("lit", "LiT: align a pretrained text tower to the frozen image tower (Table 12)"),
     "zeroshot": ("zeroshot", "zero-shot classification of a test set with prompt ensembling"),

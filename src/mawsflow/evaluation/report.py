@@ -2,9 +2,13 @@
 of the training losses and of low-shot accuracy against K, as Markdown, HTML and JSON.
 
 Rows are the pretraining methods (MAE, WSP, MAE→WSP, in the paper's order, then any other
-lineage a result names); columns are the evaluations, in the order the results were given. The
-best value of each column is bold, as in the paper. Plots are PNGs embedded as base64 data URIs,
-so the one file renders in the Kubeflow UI's Markdown and HTML viewers without side files.
+lineage a result names, and the control — no pretraining — last); columns are the evaluations,
+in the order the results were given. A cell that is a mean over seeded runs shows mean ± std.
+The best value of each column is bold, as in the paper. A "Reading" section says, from the
+numbers, how MAE→WSP compares with WSP (the paper's claim) and what pretraining adds over the
+control, and which differences are within the spread over seeds. Plots are PNGs embedded as
+base64 data URIs, so the one file renders in the Kubeflow UI's Markdown and HTML viewers
+without side files.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import html
 import io
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,16 +27,23 @@ import matplotlib
 matplotlib.use("Agg")  # no display in a pipeline pod
 import matplotlib.pyplot as plt
 
-from mawsflow.evaluation.results import PAPER_ROWS, EvalResult, TrainingHistory
+from mawsflow.evaluation.results import CONTROL_ROW, PAPER_ROWS, EvalResult, TrainingHistory
 
 
 @dataclass
 class ReportTable:
-    """Table 22's shape: `cells[row][column]` holds a value in percent."""
+    """Table 22's shape: `cells[row][column]` holds a value in percent; `runs[row][column]`
+    its value per seed where the cell is a mean over seeded runs."""
 
     rows: list[str]
     columns: list[str]
     cells: dict[str, dict[str, float]]
+    runs: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def spread(self, row: str, column: str) -> tuple[float, int] | None:
+        """(sample std, number of seeds) of a cell that is a mean over ≥ 2 seeds."""
+        values = self.runs.get(row, {}).get(column, [])
+        return (statistics.stdev(values), len(values)) if len(values) > 1 else None
 
     def best(self, column: str) -> float | None:
         values = [self.cells[r][column] for r in self.rows if column in self.cells[r]]
@@ -46,6 +58,19 @@ class Report:
     plots: dict[str, bytes] = field(default_factory=dict)  # title → PNG
 
 
+def _seed_values(result: EvalResult) -> dict[str, list[float]]:
+    """Each table column's per-seed values: the result's `runs`, or for a low-shot result that
+    predates them, its per-K runs (its columns follow its K in order)."""
+    if result.runs:
+        return result.runs
+    if result.lowshot and len(result.lowshot) == len(result.table):
+        return {
+            column: [float(v) for v in summary.get("runs", [])]
+            for column, summary in zip(result.table, result.lowshot.values(), strict=True)
+        }
+    return {}
+
+
 def build_table(results: Sequence[EvalResult]) -> ReportTable:
     """Place every result's table cells; a repeated (row, column) is an error, not an overwrite."""
     if not results:
@@ -53,6 +78,7 @@ def build_table(results: Sequence[EvalResult]) -> ReportTable:
     rows = list(PAPER_ROWS)
     columns: list[str] = []
     cells: dict[str, dict[str, float]] = {row: {} for row in rows}
+    runs: dict[str, dict[str, list[float]]] = {}
     for result in results:
         if result.pretraining not in cells:
             rows.append(result.pretraining)
@@ -66,7 +92,14 @@ def build_table(results: Sequence[EvalResult]) -> ReportTable:
             if column not in columns:
                 columns.append(column)
             cells[result.pretraining][column] = float(value)
-    return ReportTable(rows=rows, columns=columns, cells=cells)
+        for column, values in _seed_values(result).items():
+            if column in result.table and values:
+                runs.setdefault(result.pretraining, {})[column] = values
+    # The control is the reference every pretrained row is read against: last.
+    if CONTROL_ROW in rows:
+        rows.remove(CONTROL_ROW)
+        rows.append(CONTROL_ROW)
+    return ReportTable(rows=rows, columns=columns, cells=cells, runs=runs)
 
 
 def _png(figure: plt.Figure) -> bytes:
@@ -127,11 +160,48 @@ def build_report(
 
 
 def _cell(table: ReportTable, row: str, column: str) -> tuple[str, bool]:
-    """(text, is best) for one cell; a missing cell shows the paper's dash."""
+    """(text, is best) for one cell: the value, or mean ± std over seeds; a missing cell shows
+    the paper's dash."""
     value = table.cells[row].get(column)
     if value is None or math.isnan(value):
         return "–", False
-    return f"{value:.1f}", value == table.best(column)
+    spread = table.spread(row, column)
+    text = f"{value:.1f}" if spread is None else f"{value:.1f} ± {spread[0]:.1f}"
+    return text, value == table.best(column)
+
+
+def _difference(table: ReportTable, row: str, reference: str, column: str) -> str | None:
+    """`row` − `reference` on `column`, and whether it exceeds the spread over seeds."""
+    a, b = table.cells.get(row, {}).get(column), table.cells.get(reference, {}).get(column)
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return None
+    diff = a - b
+    spreads = [table.spread(r, column) for r in (row, reference)]
+    if all(sp is not None for sp in spreads):
+        # The standard error of a difference of two means over seeds.
+        error = math.sqrt(sum(sd**2 / n for sd, n in spreads))  # type: ignore[misc]
+        verdict = "beyond" if abs(diff) > 2 * error else "within"
+        return f"{column} {diff:+.1f} ({verdict} 2 standard errors of the seeds, {error:.1f})"
+    return f"{column} {diff:+.1f} (one run each: no spread to judge it by)"
+
+
+def reading(table: ReportTable) -> list[str]:
+    """What the numbers say about the paper's claim (MAE→WSP matches or beats WSP, §4 and
+    Table 22) and about pretraining against the control; empty when those rows are absent."""
+    lines = []
+    if table.cells.get("MAE→WSP") and table.cells.get("WSP"):
+        diffs = [d for c in table.columns if (d := _difference(table, "MAE→WSP", "WSP", c))]
+        lines.append(
+            "MAE→WSP against WSP (the paper finds MAE→WSP matches or beats WSP on every "
+            "evaluation, at billion scale): " + "; ".join(diffs) + "."
+        )
+    if table.cells.get(CONTROL_ROW):
+        for row in table.rows:
+            if row == CONTROL_ROW or not table.cells.get(row):
+                continue
+            diffs = [d for c in table.columns if (d := _difference(table, row, CONTROL_ROW, c))]
+            lines.append(f"{row} against the control (no pretraining): " + "; ".join(diffs) + ".")
+    return lines
 
 
 def _data_uri(png: bytes) -> str:
@@ -155,6 +225,9 @@ def render_markdown(report: Report) -> str:
             text, best = _cell(table, row, column)
             texts.append(f"**{text}**" if best else text)
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    read = reading(table)
+    if read:
+        lines += ["", "## Reading", ""] + [f"- {line}" for line in read]
     lines += ["", "## Evaluations", ""]
     for result in report.results:
         scalars = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
@@ -183,6 +256,12 @@ def render_html(report: Report) -> str:
         + "</li>"
         for r in report.results
     )
+    read = reading(table)
+    read_html = (
+        "<h2>Reading</h2><ul>" + "".join(f"<li>{esc(line)}</li>" for line in read) + "</ul>"
+        if read
+        else ""
+    )
     figures = "".join(
         f'<h2>{esc(title)}</h2><img alt="{esc(title)}" src="{_data_uri(png)}">'
         for title, png in report.plots.items()
@@ -193,7 +272,7 @@ def render_html(report: Report) -> str:
         "th,td{border:1px solid #bbb;padding:4px 10px}td{text-align:right}</style></head><body>"
         "<h1>mawsflow run report</h1><p>Top-1 accuracy (%) by pretraining method (rows) and "
         "evaluation (columns), as the paper's Table 22; the best value of each column is bold."
-        f"</p><table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>"
+        f"</p><table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>{read_html}"
         f"<h2>Evaluations</h2><ul>{items}</ul>{figures}</body></html>\n"
     )
 
@@ -205,6 +284,8 @@ def render_json(report: Report) -> dict[str, Any]:
         "rows": table.rows,
         "columns": table.columns,
         "table": {row: table.cells[row] for row in table.rows},
+        "runs": table.runs,
+        "reading": reading(table),
         "results": [r.to_dict() for r in report.results],
         "training": [
             {"label": h.label, "final_loss": h.losses[-1] if h.losses else None}

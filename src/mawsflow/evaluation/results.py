@@ -6,7 +6,9 @@ An evaluation step writes `<out>/metrics.json`:
      "pretraining": "MAE→WSP", "model": "<uri>", "dataset": "<uri>",
      "metrics": {"top1": 61.2, "top5": 95.0, …},          flat scalars: the KFP Metrics
      "table": {"Fashion-MNIST zero-shot": 61.2},         the report's cells (Table 22 columns)
-     "lowshot": {"1": {"mean": …, "std": …, "runs": […]}, …}}   low-shot steps only
+     "lowshot": {"1": {"mean": …, "std": …, "runs": […]}, …},  low-shot steps only
+     "runs": {"Fashion-MNIST linear": [61.0, 61.4, 61.5]}}  a cell's value per seed, when the
+                                                          cell is a mean over seeded runs
 
 `pretraining` is the row of Table 22 the result belongs to. Steps read it from the model's
 lineage: each model artifact's `model.json` names the step that made it and its recipe, which
@@ -27,6 +29,9 @@ FORMAT = "mawsflow.eval/1"
 
 # Table 22's rows, in the paper's order.
 PAPER_ROWS = ("MAE", "WSP", "MAE→WSP")
+# The row of a trunk with a random initialisation and no pretraining (mawsflow random-init):
+# not in the paper; it shows what pretraining adds.
+CONTROL_ROW = "Control (no pretraining)"
 
 
 @dataclass
@@ -39,6 +44,8 @@ class EvalResult:
     model: str = ""
     dataset: str = ""
     lowshot: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Table column → its value in each seeded run, where the cell is their mean.
+    runs: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -68,10 +75,20 @@ class EvalResult:
             model=str(data.get("model", "")),
             dataset=str(data.get("dataset", "")),
             lowshot=dict(data.get("lowshot", {})),
+            runs=_seed_runs(data.get("runs", {}), source),
         )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _seed_runs(data: Any, source: str) -> dict[str, list[float]]:
+    if not isinstance(data, Mapping) or not all(
+        isinstance(v, list) and v and all(isinstance(x, int | float) for x in v)
+        for v in data.values()
+    ):
+        raise ValueError(f"{source}: runs must map table columns to non-empty lists of numbers")
+    return {str(k): [float(x) for x in v] for k, v in data.items()}
 
 
 def write_result(output: str, result: EvalResult) -> None:
@@ -114,6 +131,8 @@ def pretraining_lineage(
     recipe = model_json.get("recipe", {})
     if step == "mae":
         return "MAE"
+    if step == "random-init":
+        return CONTROL_ROW
     if step == "wsp":
         init = model_json.get("init", recipe.get("init", "scratch"))
         if init == "mae":

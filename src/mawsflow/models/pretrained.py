@@ -51,7 +51,8 @@ from mawsflow.models.vpt import VPTClassifier
 log = logging.getLogger(__name__)
 
 # Steps whose model.safetensors is a trunk (a finetuned one adds a timm `head.`).
-TRUNK_STEPS = ("mae", "wsp", "finetune")
+# random-init: the control row's untrained trunk (mawsflow.steps.random_init).
+TRUNK_STEPS = ("mae", "wsp", "finetune", "random-init")
 # Keys of a full MAE checkpoint that are not part of the encoder.
 _MAE_DECODER_KEYS = ("decoder_", "mask_token")
 # Keys of a released classifier that are not part of the trunk (timm's head, MAE's fc_norm).

@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train WSP from scratch and evaluate it and MAE alone (the paper's comparisons)",
     )
     parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also evaluate the same trunk untrained (random initialisation, no pretraining): "
+        "the report's control row",
+    )
+    parser.add_argument(
         "--param",
         dest="params",
         action="append",
@@ -202,10 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.s3_access_key_id_key, args.s3_secret_access_key_key, args.eval_shm_size, args.eval_gpus
     )
     try:
-        pipeline = maws_pipeline(baselines=args.baselines, cluster=cluster, retries=not args.local)
+        pipeline = maws_pipeline(
+            baselines=args.baselines,
+            control=args.control,
+            cluster=cluster,
+            retries=not args.local,
+        )
     except ImageError as exc:
         return _fail(str(exc))
-    name = pipeline_name(args.baselines)
+    name = pipeline_name(args.baselines, args.control)
     if args.list_params:
         for p in declared_parameters(pipeline.component_spec).values():
             print(f"{p.name}: {p.type}" + (" (required)" if p.required else f" = {p.default!r}"))

@@ -36,9 +36,11 @@ IMAGE_OF = {
     "eval-dataset": "prepare-eval",
     "mae": "mae",
     "wsp": "wsp",
+    "random-init": "wsp",
     "lit": "lit",
     "finetune": "finetune",
     "evaluate": "eval",
+    "seed-summary": "eval",
     "linear-probe": "linear-probe",
     "lowshot-plan": "lowshot",
     "lowshot": "lowshot",
@@ -392,6 +394,27 @@ def wsp(
     rt.train("wsp", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
+@_component("random-init")
+def random_init(
+    preset: str, arch: str, seed: int, model: Output[Model], metrics: Output[Metrics]
+) -> None:
+    """The control row's model: the WSP recipe's trunk with a random initialisation and no
+    pretraining (`mawsflow random-init`), put through the same transfer evaluations.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import storage_uri
+
+    output = storage_uri(model.uri)
+    argv = ["--output", output, "--seed", str(seed)]
+    argv += (["--preset", preset] if preset else []) + (["--arch", arch] if arch else [])
+    rt.run_step("random-init", argv)
+    rt.publish_model(model, metrics, output)
+
+
 @_component("lit")
 def lit(
     dataset: Input[Dataset],
@@ -452,9 +475,11 @@ def finetune(
     tolerations: list[dict[str, str]],
     model: Output[Model],
     metrics: Output[Metrics],
+    seed: int = 0,
 ) -> None:
     """Finetuning with a linear head on the evaluation dataset's train split (Table 14 for an
-    MAE trunk, Table 15 for a WSP or MAE→WSP one, chosen from the trunk's lineage).
+    MAE trunk, Table 15 for a WSP or MAE→WSP one, chosen from the trunk's lineage), with
+    `seed` seeding the head, the augmentations and the data order.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
@@ -469,6 +494,7 @@ def finetune(
         "schedule.epochs": epochs,
         "init_checkpoint": model_folder(pretrained.uri),
         "data.train": dataset_location(eval_dataset.uri),
+        "runtime.seed": seed,
     }
     launch = {
         "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
@@ -520,8 +546,10 @@ def linear_probe(
     eval_name: str,
     loader_workers: int,
     result: Output[Metrics],
+    seeds: list[int] = [0],  # noqa: B006 (kfp reads defaults from the signature)
 ) -> None:
-    """Top-1 of a linear classifier on the frozen trunk's features.
+    """Top-1 of a linear classifier on the frozen trunk's features: one probe per seed on the
+    same features, and their mean (the spread kept for the report).
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
@@ -538,8 +566,28 @@ def linear_probe(
             "--dataset", dataset_location(eval_dataset.uri),
             "--name", eval_name,
             "--num-workers", str(loader_workers),
+            "--seed", *[str(int(seed)) for seed in seeds or [0]],
         ],
     )  # fmt: skip
+
+
+@_component("seed-summary")
+def seed_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None:
+    """One result from an evaluation run once per seed: each table cell the mean over seeds,
+    every seed's value kept for the report's mean ± std.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.evaluation.results import read_result, write_result
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import storage_uri
+    from mawsflow.orchestration.seed_fan_in import merge_seed_runs
+
+    output = storage_uri(result.uri)
+    write_result(output, merge_seed_runs([read_result(storage_uri(run.uri)) for run in runs]))
+    rt.publish_result(result, output)
 
 
 @_component("zeroshot")
@@ -574,12 +622,19 @@ def zeroshot(
 
 
 @_component("lowshot-plan")
-def lowshot_plan(preset: str, shots: list[int], seeds: list[int]) -> list[dict[str, int]]:
+def lowshot_plan(
+    preset: str, shots: list[int], seeds: list[int], grouping: str
+) -> list[dict[str, str]]:
     """The low-shot fan-out: every (K, seed), the recipe's (K ∈ {1, 5, 10} × 5 seeds) unless
-    `shots` or `seeds` name others.
+    `shots` or `seeds` name others, grouped into tasks. `grouping` "run": a task per (K, seed),
+    which spreads the runs over a cluster; "model": one task runs them all, paying the process
+    start-up, imports and feature loading once (what a laptop wants). Each item holds its
+    task's K and seeds as JSON lists.
 
     Needs nothing from its environment. KFP backend >= 2.16.0.
     """
+    import json
+
     from mawsflow.recipes import load_recipe
 
     def integers(name: str, values: list, minimum: int) -> list[int]:
@@ -593,7 +648,11 @@ def lowshot_plan(preset: str, shots: list[int], seeds: list[int]) -> list[dict[s
     recipe = load_recipe("lowshot-vpt", preset=preset or None)
     shots = integers("lowshot_shots", shots or recipe.shots, 1)
     seeds = integers("lowshot_seeds", seeds or recipe.seeds, 0)
-    return [{"shots": k, "seed": s} for k in shots for s in seeds]
+    if grouping == "model":
+        return [{"shots": json.dumps(shots), "seeds": json.dumps(seeds)}]
+    if grouping == "run":
+        return [{"shots": json.dumps([k]), "seeds": json.dumps([s])} for k in shots for s in seeds]
+    raise ValueError(f"lowshot_grouping: {grouping!r} is neither 'run' nor 'model'")
 
 
 @_component("lowshot")
@@ -602,16 +661,17 @@ def lowshot(
     eval_dataset: Input[Dataset],
     preset: str,
     arch: str,
-    shots: int,
-    seed: int,
+    shots: str,
+    seeds: str,
     epoch_multiplier: float,
     method: str,
     eval_name: str,
     loader_workers: int,
     result: Output[Metrics],
 ) -> None:
-    """One low-shot run: K examples per class of the train split drawn with `seed`, adapted
-    with VPT (Table 17) or logistic regression, scored on the test split.
+    """Low-shot runs, one per K in `shots` × seed in `seeds` (JSON lists, from lowshot-plan):
+    K examples per class of the train split drawn with the seed, adapted with VPT (Table 17)
+    or logistic regression, scored on the test split.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
@@ -628,8 +688,8 @@ def lowshot(
         "init_checkpoint": model_folder(pretrained.uri),
         "data.train": dataset_location(eval_dataset.uri),
         "output": output,
-        "shots": f"[{shots}]",
-        "seeds": f"[{seed}]",
+        "shots": shots,
+        "seeds": seeds,
         "schedule.epoch_multiplier": epoch_multiplier,
     }
     argv = rt.recipe_argv(preset, rt.overrides(settings))
@@ -640,7 +700,7 @@ def lowshot(
 
 @_component("lowshot-summary")
 def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None:
-    """Mean and spread over seeds of every K, from the fan-out's runs.
+    """Mean and spread over seeds of every K, from the fan-out's tasks.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
@@ -649,7 +709,7 @@ def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None
     from mawsflow.evaluation.results import read_result, write_result
     from mawsflow.orchestration import task_runtime as rt
     from mawsflow.orchestration.artifact_uris import storage_uri
-    from mawsflow.orchestration.lowshot_fan_in import merge_lowshot_runs
+    from mawsflow.orchestration.seed_fan_in import merge_lowshot_runs
 
     output = storage_uri(result.uri)
     write_result(output, merge_lowshot_runs([read_result(storage_uri(run.uri)) for run in runs]))
@@ -661,13 +721,14 @@ def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None
 
 
 @_component("transfer-rows")
-def transfer_rows(baselines: bool) -> list[str]:
-    """The report's rows, one per pretrained model every transfer evaluation runs on: MAE and
-    MAE→WSP, and WSP from scratch when the run trains that baseline.
+def transfer_rows(baselines: bool, control: bool) -> list[str]:
+    """The report's rows, one per model every transfer evaluation runs on: MAE and MAE→WSP,
+    WSP from scratch when the run trains that baseline, and the control (the same trunk with a
+    random initialisation and no pretraining) when it has one.
 
     Needs nothing from its environment. KFP backend >= 2.16.0.
     """
-    return ["mae", "wsp", "maws"] if baselines else ["mae", "maws"]
+    return ["mae"] + (["wsp"] if baselines else []) + ["maws"] + (["control"] if control else [])
 
 
 @_component("pick-model")
@@ -677,6 +738,7 @@ def pick_model(
     maws_model: Input[Model],
     model: Output[Model],
     wsp_model: Input[Model] = None,
+    control_model: Input[Model] = None,
 ) -> None:
     """The pretrained model of one report row, inside the transfer fan-out. A container task
     rather than an importer: the backend resolves an importer's URI only from pipeline
@@ -689,7 +751,7 @@ def pick_model(
     """
     from mawsflow.orchestration.artifact_uris import resolve, storage_uri, write_reference
 
-    models = {"mae": mae_model, "maws": maws_model, "wsp": wsp_model}
+    models = {"mae": mae_model, "maws": maws_model, "wsp": wsp_model, "control": control_model}
     chosen = models.get(row)
     if chosen is None:
         given = sorted(k for k, v in models.items() if v is not None)

@@ -6,15 +6,19 @@
     eval-fingerprint → eval-dataset   check the evaluation dataset   ⇒ Dataset (its classes.json)
     mae                    MAE pre-pretraining, or the given mae_checkpoint         ⇒ Model
     wsp                    MAE→WSP: the trunk starts from the MAE encoder           ⇒ Model
+    random-init            with `control`: the untrained trunk of the control row   ⇒ Model
     ParallelFor over the pretrained models (transfer-rows): pick-model →
-        transfer-evaluations, a sub-pipeline: lit → zeroshot; finetune → evaluate;
-        linear-probe; lowshot-plan → lowshot (ParallelFor over K × seeds)
+        transfer-evaluations, a sub-pipeline: lit → zeroshot; (finetune → evaluate)
+        per transfer seed → seed-summary; linear-probe (a probe per seed);
+        lowshot-plan → lowshot (ParallelFor over tasks of (K, seed) runs)
         → lowshot-summary                                                      ⇒ Metrics
-    report                 Table 22's shape (rows MAE, WSP, MAE→WSP) and plots     ⇒ Markdown, HTML
+    report                 Table 22's shape (rows MAE, WSP, MAE→WSP, control) and plots
+                                                                           ⇒ Markdown, HTML
 
 With `baselines` the same run also trains WSP from scratch, and the transfer evaluations run on
-it and on MAE alone: the paper's two comparisons. Training tasks are launchers: their step runs
-as a job on the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
+it and on MAE alone: the paper's two comparisons. With `control` they also run on the same
+trunk untrained, which shows what any pretraining adds. Training tasks are launchers: their step
+runs as a job on the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
 
 What each task asks for (CPU, memory, retries, caching, object-store access, accelerators) is
 one table, RESOURCES. The sub-pipelines take the images of their tasks and the cluster names
@@ -105,12 +109,14 @@ RESOURCES: Mapping[str, Resources] = {
     "lowshot-plan": Resources("100m", "512Mi", retries=2, storage=False),
     "mae": _LAUNCHER,
     "wsp": _LAUNCHER,
+    "random-init": Resources("1", "8Gi", retries=2),
     "lit": _LAUNCHER,
     "finetune": _LAUNCHER,
     "transfer-rows": _TINY,
     "pick-model": Resources("100m", "256Mi", retries=2),
     "zeroshot": _EVALUATION,
     "evaluate": _EVALUATION,
+    "seed-summary": Resources("500m", "1Gi", retries=1),
     "linear-probe": _EVALUATION,
     "lowshot": _EVALUATION,
     "lowshot-summary": Resources("500m", "1Gi", retries=1),
@@ -299,6 +305,8 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
         eval_name: str,
         lowshot_shots: list,
         lowshot_seeds: list,
+        lowshot_grouping: str,
+        transfer_seeds: list,
         preset: str,
         arch: str,
         lit_epochs: float,
@@ -361,37 +369,46 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
             ),
             zeroshot_image,
         )
-        finetune = _train(
-            configure,
-            c.finetune,
-            finetune_image,
-            launch,
-            pretrained=model,
-            eval_dataset=eval_data,
-            preset=preset,
-            arch=arch,
-            epochs=finetune_epochs,
-        )
-        evaluation = configure(
-            c.evaluate(
-                finetuned=finetune.outputs["model"],
+        # Finetuning and its evaluation once per transfer seed, then the mean over seeds.
+        with dsl.ParallelFor(transfer_seeds) as seed:
+            finetune = _train(
+                configure,
+                c.finetune,
+                finetune_image,
+                launch,
+                pretrained=model,
                 eval_dataset=eval_data,
-                eval_name=eval_name,
-                loader_workers=loader_workers,
-            ),
-            eval_image,
+                preset=preset,
+                arch=arch,
+                epochs=finetune_epochs,
+                seed=seed,
+            )
+            evaluation = configure(
+                c.evaluate(
+                    finetuned=finetune.outputs["model"],
+                    eval_dataset=eval_data,
+                    eval_name=eval_name,
+                    loader_workers=loader_workers,
+                ),
+                eval_image,
+            )
+        finetuned = configure(
+            c.seed_summary(runs=dsl.Collected(evaluation.outputs["result"])), eval_image
         )
         linear = configure(
             c.linear_probe(
                 pretrained=model,
                 eval_dataset=eval_data,
                 eval_name=eval_name,
+                seeds=transfer_seeds,
                 loader_workers=loader_workers,
             ),
             linear_probe_image,
         )
         lowshot_runs = configure(
-            c.lowshot_plan(preset=preset, shots=lowshot_shots, seeds=lowshot_seeds),
+            c.lowshot_plan(
+                preset=preset, shots=lowshot_shots, seeds=lowshot_seeds, grouping=lowshot_grouping
+            ),
             lowshot_image,
         )
         with dsl.ParallelFor(lowshot_runs.output) as run:
@@ -402,7 +419,7 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
                     preset=preset,
                     arch=arch,
                     shots=run.shots,
-                    seed=run.seed,
+                    seeds=run.seeds,
                     epoch_multiplier=lowshot_epoch_multiplier,
                     method=lowshot_method,
                     eval_name=eval_name,
@@ -414,7 +431,7 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
             c.lowshot_summary(runs=dsl.Collected(lowshot.outputs["result"])), lowshot_image
         )
         return TransferResults(
-            finetune=evaluation.outputs["result"],
+            finetune=finetuned.outputs["result"],
             lowshot=summary.outputs["result"],
             zeroshot=zeroshot.outputs["result"],
             linear=linear.outputs["result"],
@@ -433,16 +450,23 @@ class Report(NamedTuple):
     files: Artifact
 
 
-def pipeline_name(baselines: bool) -> str:
-    return f"{PIPELINE_NAME}-with-baselines" if baselines else PIPELINE_NAME
+def pipeline_name(baselines: bool, control: bool = False) -> str:
+    extras = [name for name, on in (("baselines", baselines), ("control", control)) if on]
+    return "-".join([PIPELINE_NAME, "with", "-and-".join(extras)] if extras else [PIPELINE_NAME])
 
 
 def maws_pipeline(
-    *, baselines: bool = False, cluster: ClusterSettings | None = None, retries: bool = True
+    *,
+    baselines: bool = False,
+    control: bool = False,
+    cluster: ClusterSettings | None = None,
+    retries: bool = True,
 ) -> GraphComponent:
-    """The MAWS DAG; with `baselines`, WSP from scratch and MAE alone beside MAE→WSP. Without
-    `retries` a failed task fails the run at once (what a local run wants: there are no
-    preempted pods or flaky nodes to wait out)."""
+    """The MAWS DAG; with `baselines`, WSP from scratch and MAE alone beside MAE→WSP; with
+    `control`, the same trunk with a random initialisation and no pretraining, put through the
+    same transfer evaluations (the row that shows what pretraining adds). Without `retries` a
+    failed task fails the run at once (what a local run wants: there are no preempted pods or
+    flaky nodes to wait out)."""
     cluster = cluster or ClusterSettings()
     references = read_images()
 
@@ -455,9 +479,10 @@ def maws_pipeline(
         "MAWS: dataset build, MAE pre-pretraining, MAE→WSP pretraining, LiT and transfer "
         "evaluations, report"
         + ("; WSP-from-scratch and MAE baselines in the same run" if baselines else "")
+        + ("; a control row without pretraining" if control else "")
     )
 
-    @dsl.pipeline(name=pipeline_name(baselines), description=description)
+    @dsl.pipeline(name=pipeline_name(baselines, control), description=description)
     def maws(
         raw_corpus: str,
         dataset: str,
@@ -479,6 +504,10 @@ def maws_pipeline(
         lowshot_method: str = "vpt",
         lowshot_shots: list = [],  # noqa: B006 (empty: the recipe's K ∈ {1, 5, 10})
         lowshot_seeds: list = [],  # noqa: B006 (empty: the recipe's five seeds)
+        # "run": a task per (K, seed), spread over the cluster; "model": one task per model.
+        lowshot_grouping: str = "run",
+        # Finetuning and the linear probe run once per seed; the report shows mean ± std.
+        transfer_seeds: list = [0],  # noqa: B006
         shard_groups: int = 8,
         vocab_min_count: int = DEFAULT_MIN_COUNT,
         vocab_max_classes: int = PAPER_VOCABULARY_SIZE,
@@ -561,7 +590,11 @@ def maws_pipeline(
         pretrained = {"mae_model": mae.outputs["model"], "maws_model": maws_wsp.outputs["model"]}
         if baselines:
             pretrained["wsp_model"] = train_wsp("wsp (WSP from scratch)").outputs["model"]
-        rows = configure(c.transfer_rows(baselines=baselines), images["report"])
+        if control:
+            pretrained["control_model"] = configure(
+                c.random_init(preset=preset, arch=arch, seed=seed), images["wsp"]
+            ).outputs["model"]
+        rows = configure(c.transfer_rows(baselines=baselines, control=control), images["report"])
 
         # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
         with dsl.ParallelFor(rows.output) as row:
@@ -576,6 +609,8 @@ def maws_pipeline(
                 eval_name=eval_name,
                 lowshot_shots=lowshot_shots,
                 lowshot_seeds=lowshot_seeds,
+                lowshot_grouping=lowshot_grouping,
+                transfer_seeds=transfer_seeds,
                 preset=preset,
                 arch=arch,
                 lit_epochs=lit_epochs,

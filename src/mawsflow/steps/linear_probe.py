@@ -3,14 +3,17 @@
 The trunk (an MAE, WSP or MAE→WSP output) runs at its pretraining resolution (224px in the
 paper) over the dataset's `train` split and its test split (`test`, else `val`); a linear
 probe trains on the cached train features (mawsflow.evaluation.linear_probe) and is scored on
-the test features. Writes `<output>/metrics.json`.
+the test features. With several `--seed`s a probe trains per seed on the same features (the
+seed draws its initialisation and batch order) and the result is their mean, each seed's value
+kept for the report's mean ± std. Writes `<output>/metrics.json`.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -36,6 +39,8 @@ class LinearProbeStepConfig:
     dataset: str
     test_split: str | None = None
     probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    # One probe per seed (overriding probe.seed); empty: probe.seed alone.
+    seeds: tuple[int, ...] = ()
 
 
 def run(config: LinearProbeStepConfig) -> EvalResult:
@@ -60,21 +65,33 @@ def run(config: LinearProbeStepConfig) -> EvalResult:
 
     train_x, train_y = features(train_split)
     test_x, test_y = features(test_split)
-    probe = train_linear_probe(
-        train_x, train_y, train_split.num_classes, config.probe, device=device
-    )
-    meter = ClassificationMeter(ks=(1, 5), label_subset=test_split.label_subset)
-    meter.update(probe(test_x.to(device)).cpu(), test_y)
-    metrics = meter.compute()
     name = opts.name or dataset_name(config.dataset)
+    column = f"{name} Linear"
+    per_seed = []
+    for seed in config.seeds or (config.probe.seed,):
+        probe = train_linear_probe(
+            train_x,
+            train_y,
+            train_split.num_classes,
+            replace(config.probe, seed=seed),
+            device=device,
+        )
+        meter = ClassificationMeter(ks=(1, 5), label_subset=test_split.label_subset)
+        meter.update(probe(test_x.to(device)).cpu(), test_y)
+        per_seed.append(meter.compute())
+        log.info("linear probe seed", extra={"seed": seed, **per_seed[-1]})
+    metrics = {k: statistics.fmean(m[k] for m in per_seed) for k in per_seed[0]}
+    if len(per_seed) > 1:
+        metrics["top1_std"] = statistics.stdev(m["top1"] for m in per_seed)
     result = EvalResult(
         step="linear-probe",
-        evaluation=f"{name} Linear",
+        evaluation=column,
         pretraining=opts.pretraining or model_lineage(opts.model),
         metrics={**metrics, "train_samples": float(len(train_x))},
-        table={f"{name} Linear": metrics["top1"]},
+        table={column: metrics["top1"]},
         model=opts.model,
         dataset=config.dataset,
+        runs={column: [m["top1"] for m in per_seed]} if len(per_seed) > 1 else {},
     )
     write_result(opts.output, result)
     log.info("linear probe", extra={"evaluation": result.evaluation, **metrics})
@@ -93,15 +110,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--probe-batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[defaults.seed],
+        help="probe seed(s); with several, the result is the mean over seeds (default: 0)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     probe = LinearProbeConfig(
-        epochs=args.epochs, batch_size=args.probe_batch_size, lr=args.lr, seed=args.seed
+        epochs=args.epochs, batch_size=args.probe_batch_size, lr=args.lr, seed=args.seed[0]
     )
     run(
         LinearProbeStepConfig(
-            EvalOptions.from_args(args), args.dataset, test_split=args.test_split, probe=probe
+            EvalOptions.from_args(args),
+            args.dataset,
+            test_split=args.test_split,
+            probe=probe,
+            seeds=tuple(args.seed),
         )
     )
     return 0
