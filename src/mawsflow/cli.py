@@ -18,6 +18,7 @@ from mawsflow import __version__
 STEPS: dict[str, tuple[str, str]] = {
     "demo-corpus": ("demo_corpus", "Fashion-MNIST demo corpus (hashtag captions) and eval sets"),
     "build-dataset": ("build_dataset", "hashtag → WordNet synset multi-label dataset (§4.1)"),
+    "build-in21k": ("build_in21k", "ImageNet-21k folders → deduplicated multi-label dataset (§A)"),
     "mae": ("mae", "MAE pre-pretraining (Table 10)"),
     "wsp": ("wsp", "weakly supervised pretraining from MAE, scratch or timm (Tables 11, 13)"),
     "random-init": ("random_init", "the control: an untrained, randomly initialised trunk"),

@@ -7,6 +7,15 @@
   class names are the readable ones of `labels.txt` ("Apple pie").
 - **Fashion-MNIST**: the four IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-…`), written as
   PNGs; `t10k` becomes the test split.
+- **iNat18**: iNaturalist 2018's COCO-style annotation files `train2018.json` / `val2018.json`
+  (`images` with `id` and `file_name` relative to the root, `annotations` with `image_id` and
+  `category_id`, `categories` with `id` and `name`) and the images they name. Labels are the
+  category ids in ascending order, renumbered 0..C-1 (iNat18's ids already run 0..8141, so
+  there the label is the id); an optional `categories.json` beside them (the un-obfuscated
+  names released after the competition) replaces the class names.
+
+Images that are missing or do not decode are skipped and counted (`write_splits` logs the
+count per split), never fatal: one bad file among 437k must not stop a conversion.
 
 Sources are local folders or `s3://` prefixes (read through mawsflow.storage). Sample order is
 shuffled with a fixed seed before writing, so that class-sorted sources do not give class-sorted
@@ -17,6 +26,7 @@ writes the same shards.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +38,7 @@ from mawsflow import storage
 from mawsflow.data.eval_shards import SPLITS, SplitWriter, write_classes
 from mawsflow.data.fashion_mnist import CLASSES, SPLIT_PREFIX, load_fashion_mnist
 from mawsflow.data.members import IMAGE_EXTENSIONS
+from mawsflow.errors import DataFormatError
 from mawsflow.log import progress
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,10 @@ class SourceSample:
     load: Callable[[], tuple[bytes, str]]
     label: int
     real_labels: tuple[int, ...] | None = None
+
+
+class UnreadableImage(Exception):
+    """A source image that is missing or does not decode: the sample is skipped and counted."""
 
 
 def _extension(uri: str) -> str:
@@ -74,7 +89,8 @@ def write_splits(
     limit: int | None = None,
 ) -> dict[str, int]:
     """Write `classes.json` and each split (shuffled, optionally cut to `limit`); returns the
-    number of samples per split."""
+    number of samples written per split. Samples whose image is missing or unreadable
+    (`UnreadableImage`, a missing file) are skipped and counted in the log."""
     if not splits:
         raise ValueError("no splits to write")
     write_classes(out, classes)
@@ -86,10 +102,20 @@ def write_splits(
         if limit is not None:
             order = order[:limit]
         writer = SplitWriter(out, split, len(classes), samples_per_shard=samples_per_shard)
+        skipped = 0
         for index in progress(order, desc=f"writing {split}", total=len(order), unit="img"):
             sample = samples[int(index)]
-            data, ext = sample.load()
+            try:
+                data, ext = sample.load()
+            except (UnreadableImage, storage.NotFoundError) as exc:
+                skipped += 1
+                log.warning("%s: skipped %s (%s)", split, sample.name, exc)
+                continue
             writer.write(f"{split}-{int(index):08d}", data, ext, sample.label, sample.real_labels)
+        if skipped:
+            log.warning(
+                "%s: skipped %d of %d images (missing or unreadable)", split, skipped, len(order)
+            )
         counts[split] = writer.close()["num_samples"]
     return counts
 
@@ -224,3 +250,144 @@ def fashion_mnist_samples(root: str) -> tuple[list[str], dict[str, list[SourceSa
             for i, (pixels, label) in enumerate(zip(images, labels.tolist(), strict=True))
         ]
     return list(CLASSES), splits
+
+
+# --------------------------------------------------------------------------------------------
+# iNaturalist 2018
+
+INAT18_SPLITS = {"train": "train2018.json", "val": "val2018.json"}
+
+
+def _load_verified_image(uri: str) -> Callable[[], tuple[bytes, str]]:
+    """As `_load_image`, but the bytes are decoded first: a truncated or garbled file (or a
+    missing one) is an `UnreadableImage`, which `write_splits` skips and counts."""
+    plain = _load_image(uri)
+
+    def load() -> tuple[bytes, str]:
+        try:
+            data, ext = plain()
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except storage.NotFoundError:
+            raise UnreadableImage(f"{uri}: no such file") from None
+        except Exception as exc:  # Pillow signals bad data with many exception types
+            raise UnreadableImage(f"{uri}: {type(exc).__name__}: {exc}") from None
+        return data, ext
+
+    return load
+
+
+def _read_annotation_file(uri: str) -> dict:
+    try:
+        text = storage.read_text(uri)
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{uri}: not UTF-8 text ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{uri}: malformed JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{uri}: expected a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataFormatError(f"{uri}: '{key}' must be a list (COCO-style iNat annotations)")
+    return data
+
+
+def _entries(uri: str, items: list, key: str, fields: dict[str, type]) -> list[dict]:
+    """Check that every `items` entry is an object with `fields` of the given types."""
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataFormatError(f"{uri}: {key}[{position}] is not an object")
+        for name, kind in fields.items():
+            value = item.get(name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise DataFormatError(
+                    f"{uri}: {key}[{position}].{name} must be {kind.__name__}, got {value!r}"
+                )
+    return items
+
+
+def _inat_categories(uri: str, items: list) -> dict[int, str]:
+    categories: dict[int, str] = {}
+    for category in _entries(uri, items, "categories", {"id": int, "name": str}):
+        if categories.get(category["id"], category["name"]) != category["name"]:
+            raise DataFormatError(f"{uri}: category {category['id']} is listed with two names")
+        categories[category["id"]] = category["name"]
+    return categories
+
+
+def inat18_samples(root: str) -> tuple[list[str], dict[str, list[SourceSample]]]:
+    """Class names and the train/val samples of an iNaturalist 2018 tree (see the module
+    docstring); the category ids, sorted, become labels 0..C-1."""
+    files = {
+        split: storage.join(root, name)
+        for split, name in INAT18_SPLITS.items()
+        if storage.exists(storage.join(root, name))
+    }
+    if not files:
+        raise DataFormatError(
+            f"{root}: neither {' nor '.join(INAT18_SPLITS.values())} exists; is this the "
+            "iNaturalist 2018 layout?"
+        )
+    annotations = {split: _read_annotation_file(uri) for split, uri in files.items()}
+    categories: dict[int, str] = {}
+    for split, data in annotations.items():
+        for cid, name in _inat_categories(files[split], data["categories"]).items():
+            if categories.get(cid, name) != name:
+                raise DataFormatError(
+                    f"{files[split]}: category {cid} is named {name!r}, another file names it "
+                    f"{categories[cid]!r}"
+                )
+            categories[cid] = name
+    names_uri = storage.join(root, "categories.json")
+    if storage.exists(names_uri):
+        try:
+            released = json.loads(storage.read_text(names_uri))
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{names_uri}: malformed JSON ({exc})") from None
+        if not isinstance(released, list):
+            raise DataFormatError(f"{names_uri}: expected a JSON list of categories")
+        for cid, name in _inat_categories(names_uri, released).items():
+            if cid in categories:
+                categories[cid] = name
+    if not categories:
+        raise DataFormatError(f"{root}: the annotation files list no categories")
+    ids = sorted(categories)
+    label_of = {cid: label for label, cid in enumerate(ids)}
+    splits: dict[str, list[SourceSample]] = {}
+    for split, data in annotations.items():
+        uri = files[split]
+        images = {
+            image["id"]: image["file_name"]
+            for image in _entries(uri, data["images"], "images", {"id": int, "file_name": str})
+        }
+        fields = {"image_id": int, "category_id": int}
+        category_of: dict[int, int] = {}
+        for position, ann in enumerate(_entries(uri, data["annotations"], "annotations", fields)):
+            image_id, cid = ann["image_id"], ann["category_id"]
+            if image_id not in images:
+                raise DataFormatError(
+                    f"{uri}: annotations[{position}] names unknown image {image_id}"
+                )
+            if cid not in label_of:
+                raise DataFormatError(
+                    f"{uri}: annotations[{position}] names unknown category {cid}"
+                )
+            if category_of.get(image_id, cid) != cid:
+                raise DataFormatError(f"{uri}: image {image_id} is annotated with two categories")
+            category_of[image_id] = cid
+        unlabelled = len(images) - len(category_of)
+        if unlabelled:
+            log.warning("%s: %d images have no annotation and are left out", uri, unlabelled)
+        if not category_of:
+            raise DataFormatError(f"{uri}: no annotated images")
+        splits[split] = [
+            SourceSample(
+                images[image_id],
+                _load_verified_image(storage.join(root, images[image_id])),
+                label_of[cid],
+            )
+            for image_id, cid in sorted(category_of.items())
+        ]
+    return [categories[cid] for cid in ids], splits

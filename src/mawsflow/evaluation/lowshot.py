@@ -5,9 +5,10 @@ every example of a class that has fewer (iNat18's "at most K"). A seed draws one
 per class and every K takes a prefix of it, so a seed's 1-shot split lies inside its 5-shot
 split: the K comparison then measures more data, not a different draw.
 
-Two adaptation methods share these splits: VPT (mawsflow.models.vpt) and, as in MSN's protocol
-(which the paper adopts for CLIP-like models, §B), multinomial logistic regression on frozen
-features (this module). MSN's `logistic_eval.py` centres and L2-normalises each feature vector,
+Three adaptation methods share these splits: VPT (mawsflow.models.vpt); full finetuning, MSN's
+protocol for MAE trunks (Appendix B; `mawsflow lowshot --method finetune`); and, as in MSN's
+protocol for CLIP-like models (§B), multinomial logistic regression on frozen features (this
+module). MSN's `logistic_eval.py` centres and L2-normalises each feature vector,
 fits without an intercept under an L2 penalty λ/2·‖W‖² on the summed loss (cyanure's λ scaled by
 the sample count), which is scikit-learn's objective with C = 1/λ. The paper states no λ; MSN's
 code defaults to 2.5e-4 and its README uses 2.5e-3, so the project sweeps λ over decades around

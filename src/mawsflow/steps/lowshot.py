@@ -2,7 +2,7 @@
 
 From the dataset's `train` split, each (K, seed) keeps at most K examples per class
 (mawsflow.evaluation.lowshot); the splits are written once to `<output>/splits/` so that both
-methods, and reruns, read the same examples. Two methods:
+methods, and reruns, read the same examples. Three methods:
 
 - `--method vpt` (Table 17): deep visual prompts on the frozen trunk, trained with the engine
   for `schedule.epochs_per_shot[K]` passes over the split; only the prompts and the linear head
@@ -10,6 +10,15 @@ methods, and reruns, read the same examples. Two methods:
 - `--method logreg`: multinomial logistic regression on the trunk's frozen features (MSN's
   protocol, which the paper uses for CLIP-like models), swept over `--lambd` values; each K
   reports the value with the best mean over seeds.
+- `--method finetune`: full finetuning of the trunk and a linear head on each split, MSN's
+  protocol for MAE (Appendix B: "we therefore follow MSN and finetune MAE in low-shot
+  settings"; Table 5's MAE row). The finetuning is Table 14's recipe (`finetune-mae`: AdamW,
+  layer-wise lr decay, mixup/cutmix, label smoothing, drop path) as MAE's finetuning code runs
+  it, which MSN used: no EMA, half-cycle cosine after warmup, the learning rate scaled
+  linearly with the batch. The low-shot recipe gives its length and batch (passes over the
+  K-shot split, Table 17's `epochs_per_shot`), resolution and seeds;
+  docs/paper-deviations.md ("Protocols") says why. `--finetune-set` overrides the finetuning
+  recipe. Each run's output (a finetuned classifier) is `<output>/runs/k<K>-seed<S>/`.
 
 Each run is scored top-1 on the test split (`test`, else `val`); `<output>/metrics.json`
 holds the mean and spread over seeds per K. Runs one process (each VPT run is short).
@@ -17,6 +26,7 @@ holds the mean and spread over seeds per K. Runs one process (each VPT run is sh
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -48,7 +58,13 @@ from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
-from mawsflow.evaluation.finetune_task import recipe_loss, require_init_checkpoint, trunk_card
+from mawsflow.evaluation.finetune import EMAClassifier
+from mawsflow.evaluation.finetune_task import (
+    EMAClassifierTask,
+    recipe_loss,
+    require_init_checkpoint,
+    trunk_card,
+)
 from mawsflow.evaluation.lowshot import (
     MSN_LAMBDAS,
     best_regularization,
@@ -58,15 +74,22 @@ from mawsflow.evaluation.lowshot import (
     summary_metrics,
 )
 from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
-from mawsflow.models.pretrained import init_from_trunk, load_trunk, load_vpt_model
+from mawsflow.models.pretrained import (
+    init_from_trunk,
+    load_classifier,
+    load_trunk,
+    load_vpt_model,
+)
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.vpt import VPTClassifier
 from mawsflow.recipes import (
     CheckpointConfig,
     DataConfig,
+    FinetuneRecipe,
     LowShotRecipe,
     ScheduleConfig,
     check_transfer_augmentation,
+    load_recipe,
 )
 from mawsflow.step_cli import recipe_parser, run_recipe_step
 from mawsflow.typed_config import to_dict
@@ -82,7 +105,10 @@ class LowShotConfig:
     """A low-shot evaluation: the recipe (Table 17) and how this run uses it."""
 
     recipe: LowShotRecipe
-    method: Literal["vpt", "logreg"] = "vpt"
+    method: Literal["vpt", "logreg", "finetune"] = "vpt"
+    # finetune: the finetuning recipe (`lowshot_finetune_recipe`); its length, batch and
+    # resolution come from `recipe`.
+    finetune: FinetuneRecipe | None = None
     # The evaluation's name in the report (default: the dataset's).
     name: str | None = None
     # The report row (default: the trunk's lineage).
@@ -209,6 +235,114 @@ def vpt_train_config(recipe: LowShotRecipe, split: EvalSplit, shots: int, seed: 
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Full finetuning (MSN's protocol for MAE)
+
+FINETUNE_RECIPE = "finetune-mae"
+# Where MAE's finetuning code, which MSN used for its MAE low-shot results, differs from Table 14
+# (a 50-epoch finetune on all of IN1k): it keeps no EMA (an average over ~1e4 steps would not
+# move in a low-shot run of a few hundred) and decays the learning rate by a half-cycle cosine.
+LOWSHOT_FINETUNE_OVERRIDES = ("ema=null", "schedule.lr_schedule=cosine")
+
+
+def lowshot_finetune_recipe(
+    lowshot: LowShotRecipe, *, preset: str | None = None, overrides: Sequence[str] = ()
+) -> FinetuneRecipe:
+    """Table 14's finetuning recipe at the low-shot recipe's architecture and resolution, as
+    MAE's code runs it (`LOWSHOT_FINETUNE_OVERRIDES`); `overrides` (`--finetune-set`) last."""
+    return load_recipe(
+        FINETUNE_RECIPE,
+        preset=preset,
+        overrides=[
+            f"model.arch={lowshot.model.arch}",
+            f"model.img_size={lowshot.model.img_size}",
+            f"augment.crop.size={lowshot.augment.crop.size}",
+            *LOWSHOT_FINETUNE_OVERRIDES,
+            *overrides,
+        ],
+    )
+
+
+def finetune_run_recipe(
+    finetune: FinetuneRecipe, lowshot: LowShotRecipe, split: EvalSplit, shots: int, seed: int
+) -> FinetuneRecipe:
+    """One (K, seed) run: the finetuning recipe for `schedule.epochs_per_shot[K]` passes over
+    the split at the low-shot batch size, its learning rate scaled linearly from the recipe's
+    batch to that one (MAE's lr = blr × batch / 256)."""
+    batch = lowshot.schedule.batch_size
+    schedule = replace(
+        finetune.schedule,
+        epochs=lowshot.schedule.epochs(shots),
+        samples_per_epoch=split.num_samples,
+        batch_size=batch,
+    )
+    lr = finetune.optimizer.lr * batch / finetune.schedule.batch_size
+    return replace(
+        finetune,
+        init_checkpoint=lowshot.init_checkpoint,
+        optimizer=replace(finetune.optimizer, lr=lr),
+        schedule=schedule,
+        data=replace(
+            finetune.data,
+            train=split.dataset,
+            num_workers=lowshot.data.num_workers,
+            shuffle_buffer=lowshot.data.shuffle_buffer,
+        ),
+        output=storage.join(lowshot.output, "runs", f"k{shots}-seed{seed}"),
+        checkpoint=CheckpointConfig(every_steps=max(1, schedule.total_steps)),
+        runtime=replace(lowshot.runtime, seed=seed),
+    )
+
+
+class LowShotFinetuneTask(EMAClassifierTask):
+    """Full finetuning of the trunk and a linear head on one K-shot split. The model and its
+    initialisation are `mawsflow finetune`'s (steps do not import each other, so they are
+    restated here): the pretrained trunk, a near-zero head, drop path."""
+
+    name = "finetune"  # the runs are finetuned classifiers, loaded with load_classifier
+
+    def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
+        check_transfer_augmentation(recipe, short_side_scale=False)
+        super().__init__(recipe, num_classes)
+        self.criterion = recipe_loss(recipe, num_classes)
+
+    def build_model(self) -> EMAClassifier:
+        r = self.recipe
+        classifier = create_trunk(
+            r.model.arch, img_size=r.model.img_size, drop_path=r.model.drop_path
+        )
+        classifier.reset_classifier(self.num_classes)
+        # MAE's finetuning starts the head near zero: the first steps see the trunk's features.
+        nn.init.trunc_normal_(classifier.head.weight, std=2e-5)
+        nn.init.zeros_(classifier.head.bias)
+        return EMAClassifier(classifier, r.ema)
+
+    def initialize(self, model: nn.Module) -> None:
+        r = self.recipe
+        init_from_trunk(
+            model.classifier,
+            r.init_checkpoint,
+            img_size=r.model.img_size,
+            arch=r.model.arch,
+            drop_path=r.model.drop_path,
+            missing_ok=("head.",),
+        )
+        model.reset_ema()
+
+    def sample_decoder(self) -> SampleDecoder:
+        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        return self.criterion(model, images, batch["label"])
+
+    def flops_per_sample(self) -> float:
+        r = self.recipe
+        return vit_training_flops(
+            architecture(r.model.arch), img_size=r.model.img_size, head_dims=(self.num_classes,)
+        )
+
+
 def _top1(
     model: nn.Module,
     split: EvalSplit,
@@ -225,10 +359,21 @@ def _top1(
     return meter.compute()["top1"]
 
 
+METHOD_NAMES = {"vpt": "VPT", "logreg": "logistic regression", "finetune": "full finetuning"}
+TABLE_SUFFIX = {"vpt": "", "logreg": " (logreg)", "finetune": " (finetune)"}
+
+
 def run(config: LowShotConfig) -> EvalResult:
     recipe = config.recipe
     if not recipe.data.train or not recipe.output:
         raise ConfigError("set data.train (an evaluation dataset) and output")
+    require_init_checkpoint(recipe)
+    if config.method == "finetune" and config.finetune is None:
+        raise ConfigError("--method finetune needs its finetuning recipe (LowShotConfig.finetune)")
+    if config.method != "logreg":
+        # A K without a training length fails here, before any split is written or run trains.
+        for k in recipe.shots:
+            recipe.schedule.epochs(k)
     train_split = open_split(recipe.data.train, "train")
     test_split = NamedTestSet("test", recipe.data.train, None).open()
     if test_split.classes != train_split.classes:
@@ -270,6 +415,26 @@ def run(config: LowShotConfig) -> EvalResult:
         for k, lam in chosen.items():
             results[k] = sweep[lam][k]
             extra_metrics[f"{k}shot_lambd"] = lam
+    elif config.method == "finetune":
+        assert config.finetune is not None
+        for (k, seed), split in splits.items():
+            run_recipe = finetune_run_recipe(config.finetune, recipe, split, k, seed)
+            train(
+                LowShotFinetuneTask(run_recipe, train_split.num_classes),
+                TrainConfig.from_recipe(run_recipe),
+                split.as_training_manifest(),
+            )
+            classifier, _ = load_classifier(run_recipe.output)
+            top1 = _top1(
+                classifier.to(device),
+                test_split,
+                img_size=img_size,
+                device=device,
+                batch_size=config.batch_size,
+                num_workers=config.num_workers,
+            )
+            results[k].append(top1)
+            log.info("low-shot run", extra={"shots": k, "seed": seed, "top1": top1})
     else:
         for (k, seed), split in splits.items():
             train_config = vpt_train_config(recipe, split, k, seed)
@@ -290,19 +455,16 @@ def run(config: LowShotConfig) -> EvalResult:
             log.info("low-shot run", extra={"shots": k, "seed": seed, "top1": top1})
     summaries = summarize(results)
     name = config.name or dataset_name(recipe.data.train)
-    method = "VPT" if config.method == "vpt" else "logistic regression"
+    method = METHOD_NAMES[config.method]
     metrics = {**summary_metrics(summaries), **extra_metrics}
     result = EvalResult(
         step="lowshot",
         evaluation=f"{name} low-shot ({method})",
         pretraining=config.pretraining or model_lineage(recipe.init_checkpoint),
         metrics=metrics,
-        # VPT is the paper's protocol (Table 22's "5-shot" columns); logistic regression
-        # results get their own columns beside it.
-        table={
-            f"{name} {s.shots}-shot" + ("" if config.method == "vpt" else " (logreg)"): s.mean
-            for s in summaries
-        },
+        # VPT is the paper's protocol (Table 22's "5-shot" columns); logistic regression and
+        # full finetuning results get their own columns beside it.
+        table={f"{name} {s.shots}-shot{TABLE_SUFFIX[config.method]}": s.mean for s in summaries},
         model=recipe.init_checkpoint,
         dataset=recipe.data.train,
         lowshot={str(s.shots): s.as_dict() for s in summaries},
@@ -315,12 +477,31 @@ def run(config: LowShotConfig) -> EvalResult:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = recipe_parser(
         "lowshot",
-        "Low-shot classification with K examples per class over seeded splits: VPT (Table 17) "
-        "or logistic regression on frozen features. --set init_checkpoint=<pretraining "
-        "output> --set data.train=<eval dataset> --set output=<uri>.",
+        "Low-shot classification with K examples per class over seeded splits: VPT (Table 17), "
+        "logistic regression on frozen features, or full finetuning (MSN's protocol for MAE "
+        "trunks, with Table 14's finetuning recipe; --finetune-set overrides it). "
+        "--set init_checkpoint=<pretraining output> --set data.train=<eval dataset> "
+        "--set output=<uri>.",
         recipes=["lowshot-vpt"],
     )
-    parser.add_argument("--method", choices=("vpt", "logreg"), default="vpt")
+    parser.add_argument(
+        "--method",
+        choices=("vpt", "logreg", "finetune"),
+        default="vpt",
+        help="vpt: prompts + head on the frozen trunk; logreg: logistic regression on frozen "
+        "features; finetune: the whole trunk and a head (MSN's protocol for MAE)",
+    )
+    parser.add_argument(
+        "--finetune-set",
+        dest="finetune_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"finetune: override one value of the finetuning recipe ({FINETUNE_RECIPE}, as "
+        "low-shot runs it; see docs/paper-deviations.md), e.g. --finetune-set "
+        "optimizer.layer_decay=0.65 (repeatable). Its optimizer.lr is the rate at its "
+        "schedule.batch_size, scaled to the low-shot batch",
+    )
     parser.add_argument("--name", help="the evaluation's name in the report")
     parser.add_argument("--pretraining", help="report row (default: the trunk's lineage)")
     parser.add_argument(
@@ -333,18 +514,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=256, help="feature/eval batch size")
     parser.add_argument("--num-workers", type=int, default=2, help="feature/eval loader workers")
-    return run_recipe_step(
-        parser,
-        argv,
-        lambda recipe, args: run(
+
+    def run_step(recipe: LowShotRecipe, args: argparse.Namespace) -> EvalResult:
+        finetune = None
+        if args.method == "finetune":
+            try:
+                finetune = lowshot_finetune_recipe(
+                    recipe, preset=args.preset, overrides=args.finetune_overrides
+                )
+            except ConfigError as exc:
+                parser.error(f"--finetune-set: {exc}")
+        elif args.finetune_overrides:
+            parser.error("--finetune-set applies to --method finetune only")
+        return run(
             LowShotConfig(
                 recipe,
                 method=args.method,
+                finetune=finetune,
                 name=args.name,
                 pretraining=args.pretraining,
                 lambdas=tuple(args.lambd),
                 batch_size=args.batch_size,
                 num_workers=args.num_workers,
             )
-        ),
-    )
+        )
+
+    return run_recipe_step(parser, argv, run_step)

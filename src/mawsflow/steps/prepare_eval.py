@@ -1,7 +1,9 @@
 """`mawsflow prepare-eval`: convert a dataset in a common layout into evaluation shards.
 
 Layouts: `imagefolder` (`<split>/<class>/<image>` or `<class>/<image>`), `food101` (Food-101's
-`meta/` and `images/`) and `fashion-mnist` (the IDX files). The output follows
+`meta/` and `images/`), `fashion-mnist` (the IDX files) and `inat18` (iNaturalist 2018's
+`train2018.json` / `val2018.json` and the images they name; missing or unreadable images are
+skipped and counted). The output follows
 docs/data-formats.md: `classes.json`, one folder of shards + manifest per split, and optionally
 `class_map.json` (label-subset test sets such as ObjectNet) and ReaL-style multi-labels.
 """
@@ -26,8 +28,8 @@ from mawsflow.log import setup_logging
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["imagefolder", "food101", "fashion-mnist"]
-LAYOUTS: tuple[str, ...] = ("imagefolder", "food101", "fashion-mnist")
+Layout = Literal["imagefolder", "food101", "fashion-mnist", "inat18"]
+LAYOUTS: tuple[str, ...] = ("imagefolder", "food101", "fashion-mnist", "inat18")
 
 
 @dataclass
@@ -52,6 +54,8 @@ def run(config: PrepareEvalConfig) -> dict[str, int]:
         classes, splits = converters.food101_samples(config.source)
     elif config.layout == "fashion-mnist":
         classes, splits = converters.fashion_mnist_samples(config.source)
+    elif config.layout == "inat18":
+        classes, splits = converters.inat18_samples(config.source)
     else:
         raise ValueError(f"unknown layout {config.layout!r}; choose one of {LAYOUTS}")
     if config.real_labels:
@@ -98,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--source /usr/share/datasets/fashion-mnist --output s3://eval/fashion-mnist\n"
             "  mawsflow prepare-eval --layout food101 --source /data/food-101 "
             "--output s3://eval/food101\n"
+            "  mawsflow prepare-eval --layout inat18 --source /data/inat2018 "
+            "--output s3://eval/inat18\n"
             "  mawsflow prepare-eval --layout imagefolder --source /data/imagenet "
             "--output s3://eval/in1k --real-labels real.json --real-split val"
         ),
