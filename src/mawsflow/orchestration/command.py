@@ -45,7 +45,8 @@ from mawsflow.orchestration.submission import (
 from mawsflow.recipes import PRESETS, architectures
 from mawsflow.steps.report import REPORT_FILES
 
-LOWSHOT_METHODS = ("vpt", "logreg")
+LOWSHOT_METHODS = ("vpt", "logreg", "finetune")
+LOWSHOT_GROUPINGS = ("run", "model")
 
 
 def check_arguments(arguments: Mapping[str, Any]) -> None:
@@ -60,6 +61,15 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     one_of("backend", BACKENDS)
     one_of("preset", ("", *PRESETS))
     one_of("lowshot_method", LOWSHOT_METHODS)
+    one_of("lowshot_grouping", LOWSHOT_GROUPINGS)
+    for name in ("transfer_seeds", "lowshot_seeds"):
+        seeds = arguments.get(name, [0])
+        if name == "transfer_seeds" and not seeds:
+            raise ParameterError("transfer_seeds: empty; give at least one seed, e.g. [0]")
+        if not isinstance(seeds, list) or not all(
+            isinstance(s, int | float) and float(s).is_integer() and s >= 0 for s in seeds
+        ):
+            raise ParameterError(f"{name}={seeds!r}: expected a list of integers ≥ 0")
     if arguments.get("arch"):
         one_of("arch", list(architectures()))
     for name in ("raw_corpus", "dataset", "eval_dataset", "eval_name"):
