@@ -14,7 +14,8 @@ import torch.distributed as dist
 
 from mawsflow.data.eval_shards import EvalSplit
 from mawsflow.data.transforms import normalize_images
-from mawsflow.data.video import SKIP_REASONS, ClipSampling, MultiView, video_eval_loader
+from mawsflow.data.video import ClipSampling, MultiView, video_eval_loader
+from mawsflow.data.video_probe import SKIP_REASONS
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
 
 
