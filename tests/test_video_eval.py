@@ -1,6 +1,8 @@
 """`mawsflow eval-video` through the CLI: a finetuned video model (an inflated tiny trunk, written
 as `finetune-video` writes its output) scored with the multi-view protocol on real encoded
-videos, the broken ones counted, the result in the form the report reads."""
+videos, the broken ones counted, the result in the form the report reads. And the KFP
+components of the video branch (video-dataset, finetune-video, evaluate-video), their bodies
+run on those files (the training job stood in for)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,20 @@ import pytest
 import torch
 
 from mawsflow.cli import main as cli_main
+from mawsflow.data.eval_shards import SplitWriter, write_classes
 from mawsflow.data.members import CorruptSample
 from mawsflow.data.shards import samples_in_order
 from mawsflow.data.video import ClipSampling, MultiView, video_member
 from mawsflow.data.video_shards import open_video_split
+from mawsflow.errors import DataFormatError
 from mawsflow.evaluation.results import model_lineage, read_result
 from mawsflow.evaluation.video_classify import evaluate_video_classifier, normalize_clips
 from mawsflow.evaluation.video_converters import VideoSource, write_video_dataset
 from mawsflow.models.artifacts import write_model
 from mawsflow.models.video_vit import from_image_trunk, load_video_classifier
 from mawsflow.models.vit import create_trunk
+from mawsflow.orchestration import components, task_runtime
+from mawsflow.orchestration.artifact_uris import dataset_location, write_reference
 from test_video_data import ramp_video
 from trunk_artifacts import write_trunk_output
 
@@ -158,3 +164,118 @@ def test_views_can_be_changed_and_the_logits_are_averaged_over_them(finetuned, v
                 "--output", str(tmp_path / "r"), "--test-clips", "0",
             ]
         )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The components: video-dataset, finetune-video and evaluate-video, their bodies run here.
+
+
+class _Artifact:
+    """What a component body sees of a KFP artifact: its URI and metadata (and, for Metrics,
+    log_metric)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.metadata: dict = {}
+        self.logged: dict[str, float] = {}
+
+    def log_metric(self, metric: str, value: float) -> None:
+        self.logged[metric] = value
+
+
+def _video_dataset_artifact(videos: Path, tmp_path: Path) -> _Artifact:
+    # video-dataset needs a train split too: the same videos serve as one.
+    split = open_video_split(str(videos), "val")
+    sources = [
+        VideoSource(str(tmp_path / f"t{i}.mp4"), int(raw["cls"]))
+        for i, raw in enumerate(samples_in_order(split.shards))
+    ]
+    for source, raw in zip(sources, samples_in_order(split.shards), strict=True):
+        Path(source.uri).write_bytes(video_member(raw))
+    dataset = tmp_path / "with-train"
+    write_video_dataset(
+        str(dataset), split.classes, {"train": sources, "val": sources}, samples_per_shard=4
+    )
+    out = _Artifact(str(tmp_path / "task" / "dataset"))
+    components.video_dataset.python_func(
+        uri=str(dataset), name="K400", fingerprint="f" * 64, dataset=out
+    )
+    return out
+
+
+def test_video_dataset_component_checks_video_shards_and_refuses_images(videos, tmp_path):
+    out = _video_dataset_artifact(videos, tmp_path)
+    assert dataset_location(out.uri) == str(tmp_path / "with-train")
+    assert out.metadata["name"] == "K400" and out.metadata["fingerprint"] == "f" * 64
+    images = tmp_path / "images"
+    write_classes(str(images), ["a"])
+    for split in ("train", "val"):
+        writer = SplitWriter(str(images), split, 1)
+        writer.write("k", b"png", "png", 0)
+        writer.close()
+    with pytest.raises(DataFormatError, match=r"format must be 'mawsflow.video/1'"):
+        components.video_dataset.python_func(
+            uri=str(images), name="K400", fingerprint="", dataset=_Artifact(str(tmp_path / "x"))
+        )
+    with pytest.raises(ValueError, match="name is empty"):
+        components.video_dataset.python_func(
+            uri=str(tmp_path / "with-train"), name=" ", fingerprint="", dataset=out
+        )
+
+
+def test_finetune_video_component_launches_the_variant_and_publishes_a_model_with_lineage(
+    finetuned, tmp_path, monkeypatch
+):
+    launched = []
+
+    def fake_launch(step, argv, launch, env=None):
+        # The job: writes the finetuned model where the step's --set output= says.
+        launched.append((step, list(argv), launch))
+        (output,) = [a.split("=", 1)[1] for a in argv if a.startswith("output=")]
+        card = json.loads((finetuned / "model.json").read_text())
+        write_model(output, load_video_classifier(str(finetuned))[0].state_dict(), card, {"x": 1})
+
+    monkeypatch.setattr(task_runtime, "launch_training", fake_launch)
+    pretrained = _Artifact(str(finetuned.parent / "wsp" / "model.json"))
+    dataset = _Artifact(str(tmp_path / "ref"))
+    write_reference(dataset.uri, str(tmp_path / "k400"))
+    model, metrics = _Artifact(str(tmp_path / "task" / "model")), _Artifact(str(tmp_path / "m"))
+    launch = {
+        "backend": "local", "nodes": 1, "gpus_per_node": 0, "job_image": "", "shm_size": "",
+        "node_selector": {}, "tolerations": [],
+    }  # fmt: skip
+    components.finetune_video.python_func(
+        pretrained=pretrained, video_dataset=dataset, variant="ssv2", preset="tiny",
+        arch="", epochs=0.0, model=model, metrics=metrics, **launch,
+    )  # fmt: skip
+    ((step, argv, how),) = launched
+    assert step == "finetune-video" and how.backend == "local"
+    assert argv[:4] == ["--variant", "ssv2", "--preset", "tiny"]
+    settings = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert f"init_checkpoint={finetuned.parent / 'wsp'}" in settings
+    assert f"data.train={tmp_path / 'k400'}" in settings
+    assert f"output={tmp_path / 'task' / 'model'}" in settings
+    assert not [s for s in settings if s.startswith(("model.arch", "schedule.epochs"))]
+    assert model.uri.endswith("/model.json") and model.metadata["pretraining"] == "MAE→WSP"
+    assert metrics.logged == {"x": 1.0}
+    with pytest.raises(ValueError, match="Table 16's columns are k400 and ssv2"):
+        components.finetune_video.python_func(
+            pretrained=pretrained, video_dataset=dataset, variant="in1k", preset="tiny",
+            arch="", epochs=0.0, model=model, metrics=metrics, **launch,
+        )  # fmt: skip
+
+
+def test_evaluate_video_component_writes_the_result_the_report_reads(finetuned, videos, tmp_path):
+    dataset = _video_dataset_artifact(videos, tmp_path)
+    result = _Artifact(str(tmp_path / "task" / "result"))
+    components.evaluate_video.python_func(
+        finetuned=_Artifact(str(finetuned / "model.json")),
+        video_dataset=dataset,
+        eval_name="K400",
+        loader_workers=0,
+        result=result,
+    )
+    read = read_result(result.uri)
+    assert read.step == "eval-video" and read.table == {"K400": pytest.approx(50.0)}
+    assert result.logged["k400_top1"] == pytest.approx(50.0)
+    assert result.logged["k400_skipped_corrupt"] == 1.0
