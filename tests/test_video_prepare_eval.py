@@ -158,3 +158,33 @@ def test_probing_without_pyav_names_the_way_out(demo, tmp_path, monkeypatch):
         "--layout", "kinetics", "--source", str(demo / "kinetics"),
         "--output", str(tmp_path / "y"), "--no-probe",
     ) == 0  # fmt: skip
+
+
+def test_kinetics_integer_labels_take_their_names_from_a_file(tmp_path):
+    source = tmp_path / "k"
+    source.mkdir()
+    for i in range(3):
+        (source / f"v{i}.mp4").write_bytes(ramp_video(12 + i))  # 1 s at 12 fps, distinct
+    (source / "val.csv").write_text("v0.mp4 2\nv1.mp4 0\nv2.mp4 1\n")  # PySlowFast's form
+    (tmp_path / "names.txt").write_text("abseiling\narchery\n\nbaking cookies\n")
+    out = tmp_path / "out"
+    _prepare(
+        "--layout", "kinetics", "--source", str(source), "--output", str(out),
+        "--class-names", str(tmp_path / "names.txt"), "--min-seconds", "0.5",
+    )  # fmt: skip
+    assert json.loads((out / "classes.json").read_text()) == [
+        "abseiling",
+        "archery",
+        "baking cookies",
+    ]
+    split = open_video_split(str(out), "val")
+    by_bytes = {(source / f"v{i}.mp4").read_bytes(): label for i, label in enumerate((2, 0, 1))}
+    assert sorted(
+        (by_bytes[video_member(raw)], int(raw["cls"])) for raw in samples_in_order(split.shards)
+    ) == [(0, 0), (1, 1), (2, 2)]
+    (tmp_path / "short.txt").write_text("abseiling\n")
+    with pytest.raises(DataFormatError, match="labels go up to 2 but 1 classes are named"):
+        _prepare(
+            "--layout", "kinetics", "--source", str(source), "--output", str(tmp_path / "x"),
+            "--class-names", str(tmp_path / "short.txt"),
+        )  # fmt: skip
