@@ -97,7 +97,18 @@ def probe_video(data: bytes, min_seconds: float = 0.0) -> VideoInfo:
 
     Only the first frame is decoded, so a stream that breaks later passes here and is cut
     short (or counted) by the loaders: this is the check a conversion of 240 K videos affords.
+    Whatever else FFmpeg or PyAV raise on the bytes is `CorruptVideo`: one odd file must not stop
+    a conversion.
     """
+    try:
+        return _probe(data, min_seconds)
+    except CorruptSample:
+        raise
+    except (av.FFmpegError, ValueError, OverflowError, OSError) as exc:
+        raise CorruptVideo(f"cannot read the video: {exc}") from None
+
+
+def _probe(data: bytes, min_seconds: float) -> VideoInfo:
     container = open_video(data)
     try:
         info = video_info(container)
@@ -108,10 +119,7 @@ def probe_video(data: bytes, min_seconds: float = 0.0) -> VideoInfo:
             raise TooShortVideo(
                 f"{info.frames} frames at {info.fps:.3g} fps, shorter than {min_seconds:g} s"
             )
-        try:
-            first = next(iter(container.decode(video=0)), None)
-        except av.FFmpegError as exc:
-            raise CorruptVideo(f"cannot decode the video: {exc}") from None
+        first = next(iter(container.decode(video=0)), None)
         if first is None:
             raise EmptyVideo("no frame decodes")
         return info

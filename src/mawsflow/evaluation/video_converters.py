@@ -34,6 +34,7 @@ import numpy as np
 
 from mawsflow import storage
 from mawsflow.data.eval_shards import write_classes
+from mawsflow.data.members import CorruptSample
 from mawsflow.data.video_shards import (
     DEFAULT_VIDEOS_PER_SHARD,
     VIDEO_EXTENSIONS,
@@ -321,12 +322,8 @@ class _Prober:
     def __call__(self, data: bytes) -> str | None:
         try:
             self._module.probe_video(data, self.min_seconds)
-        except (
-            self._module.CorruptVideo,
-            self._module.EmptyVideo,
-            self._module.TooShortVideo,
-        ) as exc:
-            return exc.reason
+        except CorruptSample as exc:  # CorruptVideo, EmptyVideo or TooShortVideo
+            return str(getattr(exc, "reason", "corrupt"))
         return None
 
 
