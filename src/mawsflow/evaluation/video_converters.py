@@ -55,6 +55,8 @@ class VideoSource:
 # shortest video the loaders take (`ClipSampling.min_frames`), so it is what the conversion keeps
 # by default.
 PAPER_CLIP_SECONDS = {"kinetics": 2.7, "ssv2": 4.0}
+# What a conversion writes beside the shards: its counts per split and skip reason.
+CONVERSION_FILE = "conversion.json"
 
 
 @dataclass(frozen=True)
@@ -333,3 +335,65 @@ def _prober(min_seconds: float | None) -> _Prober | None:
     if min_seconds < 0:
         raise ConfigError(f"min_seconds must be ≥ 0, got {min_seconds}")
     return _Prober(min_seconds)
+
+
+def _class_names(uri: str | None) -> list[str] | None:
+    if not uri:
+        return None
+    try:
+        text = storage.read_text(uri)
+    except storage.NotFoundError:
+        raise ConfigError(f"--class-names {uri}: no such file") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ConfigError(f"--class-names {uri}: no class names in it (one per line)")
+    return names
+
+
+def prepare_video_dataset(
+    layout: str,
+    source: str,
+    output: str,
+    *,
+    video_dir: str | None = None,
+    video_ext: str = "webm",
+    class_names: str | None = None,
+    probe: bool = True,
+    min_seconds: float | None = None,
+    samples_per_shard: int = DEFAULT_VIDEOS_PER_SHARD,
+    seed: int = 0,
+    limit: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`prepare-eval`'s video layouts: a `kinetics` or `ssv2` source (`kinetics_layout`,
+    `ssv2_layout`) written to `output`, every video probed unless `probe` is off (shorter than
+    `min_seconds` is too short; default half the paper's clip). Returns, per split, the videos
+    written, missing and skipped by reason, which also go to the log and `conversion.json`."""
+    if layout == "kinetics":
+        classes, splits = kinetics_layout(source, _class_names(class_names))
+    elif layout == "ssv2":
+        videos = video_dir or storage.join(source, "videos")
+        classes, splits = ssv2_layout(source, videos, ext=video_ext)
+    else:
+        raise ConfigError(
+            f"unknown video layout {layout!r}; choose one of {list(PAPER_CLIP_SECONDS)}"
+        )
+    if not probe and min_seconds is not None:
+        raise ConfigError("--min-seconds needs the probe: drop --no-probe or --min-seconds")
+    if probe and min_seconds is None:
+        min_seconds = PAPER_CLIP_SECONDS[layout] / 2
+    counts = write_video_dataset(
+        output,
+        classes,
+        splits,
+        samples_per_shard=samples_per_shard,
+        seed=seed,
+        limit=limit,
+        min_seconds=min_seconds,
+    ).as_dict()
+    summary = {"layout": layout, "probed": probe, "min_seconds": min_seconds}
+    storage.write_json(storage.join(output, CONVERSION_FILE), {**summary, "splits": counts})
+    log.info(
+        "videos converted",
+        extra={"output": output, "classes": len(classes), **summary, "splits": counts},
+    )
+    return counts

@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 Layout = Literal["imagefolder", "food101", "fashion-mnist", "kinetics", "ssv2"]
 VIDEO_LAYOUTS: tuple[str, ...] = ("kinetics", "ssv2")
 LAYOUTS: tuple[str, ...] = ("imagefolder", "food101", "fashion-mnist", *VIDEO_LAYOUTS)
-# What a video conversion writes beside the shards: its counts per split and skip reason.
-CONVERSION_FILE = "conversion.json"
 
 
 @dataclass
@@ -119,52 +117,23 @@ def _refuse_image_options(config: PrepareEvalConfig) -> None:
         raise ConfigError(f"{', '.join(wrong)}: image layouts only, not --layout {config.layout}")
 
 
-def _class_names(uri: str | None) -> list[str] | None:
-    if not uri:
-        return None
-    names = [line.strip() for line in storage.read_text(uri).splitlines() if line.strip()]
-    if not names:
-        raise ConfigError(f"--class-names {uri}: no class names in it (one per line)")
-    return names
-
-
 def run_video(config: PrepareEvalConfig) -> dict[str, dict[str, Any]]:
     """Convert a `kinetics` or `ssv2` source into video shards; returns, per split, the videos
     written, missing and skipped by reason (also logged and written to conversion.json)."""
     _refuse_image_options(config)
-    if config.layout == "kinetics":
-        classes, splits = video_converters.kinetics_layout(
-            config.source, _class_names(config.class_names)
-        )
-    else:
-        video_dir = config.video_dir or storage.join(config.source, "videos")
-        classes, splits = video_converters.ssv2_layout(
-            config.source, video_dir, ext=config.video_ext
-        )
-    if config.probe:
-        min_seconds = config.min_seconds
-        if min_seconds is None:
-            min_seconds = video_converters.PAPER_CLIP_SECONDS[config.layout] / 2
-    elif config.min_seconds is not None:
-        raise ConfigError("--min-seconds needs the probe: drop --no-probe or --min-seconds")
-    else:
-        min_seconds = None
-    counts = video_converters.write_video_dataset(
+    return video_converters.prepare_video_dataset(
+        config.layout,
+        config.source,
         config.output,
-        classes,
-        splits,
+        video_dir=config.video_dir,
+        video_ext=config.video_ext,
+        class_names=config.class_names,
+        probe=config.probe,
+        min_seconds=config.min_seconds,
         samples_per_shard=config.samples_per_shard or DEFAULT_VIDEOS_PER_SHARD,
         seed=config.seed,
         limit=config.limit,
-        min_seconds=min_seconds,
-    ).as_dict()
-    report = {"layout": config.layout, "probed": config.probe, "min_seconds": min_seconds}
-    storage.write_json(storage.join(config.output, CONVERSION_FILE), {**report, "splits": counts})
-    log.info(
-        "videos converted",
-        extra={"output": config.output, "classes": len(classes), **report, "splits": counts},
     )
-    return counts
 
 
 def build_parser() -> argparse.ArgumentParser:
