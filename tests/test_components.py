@@ -110,6 +110,10 @@ def test_every_step_of_the_issue_has_a_component():
         "zeroshot",
         "evaluate",
         "report",
+        # Issue 17: the video datasets' check, video finetuning and its multi-view evaluation.
+        "video-dataset",
+        "finetune-video",
+        "evaluate-video",
     } <= steps
 
 
@@ -139,6 +143,7 @@ def test_step_images_resolves_every_step_image():
     resolved = resolve("")
     assert resolved["mae"] == references["mae"]
     assert resolved["linear_probe"] == references["linear-probe"]
+    assert resolved["finetune_video"] == references["finetune-video"]
     assert resolve("sha-1")["lowshot"] == images.repository(references["lowshot"]) + ":sha-1"
 
 

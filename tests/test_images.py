@@ -29,6 +29,7 @@ STEPS = {
     "wsp",
     "lit",
     "finetune",
+    "finetune-video",
     "eval",
     "linear-probe",
     "lowshot",

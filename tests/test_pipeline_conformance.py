@@ -311,11 +311,14 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
             "eval-dataset",
             "linear-probe",
             "mae",
+            "video-dataset",
+            "finetune-video",
+            "evaluate-video",
         )
     }
 
     @dsl.pipeline(name="from-yaml")
-    def from_yaml(raw_corpus: str, dataset: str, eval_dataset: str):
+    def from_yaml(raw_corpus: str, dataset: str, eval_dataset: str, video_dataset: str):
         settings = dict(min_count=1, max_classes=0, resample_ratio=0.0, samples_per_shard=100)
         plan = load["build-dataset-plan"](raw_corpus=raw_corpus, shard_groups=2, seed=0, **settings)
         plan.set_caching_options(False)
@@ -346,6 +349,18 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
             pretrained=mae.outputs["model"], eval_dataset=checked.outputs["dataset"],
             eval_name="IN1k", loader_workers=0,
         )  # fmt: skip
+        # The video branch: a checked video dataset, finetuning, the multi-view evaluation.
+        videos = load["eval-fingerprint"](uri=video_dataset).set_caching_options(False)
+        video = load["video-dataset"](uri=video_dataset, name="K400", fingerprint=videos.output)
+        tuned = load["finetune-video"](
+            pretrained=mae.outputs["model"], video_dataset=video.outputs["dataset"],
+            variant="k400", preset="tiny", arch="", epochs=0.0, backend="local", nodes=1,
+            gpus_per_node=0, job_image="", shm_size="", node_selector={}, tolerations=[],
+        )  # fmt: skip
+        load["evaluate-video"](
+            finetuned=tuned.outputs["model"], video_dataset=video.outputs["dataset"],
+            eval_name="K400", loader_workers=0,
+        )  # fmt: skip
 
     assert check(compiled(from_yaml, tmp_path)) == []
 
@@ -363,5 +378,5 @@ def test_each_component_says_what_it_needs_from_its_environment(path):
         return
     assert "S3 Secret" in description and "AWS_ENDPOINT_URL" in description, path.name
     assert "components/README.md" in description, path.name  # the descriptor-URI convention
-    if path.stem in ("mae", "wsp", "lit", "finetune"):
+    if path.stem in ("mae", "wsp", "lit", "finetune", "finetune-video"):
         assert "launcher's\nRBAC" in description or "launcher's RBAC" in description, path.name

@@ -21,9 +21,7 @@ from mawsflow.orchestration.images import read_images
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(
-    scope="module", params=[False, True], ids=["maws", "with-baselines-and-control"]
-)
+@pytest.fixture(scope="module", params=[False, True], ids=["maws", "with-baselines-and-control"])
 def compiled(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     args = ["--compile", str(path)] + (["--baselines", "--control"] if request.param else [])
@@ -290,9 +288,7 @@ def test_transfer_fans_out_over_the_pretrained_models_and_fans_in_to_the_report(
     items = seed_loop["parameterIterator"]["items"]["inputParameter"]
     assert seed_loop["inputs"]["parameters"][items]["componentInputParameter"] == "transfer_seeds"
     assert {"finetune", "evaluate"} <= set(dag_of(spec, seed_loop)["tasks"])
-    assert _artifact_input(tasks["seed-summary"], "runs")[1] == (
-        "pipelinechannel--evaluate-result"
-    )
+    assert _artifact_input(tasks["seed-summary"], "runs")[1] == ("pipelinechannel--evaluate-result")
     # The report collects each result over the rows: the loop's output, which is the
     # sub-pipeline's, which is its evaluation task's.
     report = tasks["report"]

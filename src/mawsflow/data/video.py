@@ -22,13 +22,13 @@ act on the normalised batch on the device (`erase_clips`), as timm's loaders do.
 Decoding stops after the last frame a clip needs, and only the frames a clip uses are converted
 to RGB, scaled by FFmpeg's swscale in the same pass (`bench/bench_video_decode.py` measures
 this against a plain PyAV loop). A video that cannot be used raises a `CorruptSample` subclass
-(`CorruptVideo`, `EmptyVideo`, `TooShortVideo`): the training loader skips and counts it, and
+(`CorruptVideo`, `EmptyVideo`, `TooShortVideo`, from `mawsflow.data.video_probe`, which
+`prepare-eval` checks videos with): the training loader skips and counts it, and
 the evaluation counts it by reason.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import random
@@ -43,35 +43,21 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mawsflow.data.eval_shards import EvalSplit, parse_label
-from mawsflow.data.members import CorruptSample
 from mawsflow.data.shards import samples_in_order
 from mawsflow.data.transforms import RandomResizedCropFlip, seeded_host_rngs
+from mawsflow.data.video_probe import (
+    CorruptVideo,
+    EmptyVideo,
+    TooShortVideo,
+    frames_for,
+    open_video,
+    video_info,
+)
 from mawsflow.data.video_shards import VIDEO_EXTENSIONS
 from mawsflow.errors import ConfigError
 from mawsflow.recipes import AugmentConfig
 
 log = logging.getLogger(__name__)
-
-
-class CorruptVideo(CorruptSample):
-    """Bytes FFmpeg cannot demux or decode."""
-
-    reason = "corrupt"
-
-
-class EmptyVideo(CorruptSample):
-    """A 0-byte file, a container without a video stream, or one without a decodable frame."""
-
-    reason = "empty"
-
-
-class TooShortVideo(CorruptSample):
-    """Fewer frames than the clip sampling accepts (`ClipSampling.min_frames`)."""
-
-    reason = "too_short"
-
-
-SKIP_REASONS = ("corrupt", "empty", "too_short")
 
 
 def video_member(raw: Mapping[str, Any]) -> bytes:
@@ -105,7 +91,7 @@ class ClipSampling:
 
     def min_frames(self, fps: float) -> int:
         seconds = self.clip_seconds / 2 if self.min_seconds is None else self.min_seconds
-        return max(1, math.ceil(seconds * fps - 1e-6))
+        return frames_for(seconds, fps)
 
     def indices(self, start: float, fps: float, total: int) -> np.ndarray:
         """Frame indices of the clip that starts at frame `start` of a `total`-frame video."""
@@ -118,52 +104,6 @@ class ClipSampling:
 
     def test_start(self, view: int, views: int, fps: float, total: int) -> float:
         return max(total - self.clip_frames(fps), 0) * view / views
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    frames: int  # the container's count (an estimate where the container does not say)
-    fps: float
-    width: int
-    height: int
-    # The packets were read to count the frames: decoding needs the container opened anew.
-    packets_read: bool = False
-
-
-def _open(data: bytes) -> av.container.InputContainer:
-    if not data:
-        raise EmptyVideo("0 bytes")
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise CorruptVideo(f"cannot open the video: {exc}") from None
-    if not container.streams.video:
-        container.close()
-        raise EmptyVideo("the container has no video stream")
-    return container
-
-
-def _info(container: av.container.InputContainer) -> VideoInfo:
-    """Frame rate, size and frame count of the first video stream. Matroska/WebM (SSv2's
-    container) record no frame count: it is estimated from the stream's or the container's
-    duration, or, where neither is known, counted from the packets (which decodes nothing)."""
-    stream = container.streams.video[0]
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    fps = float(rate) if rate else 0.0
-    if not fps > 0:
-        raise CorruptVideo("the video stream has no frame rate")
-    frames = stream.frames
-    if not frames and stream.duration and stream.time_base:
-        frames = round(float(stream.duration * stream.time_base) * fps)
-    if not frames and container.duration:
-        frames = round(container.duration / av.time_base * fps)
-    packets_read = not frames
-    if packets_read:
-        try:
-            frames = sum(1 for packet in container.demux(stream) if packet.size)
-        except av.FFmpegError as exc:
-            raise CorruptVideo(f"cannot read the video's packets: {exc}") from None
-    return VideoInfo(int(frames), fps, stream.width, stream.height, packets_read)
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -185,14 +125,14 @@ def decode_clips(
 
     `starts` are clip starts in frames, or None for one random start drawn from `rng` once the
     video's length is known. The video is decoded once, up to the last frame any clip needs."""
-    container = _open(data)
+    container = open_video(data)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # no frame threads: one core per loader worker
-        info = _info(container)
+        info = video_info(container)
         if info.packets_read:  # raw streams cannot seek back: open them again
             container.close()
-            container = _open(data)
+            container = open_video(data)
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"
         if info.frames and info.frames < sampling.min_frames(info.fps):
@@ -327,9 +267,9 @@ class MultiView:
 
     def __call__(self, data: bytes, sampling: ClipSampling) -> torch.Tensor:
         """uint8 [clips · crops, 3, T, size, size] of an encoded video (decoded once)."""
-        container = _open(data)
+        container = open_video(data)
         try:
-            info = _info(container)
+            info = video_info(container)
         finally:
             container.close()
         total = info.frames or 1

@@ -5,17 +5,55 @@ the model's logits are averaged over them and the average is scored as one predi
 top-5). Videos that cannot be used are skipped and counted by reason (corrupt, empty, too
 short); the accuracy is over the videos that were scored, and the counts go into the metrics so
 that a test set that lost videos says so.
+
+A finetuned model's card (`mawsflow finetune-video`'s `model.json`) says how it was trained to see
+video: its clip sampling and the recipe's test views, which `mawsflow eval-video` reads back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
+from mawsflow import storage
 from mawsflow.data.eval_shards import EvalSplit
 from mawsflow.data.transforms import normalize_images
-from mawsflow.data.video import SKIP_REASONS, ClipSampling, MultiView, video_eval_loader
+from mawsflow.data.video import ClipSampling, MultiView, video_eval_loader
+from mawsflow.data.video_probe import SKIP_REASONS
+from mawsflow.data.video_shards import open_video_split
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
+from mawsflow.evaluation.classify import NamedTestSet
+from mawsflow.recipes import VideoConfig
+
+
+def open_video_test_split(test_set: NamedTestSet) -> EvalSplit:
+    """The named split, else `test`, else `val` (K400 and SSv2 are scored on their val sets)."""
+    if test_set.split is not None:
+        return open_video_split(test_set.dataset, test_set.split)
+    has_test = storage.exists(storage.join(test_set.dataset, "test", "manifest.json"))
+    return open_video_split(test_set.dataset, "test" if has_test else "val")
+
+
+def card_sampling(card: Mapping[str, Any]) -> ClipSampling:
+    """The clip sampling a finetuned video model was trained with (its card's `video`)."""
+    video = card["video"]
+    return ClipSampling(int(video["num_frames"]), float(video["clip_seconds"]))
+
+
+def card_views(
+    card: Mapping[str, Any], clips: int | None = None, crops: int | None = None
+) -> MultiView:
+    """The multi-view protocol for a finetuned video model: `clips` × `crops` views, by default
+    its recipe's (the card's `video`; VideoConfig's for cards that predate them), at its size."""
+    video, default = card["video"], VideoConfig()
+    return MultiView(
+        clips or int(video.get("test_clips", default.test_clips)),
+        crops or int(video.get("test_crops", default.test_crops)),
+        int(card["img_size"]),
+    )
 
 
 def normalize_clips(clips: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:

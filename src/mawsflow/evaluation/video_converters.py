@@ -13,10 +13,12 @@
   index after dropping the brackets (PySlowFast's rule).
 
 The video bytes are copied unchanged. A listed video that does not exist is skipped, counted and
-logged (Kinetics releases always miss some YouTube videos); a video that exists but does not
-decode is kept, and the loaders count it when they read it. Videos are shuffled with a fixed
-seed before writing, so class-sorted annotation files give mixed shards and a rerun writes the
-same bytes.
+logged (Kinetics releases always miss some YouTube videos). With `min_seconds` set, every video
+is also probed (`mawsflow.data.video_probe`: it opens, has a video stream at least that long by
+the container's frame count, and its first frame decodes) and skipped and counted by reason
+(`corrupt`, `empty`, `too_short`) when it fails; without it the bytes go in unchecked and the
+loaders count what they cannot use. Videos are shuffled with a fixed seed before writing, so
+class-sorted annotation files give mixed shards and a rerun writes the same bytes.
 """
 
 from __future__ import annotations
@@ -25,19 +27,20 @@ import csv
 import io
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mawsflow import storage
 from mawsflow.data.eval_shards import write_classes
+from mawsflow.data.members import CorruptSample
 from mawsflow.data.video_shards import (
     DEFAULT_VIDEOS_PER_SHARD,
     VIDEO_EXTENSIONS,
     VideoSplitWriter,
 )
-from mawsflow.errors import DataFormatError
+from mawsflow.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,31 @@ class VideoSource:
     label: int
 
 
+# Appendix B's clip lengths: 32 frames of 2.7 s (K400) or of 4 s (SSv2). Half a clip is the
+# shortest video the loaders take (`ClipSampling.min_frames`), so it is what the conversion keeps
+# by default.
+PAPER_CLIP_SECONDS = {"kinetics": 2.7, "ssv2": 4.0}
+# What a conversion writes beside the shards: its counts per split and skip reason.
+CONVERSION_FILE = "conversion.json"
+
+
 @dataclass(frozen=True)
 class ConversionCounts:
     written: dict[str, int]
     missing: dict[str, int]
+    # split → reason (mawsflow.data.video_probe.SKIP_REASONS) → videos skipped; empty unprobed.
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Per split: written, missing and each skip reason (what the step logs and returns)."""
+        return {
+            split: {
+                "written": self.written[split],
+                "missing": self.missing[split],
+                **{f"skipped_{r}": n for r, n in self.skipped.get(split, {}).items()},
+            }
+            for split in self.written
+        }
 
 
 def _parent(uri: str) -> str:
@@ -172,6 +196,54 @@ def ssv2_sources(
     return names, splits
 
 
+KINETICS_SPLITS = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
+# SSv2's annotation files, under the names PySlowFast's and the release's own ("labels.json" or
+# "something-something-v2-labels.json"); its test split has no labels and is not converted.
+SSV2_FILES = {"labels": "labels.json", "train": "train.json", "val": "validation.json"}
+SSV2_RELEASE_PREFIX = "something-something-v2-"
+
+
+def kinetics_layout(
+    source: str, classes: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, list[VideoSource]]]:
+    """A folder with `train.csv`, `val.csv` and/or `test.csv` (mae_st's and PySlowFast's
+    Kinetics layout)."""
+    csvs = {
+        split: storage.join(source, name)
+        for split, name in KINETICS_SPLITS.items()
+        if storage.exists(storage.join(source, name))
+    }
+    if not csvs:
+        raise DataFormatError(f"{source}: none of {sorted(KINETICS_SPLITS.values())} is there")
+    return kinetics_sources(csvs, classes)
+
+
+def _ssv2_file(source: str, name: str) -> str | None:
+    for candidate in (name, SSV2_RELEASE_PREFIX + name):
+        uri = storage.join(source, candidate)
+        if storage.exists(uri):
+            return uri
+    return None
+
+
+def ssv2_layout(
+    source: str, video_dir: str, *, ext: str = "webm"
+) -> tuple[list[str], dict[str, list[VideoSource]]]:
+    """A folder with SSv2's `labels.json`, `train.json` and/or `validation.json` (or the
+    release's `something-something-v2-*.json`); the videos are `<video_dir>/<id>.<ext>`."""
+    labels = _ssv2_file(source, SSV2_FILES["labels"])
+    if labels is None:
+        raise DataFormatError(f"{source}: no labels.json (or {SSV2_RELEASE_PREFIX}labels.json)")
+    annotations = {
+        split: uri
+        for split in ("train", "val")
+        if (uri := _ssv2_file(source, SSV2_FILES[split])) is not None
+    }
+    if not annotations:
+        raise DataFormatError(f"{source}: neither train.json nor validation.json is there")
+    return ssv2_sources(labels, annotations, video_dir, ext=ext)
+
+
 def write_video_dataset(
     out: str,
     classes: Sequence[str],
@@ -179,14 +251,24 @@ def write_video_dataset(
     *,
     samples_per_shard: int = DEFAULT_VIDEOS_PER_SHARD,
     seed: int = 0,
+    limit: int | None = None,
+    min_seconds: float | None = None,
 ) -> ConversionCounts:
-    """`classes.json` and each split's shards (shuffled with `seed`); missing videos counted."""
+    """`classes.json` and each split's shards (shuffled with `seed`, cut to the first `limit`
+    videos of that order); missing videos counted, and with `min_seconds` (≥ 0) every video
+    probed and the unusable ones skipped and counted by reason."""
+    if not splits:
+        raise DataFormatError("no splits to write")
+    probe = _prober(min_seconds)
     write_classes(out, classes)
-    written, missing = {}, {}
+    written, missing, skipped = {}, {}, {}
     for split, sources in splits.items():
         writer = VideoSplitWriter(out, split, len(classes), samples_per_shard=samples_per_shard)
         order = np.random.default_rng(seed).permutation(len(sources))
-        missing[split] = 0
+        if limit is not None:
+            order = order[:limit]
+        missing[split], kept = 0, 0
+        skipped[split] = dict.fromkeys(probe.reasons, 0) if probe else {}
         for position in order:
             source = sources[int(position)]
             ext = _video_extension(source.uri)
@@ -196,10 +278,122 @@ def write_video_dataset(
                 missing[split] += 1
                 log.warning("video listed but missing: %s", source.uri)
                 continue
+            reason = probe(data) if probe else None
+            if reason is not None:
+                skipped[split][reason] += 1
+                log.warning("skipping %s video %s", reason, source.uri)
+                continue
             writer.write(f"{split}_{int(position):08d}", data, ext, source.label)
+            kept += 1
+        if not kept:
+            raise DataFormatError(
+                f"split {split!r}: none of its {len(order)} videos could be used "
+                f"(missing {missing[split]}, skipped {skipped[split]})"
+            )
         written[split] = writer.close()["num_samples"]
         log.info(
             "video split written",
-            extra={"split": split, "videos": written[split], "missing": missing[split]},
+            extra={
+                "split": split,
+                "videos": written[split],
+                "missing": missing[split],
+                **{f"skipped_{r}": n for r, n in skipped[split].items()},
+            },
         )
-    return ConversionCounts(written, missing)
+    return ConversionCounts(written, missing, skipped if probe else {})
+
+
+class _Prober:
+    """`probe_video` as a skip reason (None for a usable video)."""
+
+    def __init__(self, min_seconds: float) -> None:
+        # PyAV is the `train` extra's (the CPU-only prepare-eval image has none): imported
+        # only when videos are probed, and then its absence is a clear error.
+        try:
+            import mawsflow.data.video_probe as video_probe
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"probing videos needs PyAV ({exc.name} is not installed): install "
+                "mawsflow[train], run prepare-eval in the finetune-video image, or pass "
+                "--no-probe to copy the videos unchecked (the loaders then count broken ones)"
+            ) from None
+        self._module = video_probe
+        self.reasons = video_probe.SKIP_REASONS
+        self.min_seconds = min_seconds
+
+    def __call__(self, data: bytes) -> str | None:
+        try:
+            self._module.probe_video(data, self.min_seconds)
+        except CorruptSample as exc:  # CorruptVideo, EmptyVideo or TooShortVideo
+            return str(getattr(exc, "reason", "corrupt"))
+        return None
+
+
+def _prober(min_seconds: float | None) -> _Prober | None:
+    if min_seconds is None:
+        return None
+    if min_seconds < 0:
+        raise ConfigError(f"min_seconds must be ≥ 0, got {min_seconds}")
+    return _Prober(min_seconds)
+
+
+def _class_names(uri: str | None) -> list[str] | None:
+    if not uri:
+        return None
+    try:
+        text = storage.read_text(uri)
+    except storage.NotFoundError:
+        raise ConfigError(f"--class-names {uri}: no such file") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ConfigError(f"--class-names {uri}: no class names in it (one per line)")
+    return names
+
+
+def prepare_video_dataset(
+    layout: str,
+    source: str,
+    output: str,
+    *,
+    video_dir: str | None = None,
+    video_ext: str = "webm",
+    class_names: str | None = None,
+    probe: bool = True,
+    min_seconds: float | None = None,
+    samples_per_shard: int = DEFAULT_VIDEOS_PER_SHARD,
+    seed: int = 0,
+    limit: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`prepare-eval`'s video layouts: a `kinetics` or `ssv2` source (`kinetics_layout`,
+    `ssv2_layout`) written to `output`, every video probed unless `probe` is off (shorter than
+    `min_seconds` is too short; default half the paper's clip). Returns, per split, the videos
+    written, missing and skipped by reason, which also go to the log and `conversion.json`."""
+    if layout == "kinetics":
+        classes, splits = kinetics_layout(source, _class_names(class_names))
+    elif layout == "ssv2":
+        videos = video_dir or storage.join(source, "videos")
+        classes, splits = ssv2_layout(source, videos, ext=video_ext)
+    else:
+        raise ConfigError(
+            f"unknown video layout {layout!r}; choose one of {list(PAPER_CLIP_SECONDS)}"
+        )
+    if not probe and min_seconds is not None:
+        raise ConfigError("--min-seconds needs the probe: drop --no-probe or --min-seconds")
+    if probe and min_seconds is None:
+        min_seconds = PAPER_CLIP_SECONDS[layout] / 2
+    counts = write_video_dataset(
+        output,
+        classes,
+        splits,
+        samples_per_shard=samples_per_shard,
+        seed=seed,
+        limit=limit,
+        min_seconds=min_seconds,
+    ).as_dict()
+    summary = {"layout": layout, "probed": probe, "min_seconds": min_seconds}
+    storage.write_json(storage.join(output, CONVERSION_FILE), {**summary, "splits": counts})
+    log.info(
+        "videos converted",
+        extra={"output": output, "classes": len(classes), **summary, "splits": counts},
+    )
+    return counts

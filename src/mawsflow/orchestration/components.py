@@ -39,6 +39,9 @@ IMAGE_OF = {
     "random-init": "wsp",
     "lit": "lit",
     "finetune": "finetune",
+    "video-dataset": "prepare-eval",
+    "finetune-video": "finetune-video",
+    "evaluate-video": "finetune-video",
     "evaluate": "eval",
     "seed-summary": "eval",
     "linear-probe": "linear-probe",
@@ -70,6 +73,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
         ("wsp", str),
         ("lit", str),
         ("finetune", str),
+        ("finetune_video", str),
         ("eval", str),
         ("linear_probe", str),
         ("lowshot", str),
@@ -83,7 +87,8 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
     """
     from mawsflow.orchestration.images import retag
 
-    steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "eval"]
+    steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "finetune-video"]
+    steps += ["eval"]
     steps += ["linear-probe", "lowshot", "zeroshot", "report"]
     return tuple(retag(references[step], image_tag) for step in steps)
 
@@ -279,6 +284,35 @@ def eval_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]
     train = open_split(uri, "train")
     has_test = storage.exists(storage.join(uri, "test", "manifest.json"))
     test = open_split(uri, "test" if has_test else "val")
+    if train.classes != test.classes:
+        raise ValueError(f"{uri}: the train and test splits have different classes")
+    location = uri.rstrip("/")
+    write_reference(storage_uri(dataset.uri), location, name=name, fingerprint=fingerprint)
+    dataset.metadata.update({"location": location, "name": name, "fingerprint": fingerprint})
+
+
+@_component("video-dataset")
+def video_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset]) -> None:
+    """Check a video dataset (`mawsflow prepare-eval --layout kinetics|ssv2`) before anything
+    trains for it: its classes, a train split, and a test split (`test`, else `val`) with the
+    same classes must read as video shards. `dataset` is a reference (in the pipeline root) to
+    it, with the fingerprint of its listing.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow import storage
+    from mawsflow.data.video_shards import open_video_split
+    from mawsflow.orchestration.artifact_uris import storage_uri, write_reference
+
+    if not name.strip():
+        raise ValueError(
+            "the video dataset's name is empty: it names the report's column, e.g. K400"
+        )
+    train = open_video_split(uri, "train")
+    has_test = storage.exists(storage.join(uri, "test", "manifest.json"))
+    test = open_video_split(uri, "test" if has_test else "val")
     if train.classes != test.classes:
         raise ValueError(f"{uri}: the train and test splits have different classes")
     location = uri.rstrip("/")
@@ -506,6 +540,54 @@ def finetune(
     )
 
 
+@_component("finetune-video")
+def finetune_video(
+    pretrained: Input[Model],
+    video_dataset: Input[Dataset],
+    variant: str,
+    preset: str,
+    arch: str,
+    epochs: float,
+    backend: str,
+    nodes: int,
+    gpus_per_node: int,
+    job_image: str,
+    shm_size: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, str]],
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> None:
+    """Video finetuning (Table 16) of the pretrained trunk inflated into a video ViT, on the
+    video dataset's train split; `variant` is Table 16's column, `k400` or `ssv2` (clip
+    length, regularisation, schedule).
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
+    RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
+
+    if variant not in ("k400", "ssv2"):
+        raise ValueError(f"video variant {variant!r}: Table 16's columns are k400 and ssv2")
+    settings = {
+        "model.arch": arch,
+        "schedule.epochs": epochs,
+        "init_checkpoint": model_folder(pretrained.uri),
+        "data.train": dataset_location(video_dataset.uri),
+    }
+    launch = {
+        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
+    }  # fmt: skip
+    rt.train(
+        "finetune-video", model, metrics,
+        preset=preset, settings=settings, launch=launch, variant=variant,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluations: one process in the component's pod. Each result is a Metrics artifact whose
 # folder holds the step's metrics.json (the report's input) and whose metadata holds its numbers.
@@ -534,6 +616,36 @@ def evaluate(
         [
             "--model", model_folder(finetuned.uri),
             "--test-set", f"{eval_name}={dataset_location(eval_dataset.uri)}",
+            "--num-workers", str(loader_workers),
+        ],
+    )  # fmt: skip
+
+
+@_component("evaluate-video")
+def evaluate_video(
+    finetuned: Input[Model],
+    video_dataset: Input[Dataset],
+    eval_name: str,
+    loader_workers: int,
+    result: Output[Metrics],
+) -> None:
+    """The finetuned video model's top-1/top-5 on the video dataset's test split with the
+    multi-view protocol (the model's recipe's temporal clips × spatial crops, logits averaged);
+    unusable videos are counted (`<name>_skipped_<reason>`).
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
+
+    rt.evaluate(
+        "eval-video",
+        result,
+        [
+            "--model", model_folder(finetuned.uri),
+            "--test-set", f"{eval_name}={dataset_location(video_dataset.uri)}",
             "--num-workers", str(loader_workers),
         ],
     )  # fmt: skip

@@ -163,14 +163,18 @@ def train(
     settings: Mapping[str, Any],
     launch: Mapping[str, Any],
     recipe: str = "",
+    variant: str = "",
 ) -> None:
-    """What every training component does: run `mawsflow <step>` with the `preset` recipe,
-    `settings` and the model artifact's URI as its output, under the launcher (`launch`: the
-    pipeline's launch parameters, TrainingLaunch's fields but the job's name, which follows
-    the artifact), wait for the job, then publish the model it wrote."""
+    """What every training component does: run `mawsflow <step>` with the `preset` recipe
+    (`recipe`, `variant` when given), `settings` and the model artifact's URI as its output,
+    under the launcher (`launch`: the pipeline's launch parameters, TrainingLaunch's fields but
+    the job's name, which follows the artifact), wait for the job, then publish the model it
+    wrote."""
     setup_logging()
     output = storage_uri(model.uri)
     argv = recipe_argv(preset, overrides({**settings, "output": output}))
+    if variant:
+        argv = ["--variant", variant, *argv]
     if recipe:
         argv = ["--recipe", recipe, *argv]
     launch_training(step, argv, TrainingLaunch(execution=model.uri, task=step, **launch))

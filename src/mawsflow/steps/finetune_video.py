@@ -27,9 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mawsflow import storage
 from mawsflow.data.decoders import SampleDecoder
-from mawsflow.data.eval_shards import EvalSplit
 from mawsflow.data.video import ClipSampling, MultiView, VideoTrainDecoder, erase_clips
 from mawsflow.data.video_shards import open_video_split
 from mawsflow.engine.flops import (
@@ -49,7 +47,11 @@ from mawsflow.evaluation.finetune_task import (
     train_then_evaluate,
 )
 from mawsflow.evaluation.results import EvalResult
-from mawsflow.evaluation.video_classify import evaluate_video_classifier, normalize_clips
+from mawsflow.evaluation.video_classify import (
+    evaluate_video_classifier,
+    normalize_clips,
+    open_video_test_split,
+)
 from mawsflow.models.pretrained import load_checked
 from mawsflow.models.video_vit import (
     from_image_trunk,
@@ -69,14 +71,6 @@ def clip_sampling(recipe: VideoFinetuneRecipe) -> ClipSampling:
 
 def test_views(recipe: VideoFinetuneRecipe) -> MultiView:
     return MultiView(recipe.video.test_clips, recipe.video.test_crops, recipe.augment.crop.size)
-
-
-def open_test_split(test_set: NamedTestSet) -> EvalSplit:
-    """The named split, else `test`, else `val` (K400 and SSv2 are scored on their val sets)."""
-    if test_set.split is not None:
-        return open_video_split(test_set.dataset, test_set.split)
-    has_test = storage.exists(storage.join(test_set.dataset, "test", "manifest.json"))
-    return open_video_split(test_set.dataset, "test" if has_test else "val")
 
 
 class VideoFinetuneTask(EMAClassifierTask):
@@ -175,6 +169,10 @@ class VideoFinetuneTask(EMAClassifierTask):
                 "tubelet_size": r.video.tubelet_size,
                 "inflation": r.video.inflation,
                 "relative_position": r.video.relative_position,
+                # How `mawsflow eval-video` scores it: the recipe's test views and input scale.
+                "test_clips": r.video.test_clips,
+                "test_crops": r.video.test_crops,
+                "normalize": r.augment.normalize,
             },
         }
 
@@ -194,7 +192,7 @@ def run(
         load_video_classifier,
         lambda model, card, device, test_set: evaluate_video_classifier(
             model,
-            open_test_split(test_set),
+            open_video_test_split(test_set),
             clip_sampling(recipe),
             test_views(recipe),
             device=device,
