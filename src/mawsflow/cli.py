@@ -24,7 +24,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "random-init": ("random_init", "the control: an untrained, randomly initialised trunk"),
     "prepare-eval": (
         "prepare_eval",
-        "image (ImageFolder, iNat18 …) or video (K400, SSv2) eval shards",
+        "image (ImageFolder, iNat18…) or video (K400, SSv2) eval shards",
     ),
     "lit": ("lit", "LiT: align a pretrained text tower to the frozen image tower (Table 12)"),
     "zeroshot": ("zeroshot", "zero-shot classification of a test set with prompt ensembling"),
