@@ -26,9 +26,9 @@ bookkeeping). The bench measures; it asserts nothing about how long anything sho
 How the log is read. Top-level tasks run one after another, ParallelFor iterations two at a
 time, and the iterations' streamed lines interleave without saying which task wrote them. So
 start and end lines are paired by task name, never by order: a step's "Wrote executor output"
-line ends the open task of that name, and kfp's "finished" line closes the one of that name
-whose output was written first. A "training" record goes to the open task its `task` field
-names (another iteration may be at another task by then). Open tasks of one name are
+line and kfp's "finished" line end an open task of that name. A "training" record goes to
+the open task its `task` field names (another iteration may be at another task by then).
+Open tasks of one name are
 iterations of one loop and get lines first come, first served: which iteration gets which can
 swap, the sums per component cannot. kfp.local can lose an iteration's "finished" line when
 two iterations end together (they swap the root logger's handlers from two threads); such a
@@ -64,12 +64,14 @@ _EXECUTOR_LINE = re.compile(
 )
 _WROTE_OUTPUT = re.compile(r"Wrote executor output file to (\S+?)/executor_output\.json")
 
-# The record that marks the start of a step's compute: the trainer's "training" record,
-# logged once the model, optimizer and data loader are built and the loop starts; its `task`
-# field names the step (mae, wsp, lit, finetune, lowshot). Records a step logs when work is
-# DONE ("evaluated", "zero-shot", "linear probe", "low-shot run", a dataset phase's "done")
-# are not starts: a task with no start record is left unsplit rather than guessed.
-_PROGRESS_MESSAGES = ("training",)
+# The records that mark the start of a step's compute: the trainer's "training" record,
+# logged once the model, optimizer and data loader are built and the loop starts, its `task`
+# field naming the step (mae, wsp, lit, finetune, lowshot); and "evaluating", the same for an
+# evaluation step that logs one (with `task`) once its model and data are loaded. Records a
+# step logs when work is DONE ("evaluated", "zero-shot", "linear probe", "low-shot run", a
+# dataset phase's "done") are not starts: a task with no start record is left unsplit rather
+# than guessed.
+_PROGRESS_MESSAGES = ("training", "evaluating")
 _DAY = 86400.0
 
 
@@ -268,8 +270,9 @@ class _Parser:
         candidates = [t for t in self.open if t.name == name]
         if not candidates:
             return  # an end without a start: the excerpt began mid-task
-        written = [t for t in candidates if t.output_written is not None]
-        task = min(written, key=lambda t: t.output_written) if written else candidates[0]  # type: ignore[arg-type,return-value]
+        # Open tasks of one name are served first come, first served (the first to start is
+        # the first to have been given a "Wrote executor output" line).
+        task = candidates[0]
         task.end, task.status = when, status
         self.open.remove(task)
 

@@ -149,26 +149,41 @@ def test_summary_groups_by_component_and_splits_the_pipelines_wall_time():
 
 
 def test_a_trimmed_real_run_log():
-    """A real `pipelines/maws.py --local --baselines` log (preset demo), trimmed: kfp lost one
-    of the two build-dataset-count iterations' "finished" lines, and two transfer rows run
-    side by side."""
+    """A real `pipelines/maws.py --local --baselines` log (tests/data/demo_run/README.md):
+    kfp lost one of the two build-dataset-count iterations' "finished" lines, and two transfer
+    rows run side by side, drifting apart."""
     run = bench.parse_run_log(FIXTURE.read_text(encoding="utf-8").splitlines())
-    names = [t.name for t in run.tasks]
-    assert names.count("build-dataset-count") == 2 and names.count("build-dataset-write") == 2
+    assert run.status == "SUCCESS" and run.pipeline == "maws-with-baselines"
+    per_component: dict[str, int] = {}
+    for task in run.tasks:
+        per_component[task.component] = per_component.get(task.component, 0) + 1
+    assert per_component["build-dataset-count"] == per_component["build-dataset-write"] == 2
+    assert per_component["wsp"] == 2  # wsp and wsp-2 (WSP from scratch)
+    assert per_component["finetune"] == per_component["lit"] == per_component["lowshot"] == 2
     counts = [t for t in run.tasks if t.name == "build-dataset-count"]
     assert sum(t.end_inferred for t in counts) == 1
     assert all(t.end > t.start for t in run.tasks)
-    # mae: "Executing task 'mae'" 08:25:16.636, its "training" record 08:25:24.917Z (this
+    # mae: "Executing task 'mae'" 08:25:16.636, its "training" record 08:25:24.917Z (the
     # machine runs on UTC), "finished" 08:26:25.888.
     mae = next(t for t in run.tasks if t.name == "mae")
     assert mae.wall == pytest.approx(69.252) and mae.startup == pytest.approx(8.281)
-    # Every training task got its own "training" record, also where two rows' tasks overlap.
-    trained = [t for t in run.tasks if t.component in ("mae", "wsp", "finetune", "lit")]
-    assert trained and all(t.progress_record == "training" for t in trained)
-    assert all(0 < t.startup < t.wall for t in trained)
+    # Every training task got a "training" record inside its own run, also the first row's
+    # lowshot, which starts while the second row's evaluate still runs.
+    trained = [t for t in run.tasks if t.component in ("mae", "wsp", "finetune", "lit", "lowshot")]
+    assert len(trained) == 9
+    for task in trained:
+        assert task.progress_record == "training" and 0 < task.startup < task.wall, task
+    evaluate = [t for t in run.tasks if t.name == "evaluate"]
+    lowshot = [t for t in run.tasks if t.name == "lowshot"]
+    assert lowshot[0].start < evaluate[1].end
+    # Steps that log no start of compute are not split.
+    assert all(not t.split for t in run.tasks if t.component in ("evaluate", "zeroshot"))
     summary = bench.summarize(run)
-    components = {c["component"] for c in summary["components"]}
-    assert {"build-dataset-count", "mae", "wsp", "finetune"} <= components
+    totals = summary["totals"]
+    assert totals["tasks"] == len(run.tasks)
+    assert totals["startup_s"] + totals["compute_s"] + totals["unsplit_s"] == pytest.approx(
+        totals["wall_s"], abs=0.01
+    )
 
 
 def test_cli_prints_a_table_and_json(tmp_path, capsys):
