@@ -428,13 +428,17 @@ def format_text(summary: dict[str, Any], *, per_task: bool = False) -> str:
         "compute = compute / (start-up + compute); unsplit: tasks that log no start of compute "
         f"({totals['unsplit_tasks']} of {totals['tasks']}), in neither column",
         "",
-        f"pipeline {p['name']!r} ({p['status']}): {p['wall_s']:.1f} s wall",
+        f"pipeline {p['name']!r} ({p['status']}): {p['wall_s']:.1f} s wall, its critical path "
+        "as it ran (top-level tasks one after another, loop iterations two at a time)",
         f"  some task computing        {p['computing_s']:8.1f} s"
         f"  ({_percent(p['compute_share_of_wall'])} of the wall)",
         f"  only unsplit tasks         {p['unsplit_only_s']:8.1f} s",
         f"  tasks only starting up     {p['startup_only_s']:8.1f} s",
         f"  between tasks (kfp)        {p['between_tasks_s']:8.1f} s",
-        f"  task time summed           {totals['wall_s']:8.1f} s (ParallelFor iterations overlap)",
+        f"  task time summed           {totals['wall_s']:8.1f} s"
+        f" ({totals['wall_s'] / p['wall_s']:.2f}× the wall: loop iterations overlap)"
+        if p["wall_s"] > 0
+        else "",
     ]
     if per_task:
         lines += [
@@ -457,7 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench/demo_time_split.py",
         description="Per task and component of a finished local run: wall time split into "
-        "start-up (until the step's first progress record) and compute.",
+        "start-up (process start, imports, model and data loading: until the step's "
+        '"training" record) and compute (the rest). Tasks that log no such record (dataset '
+        "build phases, evaluate, zero-shot, linear probe, report…) are counted as unsplit. "
+        "Then the pipeline's wall time: computing, unsplit, starting up, between tasks.",
         epilog="LOG is a run's tasks.log, its folder (<work dir>/runs/<stamp>), or a work dir "
         "(its latest run), e.g. demo-output after scripts/demo.sh.",
     )

@@ -209,3 +209,16 @@ def test_a_file_that_is_not_a_run_log_is_refused(tmp_path, capsys):
     assert "not a kfp.local run log" in capsys.readouterr().err
     assert bench.main([str(tmp_path / "missing")]) == 2
     assert "no tasks.log" in capsys.readouterr().err
+
+
+def test_an_evaluating_record_splits_an_evaluation_task():
+    """An evaluation step that logs "evaluating" (with its `task`) once its model and data are
+    loaded is split like a training step."""
+    log = _Log(dt.datetime(2026, 12, 1, 10, 0, 0), utc_offset_h=0)
+    log.executing(0.0, "evaluate")
+    log.record(6.0, "evaluating", task="evaluate")
+    log.record(9.0, "evaluated", top1=50.0)
+    log.wrote(9.1, "evaluate")
+    log.finished(9.5, "evaluate")
+    (task,) = bench.parse_run_log(log.text()).tasks
+    assert task.split and task.startup == pytest.approx(6.0) and task.compute == pytest.approx(3.5)
