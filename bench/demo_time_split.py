@@ -229,7 +229,7 @@ class _Parser:
             )
         self._infer_missing_ends()
         start = self.start if self.start is not None else min(t.start for t in self.tasks)
-        end = self.end if self.end is not None else max(t.end for t in self.tasks)  # type: ignore[type-var]
+        end = self.end if self.end is not None else max(t.end for t in self.tasks)
         return RunLog(
             self.pipeline,
             start,
@@ -364,11 +364,11 @@ def summarize(run: RunLog) -> dict[str, Any]:
         for name, tasks in sorted(groups.items(), key=lambda kv: min(t.start for t in kv[1]))
     ]
     wall = run.end - run.start
-    running = _union((t.start, t.end) for t in run.tasks)  # type: ignore[misc]
-    computing = _union((t.start + t.startup, t.end) for t in run.tasks if t.compute > 0)  # type: ignore[misc]
+    running = _union((t.start, t.end) for t in run.tasks)
+    computing = _union((t.start + t.startup, t.end) for t in run.tasks if t.compute > 0)
     computing_or_unsplit = _union(
-        [(t.start + t.startup, t.end) for t in run.tasks if t.compute > 0]  # type: ignore[misc]
-        + [(t.start, t.end) for t in run.tasks if not t.split]  # type: ignore[misc]
+        [(t.start + t.startup, t.end) for t in run.tasks if t.compute > 0]
+        + [(t.start, t.end) for t in run.tasks if not t.split]
     )
     return {
         "pipeline": {
