@@ -17,7 +17,7 @@ apt_packages=(wordnet-base wordnet-sense-index dataset-fashion-mnist)
 test_tools=()
 if [[ "${1:-}" == "--test" ]]; then
   extras="[train,test]"
-  test_tools=(docker.io mmdebstrap prometheus)
+  test_tools=(docker.io mmdebstrap prometheus chromium)
 fi
 missing=()
 for pkg in "${apt_packages[@]}" "${test_tools[@]}"; do
