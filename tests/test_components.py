@@ -406,3 +406,51 @@ def test_released_mae_checkpoint_imports_as_an_mae_output(tmp_path):
         import_mae_checkpoint(
             str(tmp_path / "absent"), str(tmp_path / "y"), arch="vit_tiny_p4", img_size=32
         )
+
+
+def test_seed_runs_merge_into_means_with_every_seeds_value():
+    from mawsflow.orchestration.seed_fan_in import merge_seed_runs
+
+    def seed(top1: float, model: str) -> EvalResult:
+        return EvalResult(
+            step="eval",
+            evaluation="Fashion-MNIST",
+            pretraining="MAE→WSP",
+            metrics={"top1": top1, "top5": 90.0},
+            table={"Fashion-MNIST": top1},
+            model=model,
+            dataset="d",
+        )
+
+    merged = merge_seed_runs([seed(60.0, "m0"), seed(64.0, "m1"), seed(62.0, "m2")])
+    assert merged.table == {"Fashion-MNIST": 62.0}
+    assert merged.runs == {"Fashion-MNIST": [60.0, 64.0, 62.0]}
+    assert merged.metrics["top1"] == 62.0 and merged.metrics["top1_std"] == 2.0
+    assert merged.metrics["top5_std"] == 0.0
+    other = seed(50.0, "m3")
+    other.pretraining = "WSP"
+    with pytest.raises(ValueError, match="different evaluations"):
+        merge_seed_runs([seed(60.0, "m0"), other])
+    with pytest.raises(ValueError, match="no runs to merge"):
+        merge_seed_runs([])
+
+
+def test_lowshot_tasks_of_several_k_and_seeds_merge_per_k():
+    from mawsflow.evaluation.lowshot import summarize
+
+    def task(runs: dict[int, list[float]]) -> EvalResult:
+        summaries = summarize(runs)
+        return EvalResult(
+            step="lowshot",
+            evaluation="F low-shot (VPT)",
+            pretraining="MAE",
+            metrics={},
+            table={f"F {s.shots}-shot": s.mean for s in summaries},
+            model="m",
+            dataset="d",
+            lowshot={str(s.shots): s.as_dict() for s in summaries},
+        )
+
+    merged = merge_lowshot_runs([task({1: [10.0, 20.0], 5: [50.0]}), task({5: [60.0]})])
+    assert merged.table == {"F 1-shot": 15.0, "F 5-shot": 55.0}
+    assert merged.runs == {"F 1-shot": [10.0, 20.0], "F 5-shot": [50.0, 60.0]}

@@ -129,3 +129,68 @@ def test_a_result_file_that_is_not_an_evaluation_is_rejected(tmp_path):
         read_result(str(tmp_path))
     with pytest.raises(ValueError, match="no evaluation result"):
         read_result(str(tmp_path / "missing"))
+
+
+# --------------------------------------------------------------------------------------------
+# The control row, seeded cells and the reading (issue 16)
+
+
+def _seeded(pretraining: str, column: str, runs: list[float]) -> EvalResult:
+    return _result(
+        pretraining, {column: sum(runs) / len(runs)}, step="linear-probe", runs={column: runs}
+    )
+
+
+def test_seeded_cells_show_mean_and_std_and_the_control_comes_last():
+    from mawsflow.evaluation.results import CONTROL_ROW
+
+    results = [
+        _seeded(CONTROL_ROW, "Linear", [50.0, 52.0, 54.0]),
+        _seeded("MAE→WSP", "Linear", [70.0, 71.0, 72.0]),
+        _seeded("WSP", "Linear", [69.0, 70.0, 74.0]),
+        _result("MAE", {"Linear": 60.0}, step="linear-probe"),
+    ]
+    report = build_report(results)
+    assert report.table.rows[-1] == CONTROL_ROW
+    markdown = render_markdown(report)
+    assert f"| {CONTROL_ROW} | 52.0 ± 2.0 |" in markdown
+    assert "| MAE→WSP | **71.0 ± 1.0** |" in markdown
+    assert "| MAE | 60.0 |" in markdown  # one run: no spread shown
+    assert "52.0 ± 2.0" in render_html(report)
+    # The low-shot result's per-K runs give its cells a spread too.
+    lowshot = build_table(_results())
+    assert lowshot.spread("WSP", "IN1k 1-shot") == pytest.approx((2.8284, 2), rel=1e-3)
+
+
+def test_the_reading_compares_mae_wsp_with_wsp_and_every_row_with_the_control():
+    from mawsflow.evaluation.report import reading
+    from mawsflow.evaluation.results import CONTROL_ROW
+
+    table = build_table(
+        [
+            _seeded(CONTROL_ROW, "Linear", [50.0, 52.0, 54.0]),
+            _seeded("MAE→WSP", "Linear", [70.0, 71.0, 72.0]),
+            _seeded("WSP", "Linear", [69.0, 70.0, 74.0]),
+        ]
+    )
+    lines = reading(table)
+    # MAE→WSP − WSP = 71 − 71 = 0: within the seeds' spread.
+    assert lines[0].startswith("MAE→WSP against WSP")
+    assert "Linear +0.0 (within 2 standard errors" in lines[0]
+    # Against the control: +19, far beyond the spread.
+    control = [line for line in lines if line.startswith("WSP against the control")]
+    assert "Linear +19.0 (beyond 2 standard errors" in control[0]
+    assert not any(line.startswith(f"{CONTROL_ROW} against") for line in lines)
+
+
+def test_loss_curves_are_drawn_relative_to_their_start_and_their_fall_is_reported():
+    from mawsflow.evaluation.report import loss_fall, render_json
+    from mawsflow.evaluation.results import TrainingHistory
+
+    curve = TrainingHistory("MAE · mae", samples=[128, 256, 384], losses=[1.0, 0.8, 0.6])
+    assert loss_fall(curve) == pytest.approx(0.4)
+    assert loss_fall(TrainingHistory("x", [1], [1.0])) is None
+    report = build_report(_results(), [curve])
+    (training,) = render_json(report)["training"]
+    assert training["loss_fall"] == pytest.approx(0.4) and training["points"] == 3
+    assert "training loss 1.000 → 0.600 (-40% from its start" in render_markdown(report)

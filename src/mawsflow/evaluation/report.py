@@ -109,13 +109,30 @@ def _png(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+def loss_fall(history: TrainingHistory) -> float | None:
+    """How far the loss fell from its first logged value to its last, as a fraction of the
+    first (0.3: it ended 30% below where it started)."""
+    if len(history.losses) < 2 or history.losses[0] <= 0:
+        return None
+    return 1.0 - history.losses[-1] / history.losses[0]
+
+
 def plot_loss_curves(histories: Sequence[TrainingHistory]) -> bytes:
-    """Training loss against samples seen, one line per training step."""
+    """Training loss against samples seen, one line per training step, each relative to its
+    first logged value: MAE's pixel loss (~1) and WSP's cross-entropy (~ln classes) share one
+    axis and read as how much each has learned; the dotted line is 30% below the start."""
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for history in histories:
-        axis.plot(history.samples, history.losses, label=history.label, linewidth=1.2)
+        start = history.losses[0] if history.losses and history.losses[0] > 0 else 1.0
+        axis.plot(
+            history.samples,
+            [loss / start for loss in history.losses],
+            label=f"{history.label} (starts at {start:.2f})",
+            linewidth=1.2,
+        )
+    axis.axhline(0.7, color="grey", linestyle=":", linewidth=1.0)
     axis.set_xlabel("samples seen")
-    axis.set_ylabel("training loss")
+    axis.set_ylabel("training loss / its first logged value")
     axis.set_title("Training loss")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
@@ -185,6 +202,19 @@ def _difference(table: ReportTable, row: str, reference: str, column: str) -> st
     return f"{column} {diff:+.1f} (one run each: no spread to judge it by)"
 
 
+def training_lines(histories: Sequence[TrainingHistory]) -> list[str]:
+    """One line per training curve: where its loss started and ended."""
+    lines = []
+    for h in histories:
+        fall = loss_fall(h)
+        if fall is not None:
+            lines.append(
+                f"{h.label}: training loss {h.losses[0]:.3f} → {h.losses[-1]:.3f} "
+                f"({-100 * fall:+.0f}% from its start, over {h.samples[-1]} samples)"
+            )
+    return lines
+
+
 def reading(table: ReportTable) -> list[str]:
     """What the numbers say about the paper's claim (MAE→WSP matches or beats WSP, §4 and
     Table 22) and about pretraining against the control; empty when those rows are absent."""
@@ -225,7 +255,7 @@ def render_markdown(report: Report) -> str:
             text, best = _cell(table, row, column)
             texts.append(f"**{text}**" if best else text)
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
-    read = reading(table)
+    read = reading(table) + training_lines(report.histories)
     if read:
         lines += ["", "## Reading", ""] + [f"- {line}" for line in read]
     lines += ["", "## Evaluations", ""]
@@ -256,7 +286,7 @@ def render_html(report: Report) -> str:
         + "</li>"
         for r in report.results
     )
-    read = reading(table)
+    read = reading(table) + training_lines(report.histories)
     read_html = (
         "<h2>Reading</h2><ul>" + "".join(f"<li>{esc(line)}</li>" for line in read) + "</ul>"
         if read
@@ -288,7 +318,13 @@ def render_json(report: Report) -> dict[str, Any]:
         "reading": reading(table),
         "results": [r.to_dict() for r in report.results],
         "training": [
-            {"label": h.label, "final_loss": h.losses[-1] if h.losses else None}
+            {
+                "label": h.label,
+                "initial_loss": h.losses[0] if h.losses else None,
+                "final_loss": h.losses[-1] if h.losses else None,
+                "loss_fall": loss_fall(h),
+                "points": len(h.losses),
+            }
             for h in report.histories
         ],
         "plots": sorted(report.plots),
