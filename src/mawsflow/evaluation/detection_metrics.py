@@ -255,6 +255,17 @@ def lvis_metrics(
     return DetectionMetrics(iou_type, metrics, dict(checked.skipped), len(checked.valid))
 
 
+def _compressed_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """A detection's mask as a compressed RLE (TIDE compares masks only in that form, while
+    COCO results may also hold polygons or an uncompressed RLE)."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
+        return segmentation
+    rles = mask_utils.frPyObjects(segmentation, height, width)
+    return mask_utils.merge(rles) if isinstance(rles, list) else rles
+
+
 @dataclass
 class TideBreakdown:
     """TIDE at one IoU threshold: the AP it measured, and the AP each main error type costs
@@ -292,14 +303,18 @@ def tide_errors(
                     "loader names classes by it)"
                 )
     gt = (datasets.LVIS if lvis else datasets.COCO)(str(ground_truth), name="ground truth")
+    sizes = {img["id"]: (int(img["height"]), int(img["width"])) for img in gt_data["images"]}
     detections = Data("predictions", max_dets=gt.max_dets)
     for det in checked.valid:
+        segmentation = det.get("segmentation")
+        if segmentation is not None and iou_type == "segm":
+            segmentation = _compressed_rle(segmentation, *sizes[det["image_id"]])
         detections.add_detection(
             det["image_id"],
             det["category_id"],
             det["score"],
             box=det.get("bbox"),
-            mask=det.get("segmentation"),
+            mask=segmentation,
         )
     mode = TIDE.BOX if iou_type == "bbox" else TIDE.MASK
     breakdowns = []
