@@ -198,3 +198,5 @@ def test_tide_breaks_down_a_real_prediction_file(demo, tmp_path):
     assert breakdowns[1].errors["Loc"] > at_50.errors["Loc"]
     lvis_breakdowns, _ = tide_errors(demo["lvis"], flawed, "segm", lvis=True)
     assert lvis_breakdowns[0].ap < 100.0
+    nothing, _ = tide_errors(demo["coco"], [])
+    assert [b.ap for b in nothing] == [0.0, 0.0]

@@ -317,6 +317,15 @@ def tide_errors(
             mask=segmentation,
         )
     mode = TIDE.BOX if iou_type == "bbox" else TIDE.MASK
+    if not checked.valid:
+        # TIDE divides by the number of classes it saw detections of; with none there is no
+        # breakdown to make: AP 0, every object missed.
+        log.warning("no valid detections: TIDE has nothing to break down")
+        empty = [
+            TideBreakdown(float(t), 0.0, {**dict.fromkeys(TIDE_ERRORS.values(), 0.0)})
+            for t in pos_thresholds
+        ]
+        return empty, dict(checked.skipped)
     breakdowns = []
     for threshold in pos_thresholds:
         tide = TIDE(pos_threshold=threshold, mode=mode)
