@@ -15,7 +15,12 @@ from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detectio
 from mawsflow.errors import ConfigError
 from mawsflow.evaluation.detection_metrics import coco_metrics, read_predictions, tide_errors
 from mawsflow.evaluation.detection_results import to_coco_results
-from mawsflow.models.vitdet import SimpleFeaturePyramid, ViTDetConfig, build_vitdet
+from mawsflow.models.vitdet import (
+    SimpleFeaturePyramid,
+    ViTDetConfig,
+    build_vitdet,
+    global_block_indices,
+)
 from trunk_artifacts import write_trunk_output
 
 IMG = 64
@@ -60,6 +65,42 @@ def test_simple_feature_pyramid_reaches_strides_4_to_64_from_one_map():
     }
     with pytest.raises(ConfigError, match="pyramid_strides"):
         SimpleFeaturePyramid(dim=32, patch_size=16, strides=(12,), channels=8)
+
+
+def test_global_blocks_are_vitdets_and_windows_keep_attention_local():
+    # ViTDet's global blocks: the last of each quarter (ViT-B: 2, 5, 8, 11; ViT-L, ViT-H).
+    cfg = ViTDetConfig(arch="vit_b16", num_classes=1)
+    assert global_block_indices(12, cfg) == (2, 5, 8, 11)
+    assert global_block_indices(24, cfg) == (5, 11, 17, 23)
+    assert global_block_indices(32, cfg) == (7, 15, 23, 31)
+    assert global_block_indices(2, cfg) == (0, 1)
+    with pytest.raises(ConfigError, match="global_blocks"):
+        global_block_indices(2, ViTDetConfig(arch="vit_b16", num_classes=1, global_blocks=(5,)))
+    torch.manual_seed(0)
+    # vit_small_p4 at 64 px: a 16×16 token map in 5×5 windows (padded to 20×20).
+    windowed = ViTDetConfig(
+        arch="vit_small_p4", num_classes=1, img_size=IMG, window_size=5, global_blocks=()
+    )
+    backbone = build_vitdet(windowed).backbone.eval()
+    images = torch.rand(1, 3, IMG, IMG)
+    changed = images.clone()
+    changed[..., :8, :8] = 0  # tokens (0..1, 0..1): the first window only
+    with torch.no_grad():
+        before, after = backbone.patch_features(images), backbone.patch_features(changed)
+    moved = (before - after).abs().amax(dim=1)[0] > 1e-5
+    assert moved[:5, :5].any() and not moved[5:, :].any() and not moved[:, 5:].any()
+    # With one global block, the change reaches every token.
+    backbone.global_blocks = frozenset({3})
+    with torch.no_grad():
+        moved = (backbone.patch_features(images) - backbone.patch_features(changed)).abs()
+    assert (moved.amax(dim=1) > 1e-5).all()
+    # One window covering the map is global attention.
+    backbone.global_blocks = frozenset()
+    backbone.window_size = 16
+    with torch.no_grad():
+        one_window = backbone.patch_features(images)
+        backbone.global_blocks = frozenset(range(4))
+        torch.testing.assert_close(backbone.patch_features(images), one_window)
 
 
 def test_detector_starts_from_a_pretrained_trunk(tmp_path):

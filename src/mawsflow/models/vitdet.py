@@ -19,8 +19,13 @@ not matter; for the paper's models they are the lead's to add):
 - the trunk is the project's timm ViT as trained (`models.vit.Trunk`, loaded through
   `models.pretrained.load_trunk`, which interpolates its position embeddings to the detection
   resolution); the class token is dropped and the final norm is unused, as ViTDet does;
-- every block uses global attention: ViTDet's window attention (14×14 windows with 4 global
-  blocks) and its relative position biases are NOT implemented here;
+- window attention as ViTDet's: every block but a few evenly spaced global ones (the last of
+  each quarter of the depth: blocks 2, 5, 8, 11 of ViT-B, 5, 11, 17, 23 of ViT-L) attends within
+  14×14-token windows, the map zero-padded to whole windows. A trunk block is per-token apart
+  from its attention, so a windowed block is the trunk's own block run on each window's tokens:
+  the pretrained weights apply unchanged. Trunks under 4 blocks (the CPU variants) are all
+  global. ViTDet's relative position biases are NOT implemented (they would add parameters the
+  pretrained trunks do not have);
 - inputs are resized so their longer side is `img_size` and zero-padded to a square, as
   ViTDet's large-scale-jitter pipeline does at test time; the jitter itself (scale 0.1–2.0) is
   a data-pipeline concern, not here;
@@ -71,6 +76,8 @@ class ViTDetConfig:
     num_classes: int  # foreground classes
     img_size: int = 1024
     drop_path: float = 0.0
+    window_size: int = 14  # tokens per side of an attention window
+    global_blocks: tuple[int, ...] | None = None  # None: ViTDet's 4 evenly spaced blocks
     fpn_channels: int = 256
     pyramid_strides: tuple[int, ...] = (4, 8, 16, 32)  # plus a max-pooled level at twice the last
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per pyramid level
@@ -151,6 +158,38 @@ class SimpleFeaturePyramid(nn.Module):
         return features
 
 
+def global_block_indices(depth: int, config: ViTDetConfig) -> tuple[int, ...]:
+    """The blocks with global attention: `config.global_blocks`, or ViTDet's choice, the last
+    block of each quarter of the depth (every block when there are fewer than 4)."""
+    if config.global_blocks is not None:
+        wrong = [i for i in config.global_blocks if not 0 <= i < depth]
+        if wrong:
+            raise ConfigError(f"global_blocks: {wrong} outside the trunk's {depth} blocks")
+        return tuple(config.global_blocks)
+    if depth < 4:
+        return tuple(range(depth))
+    return tuple((q + 1) * depth // 4 - 1 for q in range(4))
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """[B, H, W, C] → [B·windows, window², C], zero-padding H and W to whole windows; also the
+    padded size."""
+    b, h, w, c = x.shape
+    x = F.pad(x, (0, 0, 0, -w % window, 0, -h % window))
+    hp, wp = x.shape[1:3]
+    x = x.reshape(b, hp // window, window, wp // window, window, c).transpose(2, 3)
+    return x.reshape(-1, window * window, c), (hp, wp)
+
+
+def window_unpartition(
+    x: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int], batch: int
+) -> torch.Tensor:
+    """The inverse of `window_partition`: [B·windows, window², C] → [B, H, W, C]."""
+    hp, wp = padded
+    x = x.reshape(batch, hp // window, wp // window, window, window, -1).transpose(2, 3)
+    return x.reshape(batch, hp, wp, -1)[:, : size[0], : size[1]]
+
+
 class ViTDetBackbone(nn.Module):
     """The trunk's last-block patch features through the simple feature pyramid. Inputs smaller
     than the trunk's square `img_size` are zero-padded at the bottom and right."""
@@ -164,6 +203,8 @@ class ViTDetBackbone(nn.Module):
             )
         self.trunk = trunk
         self.img_size = config.img_size
+        self.window_size = config.window_size
+        self.global_blocks = frozenset(global_block_indices(len(trunk.blocks), config))
         self.out_channels = config.fpn_channels  # what torchvision's heads read
         self.pyramid = SimpleFeaturePyramid(
             trunk.embed_dim,
@@ -172,7 +213,8 @@ class ViTDetBackbone(nn.Module):
             config.fpn_channels,
         )
 
-    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def patch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The last block's [B, C, H/patch, W/patch] map of an image batch padded to img_size."""
         height, width = images.shape[-2:]
         if height > self.img_size or width > self.img_size:
             raise ValueError(f"a {height}×{width} batch is larger than img_size {self.img_size}")
@@ -183,10 +225,18 @@ class ViTDetBackbone(nn.Module):
         # were resampled to this resolution when the trunk was loaded.
         x = x + trunk.pos_embed[:, trunk.num_prefix_tokens :]
         x = trunk.norm_pre(trunk.pos_drop(x))
-        x = trunk.blocks(x)
-        grid_h, grid_w = trunk.patch_embed.grid_size
-        x = x.transpose(1, 2).reshape(x.shape[0], -1, grid_h, grid_w)
-        return self.pyramid(x)
+        batch, grid = x.shape[0], tuple(trunk.patch_embed.grid_size)
+        for index, block in enumerate(trunk.blocks):
+            if index in self.global_blocks:
+                x = block(x)
+                continue
+            windows, padded = window_partition(x.reshape(batch, *grid, -1), self.window_size)
+            x = window_unpartition(block(windows), self.window_size, padded, grid, batch)
+            x = x.reshape(batch, grid[0] * grid[1], -1)
+        return x.transpose(1, 2).reshape(batch, -1, *grid)
+
+    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.pyramid(self.patch_features(images))
 
 
 class CascadeStage(nn.Module):
@@ -463,4 +513,5 @@ __all__ = [
     "ViTDetBackbone",
     "ViTDetConfig",
     "build_vitdet",
+    "global_block_indices",
 ]
