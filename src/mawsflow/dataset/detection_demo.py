@@ -136,7 +136,8 @@ class _Instance:
     mask: np.ndarray  # bool, image_size × image_size
 
 
-def _photos() -> list[np.ndarray]:
+def load_photos() -> list[np.ndarray]:
+    """scikit-image's bundled photographs (`PHOTOS`) as RGB uint8 arrays."""
     try:
         from skimage import data as skdata  # only this generator needs scikit-image
     except ImportError as exc:  # pragma: no cover - scikit-image is in the test extra
@@ -152,7 +153,7 @@ def _photos() -> list[np.ndarray]:
     return photos
 
 
-def _background(rng: np.random.Generator, photos: list[np.ndarray], size: int) -> np.ndarray:
+def photo_crop(rng: np.random.Generator, photos: list[np.ndarray], size: int) -> np.ndarray:
     """A random square crop of a random photo, resized to `size`: float32 RGB in [0, 255]."""
     photo = photos[rng.integers(len(photos))]
     height, width = photo.shape[:2]
@@ -190,7 +191,7 @@ def _render(
     class_p: np.ndarray,
 ) -> tuple[np.ndarray, list[_Instance]]:
     size = spec.image_size
-    canvas = _background(rng, photos, size)
+    canvas = photo_crop(rng, photos, size)
     taken: list[tuple[int, int, int]] = []
     instances: list[_Instance] = []
     for _ in range(int(rng.integers(spec.min_items, spec.max_items + 1))):
@@ -278,7 +279,7 @@ def generate_detection_demo(
     if unknown:
         raise ConfigError(f"images_per_split: unknown splits {sorted(unknown)}; known {SPLITS}")
     out = Path(out_dir)
-    photos = _photos()
+    photos = load_photos()
     weights = np.asarray(spec.class_weights or [1.0] * len(CLASSES), dtype=np.float64)
     class_p = weights / weights.sum()
     written: dict[str, dict[str, Path]] = {}
