@@ -13,8 +13,8 @@ cascade, so `CascadeRoIHeads` below is the one piece written here: per-stage mat
 class-agnostic box regression each stage trains, refinement between stages, and at inference
 the class scores averaged over the stages (as Cascade R-CNN does).
 
-What is ViTDet's and what is simplified (at the tiny CPU sizes the tests use these choices do
-not matter; for the paper's models they are the lead's to add):
+What follows ViTDet and what is simplified (the simplifications are marked NOT; each matters
+for the paper's numbers, not for the CPU-sized models the tests train):
 
 - the trunk is the project's timm ViT as trained (`models.vit.Trunk`, loaded through
   `models.pretrained.load_trunk`, which interpolates its position embeddings to the detection
@@ -31,10 +31,16 @@ not matter; for the paper's models they are the lead's to add):
   a data-pipeline concern, not here;
 - the heads follow ViTDet's Cascade Mask R-CNN config: LayerNorm in the pyramid, 4 conv + 1 fc
   box heads and 4-conv mask head with LayerNorm, 2-conv RPN head, class-agnostic regression
-  with per-stage weights (10,10,5,5), (20,20,10,10), (30,30,15,15), L1 box loss. Detectron2's
-  gradient scaling of each stage by 1/3 is not applied.
+  with per-stage weights (10,10,5,5), (20,20,10,10), (30,30,15,15), L1 box loss. The first
+  stage trains on the RPN's proposals plus the ground-truth boxes, sampled to 512 a quarter
+  foreground; later stages on the previous stage's refined boxes, re-matched at their IoU, not
+  resampled; the mask branch on the first stage's foreground RoIs. Detectron2's scaling of each
+  stage's gradient by 1/3 is NOT applied; nor is LVIS's federated loss or repeat-factor
+  sampling (training-side LVIS rules).
 
-Category ids are torchvision's: 0 is the background, 1..num_classes the foreground classes.
+Labels are torchvision's: 0 is the background, 1..num_classes the foreground classes, used as
+the dataset's category ids (COCO's run to 90 with gaps: num_classes=90 covers them, or map
+them to 1..80 in the data).
 """
 
 from __future__ import annotations
