@@ -200,3 +200,16 @@ def test_tide_breaks_down_a_real_prediction_file(demo, tmp_path):
     assert lvis_breakdowns[0].ap < 100.0
     nothing, _ = tide_errors(demo["coco"], [])
     assert [b.ap for b in nothing] == [0.0, 0.0]
+
+
+def test_unreadable_or_wrong_ground_truth_is_a_data_format_error(demo, tmp_path):
+    from mawsflow.errors import DataFormatError
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(DataFormatError, match="broken.json"):
+        coco_metrics(broken, [])
+    with pytest.raises(DataFormatError, match="not an LVIS annotation file"):
+        lvis_metrics(demo["coco"], ground_truth_as_predictions(demo["coco"]))
+    with pytest.raises(DataFormatError, match="JSON list"):
+        read_predictions(demo["coco"])
