@@ -72,6 +72,8 @@ _WROTE_OUTPUT = re.compile(r"Wrote executor output file to (\S+?)/executor_outpu
 # dataset phase's "done") are not starts: a task with no start record is left unsplit rather
 # than guessed.
 _PROGRESS_MESSAGES = ("training", "evaluating")
+# A step whose pipeline component has another name (`mawsflow eval` runs as task "evaluate").
+_COMPONENT_OF_STEP = {"eval": "evaluate"}
 _DAY = 86400.0
 
 
@@ -289,6 +291,7 @@ class _Parser:
         waiting = [t for t in self.open if t.compute_start is None and t.output_written is None]
         # Another iteration may be at another task already: the record's step picks the task.
         step = str(record.get("task", ""))
+        step = _COMPONENT_OF_STEP.get(step, step)
         named = [t for t in waiting if step in (t.name, t.component)]
         if named or len(waiting) == 1:
             task = (named or waiting)[0]

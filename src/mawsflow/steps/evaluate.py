@@ -41,6 +41,8 @@ def run(config: EvaluateConfig) -> EvalResult | None:
     try:
         model, card = load_classifier(opts.model)
         model.to(ctx.device)
+        # The start of the compute, for the demo's time split (bench/demo_time_split.py).
+        log.info("evaluating", extra={"task": "eval"})
         results = []
         for test_set in config.test_sets:
             metrics = evaluate_classifier(

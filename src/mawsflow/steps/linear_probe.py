@@ -63,6 +63,8 @@ def run(config: LinearProbeStepConfig) -> EvalResult:
         )
         return collect_outputs(loader, trunk, device)
 
+    # The start of the compute, for the demo's time split (bench/demo_time_split.py).
+    log.info("evaluating", extra={"task": "linear-probe"})
     train_x, train_y = features(train_split)
     test_x, test_y = features(test_split)
     name = opts.name or dataset_name(config.dataset)

@@ -82,6 +82,8 @@ def run(config: ZeroShotConfig) -> EvalResult | None:
         templates = load_templates(config.templates, split.classes)
         model, tokenizer, card = load_lit_model(opts.model)
         model.to(ctx.device)
+        # The start of the compute, for the demo's time split (bench/demo_time_split.py).
+        log.info("evaluating", extra={"task": "zeroshot"})
         names = class_names(split.classes)
 
         def encode_text(prompts: list[str]) -> torch.Tensor:
