@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in a pipeline pod
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 from mawsflow.evaluation.results import (
     CONTROL_ROW,
@@ -195,8 +196,9 @@ def plot_loss_curves(histories: Sequence[TrainingHistory]) -> bytes:
     return _png(figure)
 
 
-def plot_lowshot(results: Sequence[EvalResult]) -> bytes:
-    """Mean top-1 against K with the spread over seeds, one line per low-shot result."""
+def plot_lowshot(results: Sequence[EvalResult], facets: Sequence[str] = ()) -> bytes:
+    """Mean top-1 against K with the spread over seeds, one line per low-shot result, named
+    by its row (`facets`: a sweep's, see row_name)."""
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for result in results:
         shots = sorted(int(k) for k in result.lowshot)
@@ -208,7 +210,7 @@ def plot_lowshot(results: Sequence[EvalResult]) -> bytes:
             yerr=spreads,
             marker="o",
             capsize=3,
-            label=f"{result.pretraining}: {result.evaluation}",
+            label=f"{row_name(result, facets)}: {result.evaluation}",
         )
         axis.set_xticks(shots)
     axis.set_xlabel("K (labelled examples per class)")
@@ -271,7 +273,13 @@ def plot_flops(points: dict[str, dict[str, list[FlopsPoint]]]) -> bytes:
     for axis, column in zip(axes[0], columns, strict=True):
         for method, line in points[column].items():
             axis.plot([p[0] for p in line], [p[1] for p in line], marker="o", label=method)
+            for flops, value, row in line:
+                # The grid cell: the row's facets after its method ("vit_l16").
+                cell = row.removeprefix(method).removeprefix(" · ")
+                axis.annotate(cell, (flops, value), fontsize="x-small", alpha=0.8,
+                              xytext=(3, 3), textcoords="offset points")  # fmt: skip
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # decades only: no crowded labels
         axis.set_xlabel("pretraining FLOPs (MAE + WSP)")
         axis.set_ylabel("top-1 (%)")
         axis.set_title(column, fontsize="medium")
@@ -289,7 +297,7 @@ def build_report(
         plots["Training loss"] = plot_loss_curves(drawable)
     lowshot = [r for r in results if r.lowshot]
     if lowshot:
-        plots["Low-shot accuracy against K"] = plot_lowshot(lowshot)
+        plots["Low-shot accuracy against K"] = plot_lowshot(lowshot, varying_facets(results))
     table = build_table(results)
     # Only a run of several models per method (a sweep) has a curve to draw.
     if table.pretrained and varying_facets(results):
