@@ -87,6 +87,14 @@ def test_an_epoch_sweep_names_the_epochs_and_a_single_model_run_keeps_todays_row
     assert [line.split(" against ")[1].split(" (")[0] for line in reading(table)] == [
         "WSP · WSP 1 ep"
     ] * 2
+    # WSP from scratch at one WSP schedule is trained alike by every cell of that schedule:
+    # one row, from its first evaluation. A different model under the same row name is still
+    # an error.
+    again = _result("WSP", "vit_b16", {"IN1k": 83.4}, epochs={"WSP": 1.0})
+    assert build_table([*results, again]).cells["WSP · WSP 1 ep"] == {"IN1k": 83.0}
+    other = _result("WSP", "vit_b16", {"IN1k": 83.4}, epochs={"WSP": 1.0}, flops=2e12)
+    with pytest.raises(ValueError, match="each table cell"):
+        build_table([*results, other])
     # One model per method: the paper's rows, as before (pretrained facets or not).
     single = build_table(results[1:])
     assert single.rows == ["MAE", "WSP", "MAE→WSP"]
@@ -99,8 +107,14 @@ def test_flops_plot_has_a_line_per_method_and_a_point_per_grid_cell():
     # A low-shot column per K: only the largest K is a headline column.
     results.append(_result("MAE", "vit_b16", {"IN1k 1-shot": 30.0, "IN1k 5-shot": 50.0}))
     results[-1].pretrained = results[0].pretrained
-    results.append(_result(CONTROL_ROW, "vit_b16", {"IN1k": 10.0}, flops=None, epochs={}))
+    control = _result(CONTROL_ROW, "vit_b16", {"IN1k": 10.0}, flops=None, epochs={})
+    control.pretrained["dataset"] = ""  # the untrained trunk saw no data
+    results.append(control)
     report = build_report(results)
+    # Each row of that architecture is read against its control.
+    against = [line for line in reading(report.table) if "against Control" in line]
+    assert len(against) == 3
+    assert all("vit_b16 against Control (no pretraining) · vit_b16:" in x for x in against)
     table = report.table
     assert headline_columns(table) == ["IN1k", "IN1k 5-shot"]
     points = flops_points(table)

@@ -137,7 +137,8 @@ def build_table(results: Sequence[EvalResult]) -> ReportTable:
 
     A run of one model per method has the rows MAE, WSP, MAE→WSP (the paper's, always shown),
     then any other lineage, then the control. A sweep's rows name each model's varying facets
-    (architecture, pretraining dataset, epochs) after its method, grouped by method."""
+    (architecture, pretraining dataset, epochs) after its method, grouped by method; a model
+    trained alike in several cells is one row, from its first results."""
     if not results:
         raise ValueError("the report needs at least one evaluation result")
     facets = varying_facets(results)
@@ -155,7 +156,12 @@ def build_table(results: Sequence[EvalResult]) -> ReportTable:
         if row not in cells:
             rows.append(row)
             cells[row] = {}
+        repeat = bool(facets) and pretrained.get(row) == _pretraining(result)
         for column, value in result.table.items():
+            if column in cells[row] and repeat:
+                # A model the grid trains in several cells alike (WSP from scratch at one
+                # WSP schedule across MAE epochs, the control): its first evaluation stands.
+                continue
             if column in cells[row]:
                 raise ValueError(
                     f"two results give {row!r} / {column!r}; each table cell "
@@ -166,7 +172,7 @@ def build_table(results: Sequence[EvalResult]) -> ReportTable:
             cells[row][column] = float(value)
         for column, values in _seed_values(result).items():
             if column in result.table and values:
-                runs.setdefault(row, {})[column] = values
+                runs.setdefault(row, {}).setdefault(column, values)
     # The control is the reference every pretrained row is read against: last. (A stable
     # sort: rows of one method keep the order their results came in, e.g. the sweep's grid.)
     rows.sort(key=lambda row: _method_rank(methods.get(row, row)) if facets else 0)
@@ -345,7 +351,9 @@ def _reference(table: ReportTable, row: str, method: str) -> str | None:
             if mine is None and theirs is None:
                 return other
             continue
-        same = mine.arch == theirs.arch and mine.dataset == theirs.dataset
+        same = mine.arch == theirs.arch
+        if method != CONTROL_ROW:  # the control saw no data
+            same = same and mine.dataset == theirs.dataset
         if method == "WSP":
             same = same and mine.epochs.get("WSP") == theirs.epochs.get("WSP")
         if same:
@@ -376,10 +384,8 @@ def reading(table: ReportTable) -> list[str]:
         if table.method(row) == CONTROL_ROW or not table.cells.get(row):
             continue
         if (control := _reference(table, row, CONTROL_ROW)) is not None:
-            against = "the control" if control == CONTROL_ROW else control
-            lines.append(
-                f"{row} against {against} (no pretraining): " + differences(row, control) + "."
-            )
+            against = "the control (no pretraining)" if control == CONTROL_ROW else control
+            lines.append(f"{row} against {against}: " + differences(row, control) + ".")
     return lines
 
 
