@@ -6,7 +6,12 @@ lineage a result names, and the control — no pretraining — last); columns ar
 in the order the results were given. A cell that is a mean over seeded runs shows mean ± std.
 The best value of each column is bold, as in the paper. A "Reading" section says, from the
 numbers, how MAE→WSP compares with WSP (the paper's claim) and what pretraining adds over the
-control, and which differences are within the spread over seeds. Plots are PNGs embedded as
+control, and which differences are within the spread over seeds.
+
+A sweep (several models per method: mawsflow.orchestration.sweeps) keys its rows by method ×
+architecture × pretraining dataset, plus the epochs when they vary, and adds a plot of
+accuracy against pretraining FLOPs (a line per method, a point per grid cell; the paper's
+Figs. 3 and 5), from each result's `pretrained` facets. Plots are PNGs embedded as
 base64 data URIs, so the one file renders in the Kubeflow UI's Markdown and HTML viewers
 without side files.
 """

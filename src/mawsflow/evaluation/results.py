@@ -10,6 +10,11 @@ An evaluation step writes `<out>/metrics.json`:
      "runs": {"Fashion-MNIST linear": [61.0, 61.4, 61.5]}}  a cell's value per seed, when the
                                                           cell is a mean over seeded runs
 
+The report adds `"pretrained": {"method", "arch", "dataset", "epochs", "flops"}`, how the
+evaluated model's trunk was pretrained (`describe_pretraining`, from the model cards; `flops`
+is the model FLOPs the engine counted, MAE's included for MAE→WSP): a sweep's report keys its
+rows and its FLOPs plot on it.
+
 `pretraining` is the row of Table 22 the result belongs to. Steps read it from the model's
 lineage: each model artifact's `model.json` names the step that made it and its recipe, which
 names the checkpoint it started from, back to MAE or a from-scratch WSP.
