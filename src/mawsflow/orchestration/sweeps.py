@@ -53,10 +53,11 @@ from mawsflow.orchestration.images import read_images
 SWEEPS = ("model-size", "epochs")
 # Fig. 3's models (Table 1); at tiny scale a test gives CPU-sized stand-ins (vit_tiny_p4, …).
 PAPER_SIZES = ["vit_b16", "vit_l16", "vit_h14", "vit_2b14"]
-# Figs. 4 and 5 vary MAE and WSP epochs around the recipes' one epoch each (IG-3B's epoch is
-# 5B samples after resampling); `mae_epochs` and `wsp_epochs` of each cell.
+# Fig. 4's grid as §4 describes it: MAE pre-pretraining "for 0.1 epochs" up to 1 (where "the
+# gains saturate") × WSP up to "4 epochs of WSP (20 billion samples)"; Fig. 5 reads the same
+# runs (with --baselines' WSP) against their FLOPs. `mae_epochs` and `wsp_epochs` of each cell.
 DEFAULT_EPOCH_GRID = [
-    {"mae_epochs": mae, "wsp_epochs": wsp} for mae in (0.5, 1.0) for wsp in (0.5, 1.0, 2.0)
+    {"mae_epochs": mae, "wsp_epochs": wsp} for mae in (0.1, 0.5, 1.0) for wsp in (1.0, 2.0, 4.0)
 ]
 
 
