@@ -385,6 +385,10 @@ class _Run:
                 "recipe": cfg.recipe,
                 "train_steps": state.step,
                 "samples_seen": state.samples_seen,
+                # Model FLOPs of this training (engine.flops): the report's x-axis of accuracy
+                # against pretraining compute (the paper's Fig. 5).
+                "flops_per_sample": float(task.flops_per_sample()),
+                "training_flops": float(task.flops_per_sample()) * state.samples_seen,
             }
             write_model(
                 cfg.output,

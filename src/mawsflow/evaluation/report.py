@@ -6,7 +6,12 @@ lineage a result names, and the control — no pretraining — last); columns ar
 in the order the results were given. A cell that is a mean over seeded runs shows mean ± std.
 The best value of each column is bold, as in the paper. A "Reading" section says, from the
 numbers, how MAE→WSP compares with WSP (the paper's claim) and what pretraining adds over the
-control, and which differences are within the spread over seeds. Plots are PNGs embedded as
+control, and which differences are within the spread over seeds.
+
+A sweep (several models per method: mawsflow.orchestration.sweeps) keys its rows by method ×
+architecture × pretraining dataset, plus the epochs when they vary, and adds a plot of
+accuracy against pretraining FLOPs (a line per method, a point per grid cell; the paper's
+Figs. 3 and 5), from each result's `pretrained` facets. Plots are PNGs embedded as
 base64 data URIs, so the one file renders in the Kubeflow UI's Markdown and HTML viewers
 without side files.
 """
@@ -17,6 +22,7 @@ import base64
 import html
 import io
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +32,20 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in a pipeline pod
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
-from mawsflow.evaluation.results import CONTROL_ROW, PAPER_ROWS, EvalResult, TrainingHistory
+from mawsflow.evaluation.results import (
+    CONTROL_ROW,
+    PAPER_ROWS,
+    EvalResult,
+    Pretraining,
+    TrainingHistory,
+)
+
+REPORT_FORMAT = "mawsflow.report/1"  # report.json
+FLOPS_PLOT = "Accuracy against pretraining FLOPs"
+# The facets of a pretraining run that name a row when a run has several (a sweep), in order.
+ROW_FACETS = ("arch", "dataset", "epochs")
 
 
 @dataclass
@@ -39,6 +57,11 @@ class ReportTable:
     columns: list[str]
     cells: dict[str, dict[str, float]]
     runs: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # How each row's model was pretrained, where the results say (a sweep's rows).
+    pretrained: dict[str, Pretraining] = field(default_factory=dict)
+
+    def method(self, row: str) -> str:
+        return self.pretrained[row].method if row in self.pretrained else row
 
     def spread(self, row: str, column: str) -> tuple[float, int] | None:
         """(sample std, number of seeds) of a cell that is a mean over ≥ 2 seeds."""
@@ -71,35 +94,97 @@ def _seed_values(result: EvalResult) -> dict[str, list[float]]:
     return {}
 
 
+def _pretraining(result: EvalResult) -> Pretraining | None:
+    return Pretraining.from_dict(result.pretrained) if result.pretrained else None
+
+
+def _facet_text(pretraining: Pretraining, facet: str) -> str:
+    if facet == "epochs":
+        return " + ".join(f"{stage} {epochs:g} ep" for stage, epochs in pretraining.epochs.items())
+    value = str(getattr(pretraining, facet))
+    # A dataset is named by its folder (…/ig-3b/manifest.json → ig-3b).
+    return value.rstrip("/").removesuffix("/manifest.json").rsplit("/", 1)[-1]
+
+
+def varying_facets(results: Sequence[EvalResult]) -> list[str]:
+    """The facets (ROW_FACETS) that differ between the results' pretrained models of one
+    method: what a row must name besides the method. None for a run of one model per method."""
+    described = [(r.pretraining, p) for r in results if (p := _pretraining(r)) is not None]
+    varying = []
+    for facet in ROW_FACETS:
+        seen: dict[str, set[str]] = {}
+        for method, pretraining in described:
+            seen.setdefault(method, set()).add(_facet_text(pretraining, facet))
+        if any(len(values) > 1 for values in seen.values()):
+            varying.append(facet)
+    return varying
+
+
+def row_name(result: EvalResult, facets: Sequence[str]) -> str:
+    """The result's row: its method, then the varying facets of its pretrained model
+    ("MAE→WSP · vit_b16", "MAE→WSP · MAE 1 ep + WSP 2 ep")."""
+    pretraining = _pretraining(result)
+    if not facets or pretraining is None:
+        return result.pretraining
+    named = [text for f in facets if (text := _facet_text(pretraining, f))]
+    return " · ".join([result.pretraining, *named])
+
+
+def _method_rank(method: str) -> int:
+    """The paper's rows first, in its order; other lineages next; the control last."""
+    if method in PAPER_ROWS:
+        return PAPER_ROWS.index(method)
+    return len(PAPER_ROWS) + (1 if method == CONTROL_ROW else 0)
+
+
 def build_table(results: Sequence[EvalResult]) -> ReportTable:
-    """Place every result's table cells; a repeated (row, column) is an error, not an overwrite."""
+    """Place every result's table cells; a repeated (row, column) is an error, not an overwrite.
+
+    A run of one model per method has the rows MAE, WSP, MAE→WSP (the paper's, always shown),
+    then any other lineage, then the control. A sweep's rows name each model's varying facets
+    (architecture, pretraining dataset, epochs) after its method, grouped by method; a model
+    trained alike in several cells is one row, from its first results."""
     if not results:
         raise ValueError("the report needs at least one evaluation result")
-    rows = list(PAPER_ROWS)
+    facets = varying_facets(results)
+    rows = [] if facets else list(PAPER_ROWS)
     columns: list[str] = []
     cells: dict[str, dict[str, float]] = {row: {} for row in rows}
     runs: dict[str, dict[str, list[float]]] = {}
+    pretrained: dict[str, Pretraining] = {}
+    methods: dict[str, str] = {}
     for result in results:
-        if result.pretraining not in cells:
-            rows.append(result.pretraining)
-            cells[result.pretraining] = {}
+        row = row_name(result, facets)
+        methods[row] = result.pretraining
+        if (pretraining := _pretraining(result)) is not None:
+            pretrained.setdefault(row, pretraining)
+        if row not in cells:
+            rows.append(row)
+            cells[row] = {}
+        repeat = bool(facets) and pretrained.get(row) == _pretraining(result)
         for column, value in result.table.items():
-            if column in cells[result.pretraining]:
+            if column in cells[row] and repeat:
+                # A model the grid trains in several cells alike (WSP from scratch at one
+                # WSP schedule across MAE epochs, the control): its first evaluation stands.
+                continue
+            if column in cells[row]:
                 raise ValueError(
-                    f"two results give {result.pretraining!r} / {column!r}; each table cell "
+                    f"two results give {row!r} / {column!r}; each table cell "
                     "must come from one evaluation"
                 )
             if column not in columns:
                 columns.append(column)
-            cells[result.pretraining][column] = float(value)
+            cells[row][column] = float(value)
         for column, values in _seed_values(result).items():
             if column in result.table and values:
-                runs.setdefault(result.pretraining, {})[column] = values
-    # The control is the reference every pretrained row is read against: last.
-    if CONTROL_ROW in rows:
+                runs.setdefault(row, {}).setdefault(column, values)
+    # The control is the reference every pretrained row is read against: last. (A stable
+    # sort: rows of one method keep the order their results came in, e.g. the sweep's grid.)
+    rows.sort(key=lambda row: _method_rank(methods.get(row, row)) if facets else 0)
+    if not facets and CONTROL_ROW in rows:
         rows.remove(CONTROL_ROW)
         rows.append(CONTROL_ROW)
-    return ReportTable(rows=rows, columns=columns, cells=cells, runs=runs)
+    return ReportTable(rows=rows, columns=columns, cells=cells, runs=runs, pretrained=pretrained)
 
 
 def _png(figure: plt.Figure) -> bytes:
@@ -139,8 +224,9 @@ def plot_loss_curves(histories: Sequence[TrainingHistory]) -> bytes:
     return _png(figure)
 
 
-def plot_lowshot(results: Sequence[EvalResult]) -> bytes:
-    """Mean top-1 against K with the spread over seeds, one line per low-shot result."""
+def plot_lowshot(results: Sequence[EvalResult], facets: Sequence[str] = ()) -> bytes:
+    """Mean top-1 against K with the spread over seeds, one line per low-shot result, named
+    by its row (`facets`: a sweep's, see row_name)."""
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for result in results:
         shots = sorted(int(k) for k in result.lowshot)
@@ -152,7 +238,7 @@ def plot_lowshot(results: Sequence[EvalResult]) -> bytes:
             yerr=spreads,
             marker="o",
             capsize=3,
-            label=f"{result.pretraining}: {result.evaluation}",
+            label=f"{row_name(result, facets)}: {result.evaluation}",
         )
         axis.set_xticks(shots)
     axis.set_xlabel("K (labelled examples per class)")
@@ -160,6 +246,73 @@ def plot_lowshot(results: Sequence[EvalResult]) -> bytes:
     axis.set_title("Low-shot accuracy")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
+    return _png(figure)
+
+
+_SHOTS = re.compile(r" (\d+)-shot$")
+
+
+def headline_columns(table: ReportTable) -> list[str]:
+    """The columns the FLOPs plot draws: every evaluation, low-shot at its largest K only."""
+    largest: dict[str, int] = {}
+    for column in table.columns:
+        if match := _SHOTS.search(column):
+            stem = column[: match.start()]
+            largest[stem] = max(largest.get(stem, 0), int(match.group(1)))
+    return [
+        column
+        for column in table.columns
+        if not (match := _SHOTS.search(column))
+        or int(match.group(1)) == largest[column[: match.start()]]
+    ]
+
+
+# (pretraining FLOPs, accuracy, row) of one grid cell.
+FlopsPoint = tuple[float, float, str]
+
+
+def flops_points(table: ReportTable) -> dict[str, dict[str, list[FlopsPoint]]]:
+    """column → method → its rows' (pretraining FLOPs, value, row), by FLOPs: the points of the
+    FLOPs plot. Rows without a FLOPs count (the control, older model cards) are left out."""
+    points: dict[str, dict[str, list[FlopsPoint]]] = {}
+    for column in headline_columns(table):
+        for row in table.rows:
+            pretraining = table.pretrained.get(row)
+            value = table.cells[row].get(column)
+            if pretraining is None or not pretraining.flops or value is None:
+                continue
+            if math.isnan(value):
+                continue
+            lines = points.setdefault(column, {})
+            lines.setdefault(pretraining.method, []).append((pretraining.flops, value, row))
+        for line in points.get(column, {}).values():
+            line.sort()
+    return points
+
+
+def plot_flops(points: dict[str, dict[str, list[FlopsPoint]]]) -> bytes:
+    """Accuracy against pretraining FLOPs (log scale), a panel per headline column and a line
+    per method through its grid cells: the paper's Fig. 5 (and Fig. 3 over model sizes). Read
+    the FLOP-matched comparison off a vertical line."""
+    columns = list(points)
+    figure, axes = plt.subplots(
+        1, len(columns), figsize=(4.6 * len(columns), 3.8), squeeze=False, sharex=True
+    )
+    for axis, column in zip(axes[0], columns, strict=True):
+        for method, line in points[column].items():
+            axis.plot([p[0] for p in line], [p[1] for p in line], marker="o", label=method)
+            for flops, value, row in line:
+                # The grid cell: the row's facets after its method ("vit_l16").
+                cell = row.removeprefix(method).removeprefix(" · ")
+                axis.annotate(cell, (flops, value), fontsize="x-small", alpha=0.8,
+                              xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # decades only: no crowded labels
+        axis.set_xlabel("pretraining FLOPs (MAE + WSP)")
+        axis.set_ylabel("top-1 (%)")
+        axis.set_title(column, fontsize="medium")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
     return _png(figure)
 
 
@@ -172,8 +325,14 @@ def build_report(
         plots["Training loss"] = plot_loss_curves(drawable)
     lowshot = [r for r in results if r.lowshot]
     if lowshot:
-        plots["Low-shot accuracy against K"] = plot_lowshot(lowshot)
-    return Report(build_table(results), list(results), list(histories), plots)
+        plots["Low-shot accuracy against K"] = plot_lowshot(lowshot, varying_facets(results))
+    table = build_table(results)
+    # Only a run of several models per method (a sweep) has a curve to draw.
+    if table.pretrained and varying_facets(results):
+        points = flops_points(table)
+        if points:
+            plots[FLOPS_PLOT] = plot_flops(points)
+    return Report(table, list(results), list(histories), plots)
 
 
 def _cell(table: ReportTable, row: str, column: str) -> tuple[str, bool]:
@@ -215,22 +374,53 @@ def training_lines(histories: Sequence[TrainingHistory]) -> list[str]:
     return lines
 
 
+def _reference(table: ReportTable, row: str, method: str) -> str | None:
+    """The row of `method` that `row` is read against: the same architecture and pretraining
+    data, and for WSP the same WSP epochs (the paper's comparisons at a matched WSP schedule)."""
+    mine = table.pretrained.get(row)
+    for other in table.rows:
+        if table.method(other) != method or not table.cells.get(other):
+            continue
+        theirs = table.pretrained.get(other)
+        if mine is None or theirs is None:
+            if mine is None and theirs is None:
+                return other
+            continue
+        same = mine.arch == theirs.arch
+        if method != CONTROL_ROW:  # the control saw no data
+            same = same and mine.dataset == theirs.dataset
+        if method == "WSP":
+            same = same and mine.epochs.get("WSP") == theirs.epochs.get("WSP")
+        if same:
+            return other
+    return None
+
+
 def reading(table: ReportTable) -> list[str]:
     """What the numbers say about the paper's claim (MAE→WSP matches or beats WSP, §4 and
-    Table 22) and about pretraining against the control; empty when those rows are absent."""
+    Table 22) and about pretraining against the control; empty when those rows are absent.
+    In a sweep each MAE→WSP row is read against the WSP row of its architecture, data and WSP
+    epochs, and each row against the control of its architecture."""
+
+    def differences(row: str, reference: str) -> str:
+        return "; ".join(d for c in table.columns if (d := _difference(table, row, reference, c)))
+
     lines = []
-    if table.cells.get("MAE→WSP") and table.cells.get("WSP"):
-        diffs = [d for c in table.columns if (d := _difference(table, "MAE→WSP", "WSP", c))]
-        lines.append(
-            "MAE→WSP against WSP (the paper finds MAE→WSP matches or beats WSP on every "
-            "evaluation, at billion scale): " + "; ".join(diffs) + "."
-        )
-    if table.cells.get(CONTROL_ROW):
-        for row in table.rows:
-            if row == CONTROL_ROW or not table.cells.get(row):
-                continue
-            diffs = [d for c in table.columns if (d := _difference(table, row, CONTROL_ROW, c))]
-            lines.append(f"{row} against the control (no pretraining): " + "; ".join(diffs) + ".")
+    for row in table.rows:
+        if table.method(row) != "MAE→WSP" or not table.cells.get(row):
+            continue
+        if (wsp := _reference(table, row, "WSP")) is not None:
+            against = "MAE→WSP against WSP" if row == "MAE→WSP" else f"{row} against {wsp}"
+            lines.append(
+                f"{against} (the paper finds MAE→WSP matches or beats WSP on every "
+                "evaluation, at billion scale): " + differences(row, wsp) + "."
+            )
+    for row in table.rows:
+        if table.method(row) == CONTROL_ROW or not table.cells.get(row):
+            continue
+        if (control := _reference(table, row, CONTROL_ROW)) is not None:
+            against = "the control (no pretraining)" if control == CONTROL_ROW else control
+            lines.append(f"{row} against {against}: " + differences(row, control) + ".")
     return lines
 
 
@@ -310,7 +500,7 @@ def render_html(report: Report) -> str:
 def render_json(report: Report) -> dict[str, Any]:
     table = report.table
     return {
-        "format": "mawsflow.report/1",
+        "format": REPORT_FORMAT,
         "rows": table.rows,
         "columns": table.columns,
         "table": {row: table.cells[row] for row in table.rows},
@@ -328,4 +518,12 @@ def render_json(report: Report) -> dict[str, Any]:
             for h in report.histories
         ],
         "plots": sorted(report.plots),
+        # The FLOPs plot's points: column → method → [[FLOPs, top-1, row], …].
+        "flops": {
+            column: {method: [list(point) for point in line] for method, line in lines.items()}
+            for column, lines in flops_points(table).items()
+        }
+        if FLOPS_PLOT in report.plots
+        else {},
+        "pretrained": {row: p.to_dict() for row, p in table.pretrained.items()},
     }

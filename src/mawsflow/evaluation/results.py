@@ -10,6 +10,11 @@ An evaluation step writes `<out>/metrics.json`:
      "runs": {"Fashion-MNIST linear": [61.0, 61.4, 61.5]}}  a cell's value per seed, when the
                                                           cell is a mean over seeded runs
 
+The report adds `"pretrained": {"method", "arch", "dataset", "epochs", "flops"}`, how the
+evaluated model's trunk was pretrained (`describe_pretraining`, from the model cards; `flops`
+is the model FLOPs the engine counted, MAE's included for MAE→WSP): a sweep's report keys its
+rows and its FLOPs plot on it.
+
 `pretraining` is the row of Table 22 the result belongs to. Steps read it from the model's
 lineage: each model artifact's `model.json` names the step that made it and its recipe, which
 names the checkpoint it started from, back to MAE or a from-scratch WSP.
@@ -46,6 +51,9 @@ class EvalResult:
     lowshot: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Table column → its value in each seeded run, where the cell is their mean.
     runs: dict[str, list[float]] = field(default_factory=dict)
+    # How the evaluated model was pretrained (arch, data, schedule, FLOPs): filled in by the
+    # report from the model cards (`describe_pretraining`), empty where they cannot be read.
+    pretrained: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -76,6 +84,7 @@ class EvalResult:
             dataset=str(data.get("dataset", "")),
             lowshot=dict(data.get("lowshot", {})),
             runs=_seed_runs(data.get("runs", {}), source),
+            pretrained=dict(data.get("pretrained", {})),
         )
 
     def to_json(self) -> str:
@@ -148,9 +157,96 @@ def pretraining_lineage(
     )
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """How a pretrained trunk was made: the facets the report keys its rows on (method ×
+    architecture × pretraining dataset, and the schedule when a sweep varies it) and the model
+    FLOPs spent on it, MAE's included for MAE→WSP (the x-axis of the paper's Fig. 5)."""
+
+    method: str  # the Table 22 row: MAE, WSP, MAE→WSP, the control
+    arch: str = ""
+    dataset: str = ""  # the pretraining data's manifest URI
+    # Epochs per pretraining stage, in order: {"MAE": 1.0, "WSP": 2.0} for MAE→WSP.
+    epochs: dict[str, float] = field(default_factory=dict)
+    flops: float | None = None  # None: a card predating the FLOPs count, or the control
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pretraining:
+        flops = data.get("flops")
+        return cls(
+            method=str(data["method"]),
+            arch=str(data.get("arch", "")),
+            dataset=str(data.get("dataset", "")),
+            epochs={str(k): float(v) for k, v in data.get("epochs", {}).items()},
+            flops=None if flops is None else float(flops),
+        )
+
+
+# The steps that pretrain a trunk; every other step starts from one (`_parent_checkpoint`).
+_PRETRAINING_STEPS = {"mae": "MAE", "wsp": "WSP", "random-init": CONTROL_ROW}
+
+
+def _parent_checkpoint(model_json: Mapping[str, Any]) -> str:
+    recipe = model_json.get("recipe", {})
+    return str(
+        recipe.get("image_checkpoint")
+        or recipe.get("init_checkpoint")
+        or model_json.get("init_checkpoint")
+        or ""
+    )
+
+
+def describe_pretraining(
+    model_json: Mapping[str, Any], read_card: Callable[[str], Mapping[str, Any]]
+) -> Pretraining:
+    """The Pretraining of the trunk a model (pretrained, LiT, finetuned, low-shot) starts from,
+    read along its lineage of model cards; read_card: checkpoint URI → its `model.json`."""
+    card = model_json
+    while card.get("step") not in _PRETRAINING_STEPS:
+        parent = _parent_checkpoint(card)
+        if not parent:
+            raise ValueError(f"cannot tell how a model from step {card.get('step')!r} started")
+        card = read_card(parent)
+    method = pretraining_lineage(card, read_card)
+    stages: list[Mapping[str, Any]] = [card]
+    if card.get("step") == "wsp" and method == "MAE→WSP" and _parent_checkpoint(card):
+        stages.insert(0, read_card(_parent_checkpoint(card)))
+    flops: float | None = 0.0
+    epochs: dict[str, float] = {}
+    for stage in stages:
+        stage_flops = stage.get("training_flops")
+        flops = None if flops is None or stage_flops is None else flops + float(stage_flops)
+        schedule = stage.get("recipe", {}).get("schedule", {})
+        if "epochs" in schedule:
+            epochs[str(stage.get("step", "?")).upper()] = float(schedule["epochs"])
+    return Pretraining(
+        method=method,
+        arch=str(card.get("arch", "")),
+        dataset=str(card.get("recipe", {}).get("data", {}).get("train", "")),
+        epochs=epochs,
+        flops=None if card.get("step") == "random-init" else flops,
+    )
+
+
 def model_lineage(uri: str) -> str:
     """The Table 22 row of the model saved at `uri` (a step output), from its model cards."""
     return pretraining_lineage(read_model_card(uri), read_model_card)
+
+
+def annotate_pretraining(result: EvalResult) -> EvalResult:
+    """`result` with its `pretrained` facets read from the model cards of its model, left as
+    they are where the cards cannot be read (a result from outside a pipeline run)."""
+    if result.pretrained or not result.model:
+        return result
+    try:
+        found = describe_pretraining(read_model_card(result.model), read_model_card)
+    except (ValueError, storage.StorageError):
+        return result
+    result.pretrained = found.to_dict()
+    return result
 
 
 def read_history(output: str) -> TrainingHistory:

@@ -5,6 +5,8 @@
     python pipelines/maws.py --schedule '0 0 3 * * 0' --host URL  a recurring run of it
     python pipelines/maws.py --local --param …                    run every task here
     python pipelines/maws.py --local --containers --param …       each in its step's image
+    python pipelines/maws.py --sweep model-size|epochs …          the paper's Figs. 3–5: the
+                                                                  same over a grid (sweeps.py)
 
 The DAG is mawsflow.orchestration.dag. Parameters are given as `--param name=value` (see
 `--list-params`); `--local` fills in the local backend, this machine's GPU count and a dataset
@@ -18,6 +20,7 @@ import datetime
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from mawsflow.orchestration.submission import (
     start_run,
     upload,
 )
+from mawsflow.orchestration.sweeps import SWEEPS, sweep_name, sweep_pipeline
 from mawsflow.recipes import PRESETS, architectures
 from mawsflow.steps.report import REPORT_FILES
 
@@ -72,6 +76,22 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
             raise ParameterError(f"{name}={seeds!r}: expected a list of integers ≥ 0")
     if arguments.get("arch"):
         one_of("arch", list(architectures()))
+    for arch in arguments.get("archs", []):
+        if arch not in architectures():
+            raise ParameterError(f"archs: unknown architecture {arch!r}")
+    if "archs" in arguments and not arguments["archs"]:
+        raise ParameterError("archs: empty; give the sweep's architectures")
+    grid = arguments.get("epoch_grid", [{"mae_epochs": 1, "wsp_epochs": 1}])
+    if not grid or not all(
+        isinstance(cell, dict)
+        and set(cell) == {"mae_epochs", "wsp_epochs"}
+        and all(isinstance(v, int | float) and v > 0 for v in cell.values())
+        for cell in grid
+    ):
+        raise ParameterError(
+            f"epoch_grid={grid!r}: expected a non-empty list of "
+            '{"mae_epochs": > 0, "wsp_epochs": > 0}'
+        )
     for name in ("raw_corpus", "dataset", "eval_dataset", "eval_name"):
         if name in arguments and not str(arguments[name]).strip():
             raise ParameterError(f"{name}: empty")
@@ -141,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also evaluate the same trunk untrained (random initialisation, no pretraining): "
         "the report's control row",
+    )
+    parser.add_argument(
+        "--sweep",
+        choices=SWEEPS,
+        help="the paper's figures: the pretraining and transfer over a grid of model sizes "
+        "(run parameter archs; Figs. 3, 4) or of MAE × WSP epochs (epoch_grid; Fig. 5), with "
+        "one report plotting accuracy against pretraining FLOPs",
     )
     parser.add_argument(
         "--param",
@@ -218,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.s3_access_key_id_key, args.s3_secret_access_key_key, args.eval_shm_size, args.eval_gpus
     )
     try:
-        pipeline = maws_pipeline(
+        build = partial(sweep_pipeline, args.sweep) if args.sweep else maws_pipeline
+        pipeline = build(
             baselines=args.baselines,
             control=args.control,
             cluster=cluster,
@@ -226,7 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ImageError as exc:
         return _fail(str(exc))
-    name = pipeline_name(args.baselines, args.control)
+    name = (
+        sweep_name(args.sweep, args.baselines, args.control)
+        if args.sweep
+        else pipeline_name(args.baselines, args.control)
+    )
     if args.list_params:
         for p in declared_parameters(pipeline.component_spec).values():
             print(f"{p.name}: {p.type}" + (" (required)" if p.required else f" = {p.default!r}"))

@@ -52,6 +52,7 @@ IMAGE_OF = {
     "transfer-rows": "report",
     "pick-model": "report",
     "report": "report",
+    "sweep-report": "report",
 }
 
 
@@ -902,5 +903,33 @@ def report(
     training = [model_folder(m.uri) for m in pretrained]
     folder = storage_uri(files.uri)
     run(ReportConfig(tuple(results), tuple(training), folder))
+    storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))
+    storage.copy(storage.join(folder, "report.html"), storage_uri(html.uri))
+
+
+@_component("sweep-report")
+def sweep_report(
+    cells: Input[list[Artifact]],
+    markdown: Output[Markdown],
+    html: Output[HTML],
+    files: Output[Artifact],
+) -> None:
+    """One report over a sweep's grid cells (pipelines/maws.py --sweep): every result of every
+    cell's report, with rows keyed by method × architecture × pretraining data (× epochs) and a
+    plot of accuracy against pretraining FLOPs. `cells` are the cells' report `files`.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow import storage
+    from mawsflow.log import setup_logging
+    from mawsflow.orchestration.artifact_uris import storage_uri
+    from mawsflow.steps.report import ReportConfig, run
+
+    setup_logging()
+    reports = [storage.join(storage_uri(a.uri), "report.json") for a in cells]
+    folder = storage_uri(files.uri)
+    run(ReportConfig(tuple(reports), (), folder))
     storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))
     storage.copy(storage.join(folder, "report.html"), storage_uri(html.uri))

@@ -124,6 +124,7 @@ RESOURCES: Mapping[str, Resources] = {
     "lowshot": _EVALUATION,
     "lowshot-summary": Resources("500m", "1Gi", retries=1),
     "report": Resources("1", "4Gi", retries=1),
+    "sweep-report": Resources("1", "4Gi", retries=1),
 }
 
 

@@ -51,6 +51,7 @@ ALL_COMPONENTS: tuple[BaseComponent, ...] = (
     components.transfer_rows,
     components.pick_model,
     components.report,
+    components.sweep_report,
 )
 
 

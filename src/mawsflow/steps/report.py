@@ -15,8 +15,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mawsflow import storage
-from mawsflow.evaluation.report import build_report, render_html, render_json, render_markdown
-from mawsflow.evaluation.results import read_history, read_result
+from mawsflow.evaluation.report import (
+    REPORT_FORMAT,
+    build_report,
+    render_html,
+    render_json,
+    render_markdown,
+)
+from mawsflow.evaluation.results import (
+    EvalResult,
+    annotate_pretraining,
+    read_history,
+    read_result,
+)
 from mawsflow.log import setup_logging
 
 log = logging.getLogger(__name__)
@@ -37,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         required=True,
         metavar="URI",
-        help="evaluation outputs (or their metrics.json), in the table's column order",
+        help="evaluation outputs (or their metrics.json), in the table's column order; or "
+        "reports' report.json files, whose results are merged (a sweep's grid cells)",
     )
     parser.add_argument(
         "--training",
@@ -61,11 +73,22 @@ class ReportConfig:
     output: str
 
 
+def read_results(uri: str) -> list[EvalResult]:
+    """An evaluation output's result, or every result of a report's report.json (a sweep's
+    report merges its grid cells' reports)."""
+    if uri.endswith("report.json"):
+        data = storage.read_json(uri)
+        if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+            raise ValueError(f"{uri}: not a report (expected format {REPORT_FORMAT!r})")
+        return [EvalResult.from_dict(r, source=uri) for r in data.get("results", [])]
+    return [read_result(uri)]
+
+
 def run(config: ReportConfig) -> dict:
     """Write the report files; returns the report as report.json holds it."""
     output = config.output
     report = build_report(
-        [read_result(uri) for uri in config.results],
+        [annotate_pretraining(r) for uri in config.results for r in read_results(uri)],
         [read_history(uri) for uri in config.training],
     )
     summary = render_json(report)
