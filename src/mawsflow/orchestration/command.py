@@ -27,7 +27,7 @@ from kfp.dsl.graph_component import GraphComponent
 from mawsflow import __version__
 from mawsflow.launch.spec import BACKENDS
 from mawsflow.orchestration.conformance import ConformanceError, pipeline_spec, require_conformance
-from mawsflow.orchestration.dag import ClusterSettings, maws_pipeline, pipeline_name
+from mawsflow.orchestration.dag import VIDEO_SETS, ClusterSettings, maws_pipeline, pipeline_name
 from mawsflow.orchestration.images import ImageError, retag
 from mawsflow.orchestration.local_run import LocalReport, LocalRunFailed, run_locally
 from mawsflow.orchestration.parameters import ParameterError, declared_parameters, parse_arguments
@@ -143,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
         "the report's control row",
     )
     parser.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        choices=tuple(VIDEO_SETS),
+        help="also finetune and evaluate every model on this video set (repeatable: --video "
+        "k400 --video ssv2), the report's K400/SSv2 columns; adds the run parameters "
+        "<set>_dataset (required: a prepare-eval --layout kinetics|ssv2 output), <set>_name "
+        "and <set>_epochs",
+    )
+    parser.add_argument(
         "--param",
         dest="params",
         action="append",
@@ -221,12 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline = maws_pipeline(
             baselines=args.baselines,
             control=args.control,
+            video=args.video,
             cluster=cluster,
             retries=not args.local,
         )
     except ImageError as exc:
         return _fail(str(exc))
-    name = pipeline_name(args.baselines, args.control)
+    name = pipeline_name(args.baselines, args.control, args.video)
     if args.list_params:
         for p in declared_parameters(pipeline.component_spec).values():
             print(f"{p.name}: {p.type}" + (" (required)" if p.required else f" = {p.default!r}"))
