@@ -33,8 +33,10 @@ dsl/pipeline_channel.py) accepts only with a task in a `dsl.Else` branch (a plac
 for a skipped set, which the report would have to tell from a real one) and never around a
 `dsl.Collected`; whether the backend's driver resolves a OneOf collected over a ParallelFor of
 sub-pipelines is not something the conformance rules establish. A compiled pipeline without the
-branch holds none of its tasks. Training tasks are launchers: their step
-runs as a job on the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
+branch holds none of its tasks.
+
+Training tasks are launchers: their step runs as a job on the `backend` parameter
+(`pytorchjob`, `trainjob`, or `local` torchrun).
 
 What each task asks for (CPU, memory, retries, caching, object-store access, accelerators) is
 one table, RESOURCES. The sub-pipelines take the images of their tasks and the cluster names
