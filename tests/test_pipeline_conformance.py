@@ -273,15 +273,43 @@ def test_not_a_pipeline_spec_is_named(tmp_path):
 # The shipped pipelines and the reusable components
 
 
-@pytest.mark.parametrize("baselines", [False, True], ids=["maws", "with-baselines"])
-def test_both_shipped_variants_pass_on_every_supported_backend(baselines, tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--baselines"], ["--baselines", "--control", "--video", "k400", "--video", "ssv2"]],
+    ids=["maws", "with-baselines", "with-baselines-control-and-video"],
+)
+def test_the_shipped_variants_pass_on_every_supported_backend(options, tmp_path):
     path = tmp_path / "maws.yaml"
-    assert command.main(["--compile", str(path)] + (["--baselines"] if baselines else [])) == 0
+    assert command.main(["--compile", str(path), *options]) == 0
     spec = pipeline_spec(str(path))
     for backend in conformance.SUPPORTED_BACKENDS:
         assert check(spec, backend) == [], backend
     # No importer at all: the datasets and the transfer fan-out's models are task outputs.
     assert not any("importer" in e for e in spec["deploymentSpec"]["executors"].values())
+
+
+def test_the_video_datasets_are_data_the_cache_must_follow(tmp_path):
+    """The video branch's dataset URIs are DATA_PARAMETERS: its cached dataset check passes
+    only because it takes the uncached listing's fingerprint; without it, the rule fires."""
+    assert {"k400_dataset", "ssv2_dataset"} <= set(conformance.DATA_PARAMETERS)
+    path = tmp_path / "maws.yaml"
+    assert command.main(["--compile", str(path), "--video", "k400", "--video", "ssv2"]) == 0
+    spec = pipeline_spec(str(path))
+    assert check(spec) == []
+    tasks = spec["root"]["dag"]["tasks"]
+    checks = [
+        k for k, t in tasks.items() if t["componentRef"]["name"].startswith("comp-video-dataset")
+    ]
+    assert len(checks) == 2  # one per set
+    for key in checks:
+        tasks[key]["inputs"]["parameters"]["fingerprint"] = {"runtimeValue": {"constant": "stale"}}
+    found = check(spec)
+    assert rules_of(found) == {"cache-follows-data"}
+    assert sorted(v.task for v in found) == sorted(checks)
+    assert {v.message.split(" reads ")[1].split(" ")[0] for v in found} == {
+        "k400_dataset",
+        "ssv2_dataset",
+    }
 
 
 def test_compile_writes_nothing_that_fails_the_check(tmp_path, monkeypatch, capsys):

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from kfp import components as kfp_components
 
+from mawsflow.errors import ConfigError
 from mawsflow.orchestration.command import main
 from mawsflow.orchestration.components import IMAGE_OF
-from mawsflow.orchestration.dag import OBJECT_STORE_KEYS
+from mawsflow.orchestration.dag import OBJECT_STORE_KEYS, check_video_sets
 from mawsflow.orchestration.images import read_images
 
 REPO = Path(__file__).resolve().parent.parent
@@ -513,3 +514,169 @@ def test_the_script_is_the_command_line():
     ).stdout
     assert "raw_corpus: String (required)" in listed.splitlines()
     assert "backend: String = 'pytorchjob'" in listed.splitlines()
+
+
+# --------------------------------------------------------------------------------------------
+# The video branch (--video k400 --video ssv2): Table 22's K400 and SSv2 columns
+
+
+@pytest.fixture(scope="module")
+def with_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    # Given out of Table 22's order: the columns still come K400, then SSv2.
+    assert main(["--compile", str(path), "--video", "ssv2", "--video", "k400"]) == 0
+    pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
+    return {
+        "path": path,
+        "spec": pipeline_spec,
+        "kubernetes": platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"],
+    }
+
+
+VIDEO_SETS = {"k400": "K400", "ssv2": "SSv2"}
+
+
+def test_video_branch_adds_its_run_parameters_only_when_chosen(compiled, with_video):
+    loaded = kfp_components.load_component_from_file(str(with_video["path"]))
+    assert loaded.name == "maws-with-k400-and-ssv2"
+    inputs = loaded.component_spec.inputs
+    for variant, column in VIDEO_SETS.items():
+        assert not inputs[f"{variant}_dataset"].optional  # a chosen set needs its data
+        assert inputs[f"{variant}_name"].default == column
+        assert inputs[f"{variant}_epochs"].default == 0.0
+    # Every other parameter is there as without the branch, with the same defaults.
+    plain = kfp_components.load_component_from_file(str(compiled["path"])).component_spec.inputs
+    assert {n: i.default for n, i in plain.items()} == {
+        n: i.default for n, i in inputs.items() if not n.startswith(("k400_", "ssv2_"))
+    }
+    # Without the branch: no video parameter and no video task.
+    assert not [n for n in plain if n.startswith(("k400", "ssv2"))]
+    assert not [t for t in walk(compiled["spec"]) if "video" in t.key]
+
+
+def test_video_branch_only_k400(tmp_path):
+    path = tmp_path / "k400.yaml"
+    assert main(["--compile", str(path), "--video", "k400"]) == 0
+    spec = next(yaml.safe_load_all(path.read_text()))
+    assert spec["pipelineInfo"]["name"] == "maws-with-k400"
+    assert not [n for n in spec["root"]["inputDefinitions"]["parameters"] if "ssv2" in n]
+    (transfer,) = [t for t in walk(spec) if t.key.startswith("video-transfer")]
+    assert transfer.spec["inputs"]["parameters"]["variant"]["runtimeValue"]["constant"] == "k400"
+    report = spec["root"]["dag"]["tasks"]["report"]["inputs"]["artifacts"]
+    assert "k400" in report and "ssv2" not in report
+
+
+def test_video_branch_unknown_set_or_parameter_is_refused(tmp_path, capsys):
+    target = tmp_path / "x.yaml"
+    with pytest.raises(SystemExit):
+        main(["--compile", str(target), "--video", "ucf101"])
+    assert "invalid choice: 'ucf101'" in capsys.readouterr().err
+    # A video parameter of a set the pipeline was not compiled with is named as unknown.
+    args = ["--compile", str(target), "--video", "ssv2", "--param", "k400_dataset=s3://v/k400"]
+    assert main(args) == 1
+    assert "k400_dataset: the pipeline has no such parameter" in capsys.readouterr().err
+    assert not target.exists()
+    with pytest.raises(ConfigError, match="'ucf101': choose among k400, ssv2"):
+        check_video_sets(["k400", "ucf101"])
+    assert check_video_sets(["ssv2", "k400", "ssv2"]) == ("k400", "ssv2")
+
+
+def test_video_datasets_are_checked_once_and_keyed_on_their_listing(with_video):
+    spec = with_video["spec"]
+    root = {t.key: t for t in walk(spec) if not t.parents}
+    checks = {
+        t.spec["inputs"]["parameters"]["uri"]["componentInputParameter"]: t
+        for t in root.values()
+        if t.spec["componentRef"]["name"].startswith("comp-video-dataset")
+    }
+    assert set(checks) == {"k400_dataset", "ssv2_dataset"}
+    for variant, check in checks.items():
+        variant = variant.removesuffix("_dataset")
+        params = check.spec["inputs"]["parameters"]
+        assert params["name"]["componentInputParameter"] == f"{variant}_name"
+        listing = root[params["fingerprint"]["taskOutputParameter"]["producerTask"]]
+        assert listing.spec["componentRef"]["name"].startswith("comp-eval-fingerprint")
+        assert listing.spec["inputs"]["parameters"]["uri"]["componentInputParameter"] == (
+            f"{variant}_dataset"
+        )
+        assert not listing.spec.get("cachingOptions", {}).get("enableCache")
+        assert listing.spec["taskInfo"]["name"] == f"{variant}-fingerprint"
+        assert check.spec["cachingOptions"] == {"enableCache": True}
+
+
+def test_video_branch_runs_per_row_and_set_and_fans_in_to_the_report(with_video):
+    spec = with_video["spec"]
+    root = spec["root"]["dag"]["tasks"]
+    transfers = [t for t in walk(spec) if t.key.startswith("video-transfer")]
+    assert len(transfers) == 2
+    loop_name, loop = _loop_of(spec, transfers[0].key)
+    assert set(dag_of(spec, loop)["tasks"]) == {
+        "pick-model",
+        "transfer-evaluations",
+        *(t.key for t in transfers),
+    }
+    by_variant = {}
+    for transfer in transfers:
+        params = transfer.spec["inputs"]["parameters"]
+        variant = params["variant"]["runtimeValue"]["constant"]
+        by_variant[variant] = transfer
+        # The row's model; the set's checked data, its column name and its length.
+        assert _artifact_input(transfer.spec, "model") == ("pick-model", "model")
+        producer, key = _artifact_input(transfer.spec, "video_data")
+        assert producer == "parent"  # from the loop, which takes the root's video-dataset
+        outer = loop["inputs"]["artifacts"][key]["taskOutputArtifact"]
+        uri = root[outer["producerTask"]]["inputs"]["parameters"]["uri"]
+        assert uri["componentInputParameter"] == f"{variant}_dataset"
+        assert parameter_origin(transfer, "eval_name") == ("root", f"{variant}_name")
+        assert parameter_origin(transfer, "epochs") == ("root", f"{variant}_epochs")
+        assert parameter_origin(transfer, "finetune_video_image") == (
+            "step-images",
+            "finetune_video",
+        )
+        # Inside: finetune-video from the row's model, then evaluate-video of what it made.
+        body = dag_of(spec, transfer.spec)
+        assert set(body["tasks"]) == {"finetune-video", "evaluate-video"}
+        finetune, evaluate = body["tasks"]["finetune-video"], body["tasks"]["evaluate-video"]
+        assert _artifact_input(finetune, "pretrained") == ("parent", "model")
+        assert _artifact_input(finetune, "video_dataset") == ("parent", "video_data")
+        assert finetune["inputs"]["parameters"]["variant"]["componentInputParameter"] == "variant"
+        assert _artifact_input(evaluate, "finetuned") == ("finetune-video", "model")
+        assert _artifact_input(evaluate, "video_dataset") == ("parent", "video_data")
+        (selector,) = body["outputs"]["artifacts"]["Output"]["artifactSelectors"]
+        assert selector == {"producerSubtask": "evaluate-video", "outputArtifactKey": "result"}
+    assert set(by_variant) == set(VIDEO_SETS)
+    # The report collects each set's results over the rows, as its own input.
+    report = root["report"]
+    for variant, transfer in by_variant.items():
+        assert _artifact_input(report, variant) == (
+            loop_name,
+            f"pipelinechannel--{transfer.key}-Output",
+        )
+    inputs = spec["components"][report["componentRef"]["name"]]["inputDefinitions"]["artifacts"]
+    for variant in VIDEO_SETS:
+        assert inputs[variant]["isArtifactList"] and inputs[variant]["isOptional"]
+
+
+def test_video_tasks_resources_and_placement(with_video):
+    spec, kubernetes = with_video["spec"], with_video["kubernetes"]
+    executors = spec["deploymentSpec"]["executors"]
+    finetune = executors["exec-finetune-video"]["container"]["resources"]
+    evaluate = executors["exec-evaluate-video"]["container"]["resources"]
+    assert "accelerator" not in finetune  # the launcher: its job's pods have the GPUs
+    assert evaluate["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    settings = kubernetes["exec-evaluate-video"]
+    assert settings["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    # Placement from the video sub-pipeline's own inputs, which come from the root's.
+    assert settings["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == (
+        "node_selector"
+    )
+    (transfer, _) = [t for t in walk(spec) if t.key.startswith("video-transfer")]
+    assert parameter_origin(transfer, "node_selector") == ("root", "node_selector")
+    assert parameter_origin(transfer, "backend") == ("root", "backend")
+    assert "secretAsEnv" in kubernetes["exec-finetune-video"]
+    for task in walk(spec):
+        if (
+            "video" in task.key
+            and "dag" not in spec["components"][task.spec["componentRef"]["name"]]
+        ):
+            assert task.spec["retryPolicy"]["maxRetryCount"] >= 1, task.path

@@ -1,9 +1,10 @@
-"""The whole MAWS DAG, both baselines included, end to end on this machine: `pipelines/maws.py
---local` runs every task with kfp.local's SubprocessRunner and the local launcher (torchrun),
-on a small demo corpus of real Fashion-MNIST images in S3 (SeaweedFS), with the `tiny` preset
-and short lengths.
-The report must hold every row (MAE, WSP, MAE→WSP) and every column the run evaluated. And the
-`mae` task starting from a given checkpoint instead of training, under kfp.local too."""
+"""The whole MAWS DAG, both baselines and the video branch (K400 and SSv2) included, end to end
+on this machine: `pipelines/maws.py --local` runs every task with kfp.local's SubprocessRunner
+and the local launcher (torchrun), on a small demo corpus of real Fashion-MNIST images and the
+demo videos in S3 (SeaweedFS), with the `tiny` preset and short lengths.
+The report must hold every row (MAE, WSP, MAE→WSP) and every column the run evaluated, the
+video sets' included. And the `mae` task starting from a given checkpoint instead of training,
+under kfp.local too."""
 
 import json
 import logging
@@ -22,6 +23,7 @@ from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordne
 from mawsflow.models.vit import create_trunk
 from mawsflow.orchestration import components
 from mawsflow.orchestration.command import main
+from mawsflow.steps.demo_corpus import DemoCorpusConfig, write_video_datasets
 
 EVAL_NAME = "Fashion-MNIST"
 COLUMNS = [
@@ -30,7 +32,10 @@ COLUMNS = [
     f"{EVAL_NAME} 5-shot",
     f"{EVAL_NAME} zero-shot",
     f"{EVAL_NAME} Linear",
+    "K400",  # the video branch: inflated, finetuned and evaluated on each video set
+    "SSv2",
 ]
+PIPELINE = "maws-with-baselines-and-k400-and-ssv2"
 
 
 @pytest.fixture
@@ -46,8 +51,12 @@ def demo_data(s3_bucket) -> dict[str, str]:
     settings = DemoCorpusSettings(
         num_images=1000, eval_train_images=300, eval_test_images=300, samples_per_shard=250
     )
-    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset")}
+    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset", "video")}
     generate_demo(data["corpus"], data["eval"], settings)
+    pytest.importorskip("av")
+    # Few, short videos: the video branch is there to run, not to learn.
+    video = DemoCorpusConfig("", "", settings, video_out=data["video"], video_train=8, video_test=4)
+    write_video_datasets(video)
     return data
 
 
@@ -57,7 +66,8 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
     root_handlers = logging.getLogger().handlers[:]
     code = main(
         [
-            "--local", "--baselines", "--work-dir", str(work),
+            "--local", "--baselines", "--video", "k400", "--video", "ssv2",
+            "--work-dir", str(work),
             "--param", "preset=tiny",
             "--param", f"raw_corpus={demo_data['corpus']}",
             "--param", f"eval_dataset={demo_data['eval']}",
@@ -75,6 +85,10 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
             "--param", "lowshot_epoch_multiplier=0.5",
             "--param", "lowshot_shots=[1, 5]",
             "--param", "lowshot_seeds=[0]",
+            "--param", f"k400_dataset={demo_data['video']}/k400",
+            "--param", f"ssv2_dataset={demo_data['video']}/ssv2",
+            "--param", "k400_epochs=0.25",
+            "--param", "ssv2_epochs=0.25",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -114,8 +128,11 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
     card = json.loads(Path(model["uri"]).read_text())
     assert card["step"] == "mae" and card["train_steps"] == 2
     log = (run / "tasks.log").read_text()
-    assert "Pipeline 'maws-with-baselines' finished with status" in _plain(log)
-    assert "SUCCESS" in _plain(log).rsplit("Pipeline 'maws-with-baselines'", 1)[1]
+    assert f"Pipeline '{PIPELINE}' finished with status" in _plain(log)
+    assert "SUCCESS" in _plain(log).rsplit(f"Pipeline '{PIPELINE}'", 1)[1]
+    # The video columns come from the branch's own tasks, one finetune per row and set.
+    video_models = list(pipeline_run.glob("**/finetune-video*/executor_output.json"))
+    assert len(video_models) == 2 * len(report["rows"]), video_models
     assert (folder / "report.md").read_text().startswith("# mawsflow run report")
 
 

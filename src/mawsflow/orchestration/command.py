@@ -20,7 +20,6 @@ import datetime
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from kfp.dsl.graph_component import GraphComponent
 from mawsflow import __version__
 from mawsflow.launch.spec import BACKENDS
 from mawsflow.orchestration.conformance import ConformanceError, pipeline_spec, require_conformance
-from mawsflow.orchestration.dag import ClusterSettings, maws_pipeline, pipeline_name
+from mawsflow.orchestration.dag import VIDEO_SETS, ClusterSettings, maws_pipeline, pipeline_name
 from mawsflow.orchestration.images import ImageError, retag
 from mawsflow.orchestration.local_run import LocalReport, LocalRunFailed, run_locally
 from mawsflow.orchestration.parameters import ParameterError, declared_parameters, parse_arguments
@@ -170,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
         "one report plotting accuracy against pretraining FLOPs",
     )
     parser.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        choices=tuple(VIDEO_SETS),
+        help="also finetune and evaluate every model on this video set (repeatable: --video "
+        "k400 --video ssv2), the report's K400/SSv2 columns; adds the run parameters "
+        "<set>_dataset (required: a prepare-eval --layout kinetics|ssv2 output), <set>_name "
+        "and <set>_epochs",
+    )
+    parser.add_argument(
         "--param",
         dest="params",
         action="append",
@@ -237,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "nothing to do: give --compile, --submit, --schedule, --local or --list-params"
         )
+    if args.sweep and args.video:
+        parser.error("--video is not available with --sweep: sweep the image evaluations only")
     if args.containers and not args.local:
         parser.error("--containers runs the --local run in containers: give --local too")
     if (args.submit or args.schedule) and not args.host:
@@ -245,19 +256,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.s3_access_key_id_key, args.s3_secret_access_key_key, args.eval_shm_size, args.eval_gpus
     )
     try:
-        build = partial(sweep_pipeline, args.sweep) if args.sweep else maws_pipeline
-        pipeline = build(
-            baselines=args.baselines,
-            control=args.control,
-            cluster=cluster,
-            retries=not args.local,
+        options = {"baselines": args.baselines, "control": args.control}
+        options |= {"cluster": cluster, "retries": not args.local}
+        pipeline = (
+            sweep_pipeline(args.sweep, **options)
+            if args.sweep
+            else maws_pipeline(video=args.video, **options)
         )
     except ImageError as exc:
         return _fail(str(exc))
     name = (
         sweep_name(args.sweep, args.baselines, args.control)
         if args.sweep
-        else pipeline_name(args.baselines, args.control)
+        else pipeline_name(args.baselines, args.control, args.video)
     )
     if args.list_params:
         for p in declared_parameters(pipeline.component_spec).values():

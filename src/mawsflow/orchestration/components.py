@@ -883,11 +883,14 @@ def report(
     markdown: Output[Markdown],
     html: Output[HTML],
     files: Output[Artifact],
+    k400: Input[list[Metrics]] = None,
+    ssv2: Input[list[Metrics]] = None,
 ) -> None:
     """Table 22's shape: a row per pretrained model (MAE, WSP, MAE→WSP, from each result's
-    lineage), a column per evaluation (finetuning, low-shot K, zero-shot, linear probe), and
-    plots of the pretraining losses and of low-shot accuracy against K. `markdown` and `html`
-    are what the Kubeflow UI shows; `files` holds report.md, report.html and report.json.
+    lineage), a column per evaluation (finetuning, low-shot K, zero-shot, linear probe, then
+    the video branch's K400 and SSv2 where the pipeline has them), and plots of the pretraining
+    losses and of low-shot accuracy against K. `markdown` and `html` are what the Kubeflow UI
+    shows; `files` holds report.md, report.html and report.json.
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
@@ -899,7 +902,9 @@ def report(
     from mawsflow.steps.report import ReportConfig, run
 
     setup_logging()
-    results = [storage_uri(a.uri) for kind in (finetune, lowshot, zeroshot, linear) for a in kind]
+    # The video results are optional inputs: absent (None) from a pipeline without the branch.
+    kinds = (finetune, lowshot, zeroshot, linear, k400 or [], ssv2 or [])
+    results = [storage_uri(a.uri) for kind in kinds for a in kind]
     training = [model_folder(m.uri) for m in pretrained]
     folder = storage_uri(files.uri)
     run(ReportConfig(tuple(results), tuple(training), folder))

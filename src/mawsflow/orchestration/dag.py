@@ -12,13 +12,31 @@
         per transfer seed → seed-summary; linear-probe (a probe per seed);
         lowshot-plan → lowshot (ParallelFor over tasks of (K, seed) runs)
         → lowshot-summary                                                      ⇒ Metrics
-    report                 Table 22's shape (rows MAE, WSP, MAE→WSP, control) and plots
-                                                                           ⇒ Markdown, HTML
+        with `video`: video-transfer per video set, a sub-pipeline: finetune-video →
+        evaluate-video                                                         ⇒ Metrics
+    report                 Table 22's shape (rows MAE, WSP, MAE→WSP, control; columns from
+                           every evaluation, then K400 and SSv2) and plots ⇒ Markdown, HTML
 
 With `baselines` the same run also trains WSP from scratch, and the transfer evaluations run on
 it and on MAE alone: the paper's two comparisons. With `control` they also run on the same
-trunk untrained, which shows what any pretraining adds. Training tasks are launchers: their step
-runs as a job on the `backend` parameter (`pytorchjob`, `trainjob`, or `local` torchrun).
+trunk untrained, which shows what any pretraining adds. With `video` (Kinetics-400 `k400`
+and/or Something-Something-v2 `ssv2`), every pretrained model is also inflated into a video ViT,
+finetuned on each video set and evaluated with the multi-view protocol: Table 22's K400 and
+SSv2 columns. Each chosen set adds run parameters `<set>_dataset` (a `prepare-eval --layout
+kinetics|ssv2` output; required), `<set>_name` (the report's column) and `<set>_epochs` (0: the
+recipe's); a set left out has none, so a run cannot set a video dataset that nothing reads.
+
+The video branch is chosen when the pipeline is compiled, like `baselines`, not at run time
+with `dsl.If` on a parameter: the report collects the branch's results over the fan-out, and a
+conditional output reaches a consumer only through `dsl.OneOf`, which kfp (2.17,
+dsl/pipeline_channel.py) accepts only with a task in a `dsl.Else` branch (a placeholder result
+for a skipped set, which the report would have to tell from a real one) and never around a
+`dsl.Collected`; whether the backend's driver resolves a OneOf collected over a ParallelFor of
+sub-pipelines is not something the conformance rules establish. A compiled pipeline without the
+branch holds none of its tasks.
+
+Training tasks are launchers: their step runs as a job on the `backend` parameter
+(`pytorchjob`, `trainjob`, or `local` torchrun).
 
 What each task asks for (CPU, memory, retries, caching, object-store access, accelerators) is
 one table, RESOURCES. The sub-pipelines take the images of their tasks and the cluster names
@@ -31,7 +49,8 @@ resolve.go, `resolveUpstreamArtifacts` and `CollectInputs`).
 """
 
 # kfp reads the pipelines' annotations as objects, so no `from __future__ import annotations`.
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -43,6 +62,7 @@ from kfp.dsl.pipeline_task import PipelineTask
 from mawsflow.dataset.build import DEFAULT_SAMPLES_PER_SHARD
 from mawsflow.dataset.resample import PAPER_RATIO
 from mawsflow.dataset.vocab import DEFAULT_MIN_COUNT, PAPER_VOCABULARY_SIZE
+from mawsflow.errors import ConfigError
 from mawsflow.orchestration import components as c
 from mawsflow.orchestration.images import read_images
 
@@ -444,6 +464,124 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
     return transfer_evaluations
 
 
+def video_transfer_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
+    """One pretrained model on one video set (the video branch): the trunk inflated into a
+    video ViT and finetuned on the set's train split (Table 16's column `variant`), then
+    scored with the multi-view protocol on its test split. Its own sub-pipeline, like
+    transfer-evaluations, so that its tasks get the GPU nodes' placement parameters."""
+
+    @dsl.pipeline(name="video-transfer", description="Video finetuning of one model on one set")
+    def video_transfer(
+        model: Input[Model],
+        video_data: Input[Dataset],
+        variant: str,
+        eval_name: str,
+        epochs: float,
+        preset: str,
+        arch: str,
+        loader_workers: int,
+        backend: str,
+        nodes: int,
+        gpus_per_node: int,
+        shm_size: str,
+        node_selector: dict,
+        tolerations: list,
+        finetune_video_image: str,
+        s3_secret: str,
+        object_store_config: str,
+    ) -> Metrics:
+        configure = place(
+            s3_secret=s3_secret,
+            object_store_config=object_store_config,
+            node_selector=node_selector,
+            tolerations=tolerations,
+        )
+        launch = {
+            "backend": backend,
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+            "shm_size": shm_size,
+            "node_selector": node_selector,
+            "tolerations": tolerations,
+        }
+        finetuned = _train(
+            configure,
+            c.finetune_video,
+            finetune_video_image,
+            launch,
+            pretrained=model,
+            video_dataset=video_data,
+            variant=variant,
+            preset=preset,
+            arch=arch,
+            epochs=epochs,
+        )
+        evaluation = configure(
+            c.evaluate_video(
+                finetuned=finetuned.outputs["model"],
+                video_dataset=video_data,
+                eval_name=eval_name,
+                loader_workers=loader_workers,
+            ),
+            finetune_video_image,
+        )
+        return evaluation.outputs["result"]
+
+    return video_transfer
+
+
+# The video sets of the optional branch: Table 16's variant → the report's default column name.
+VIDEO_SETS: Mapping[str, str] = {"k400": "K400", "ssv2": "SSv2"}
+
+
+def check_video_sets(video: Sequence[str]) -> tuple[str, ...]:
+    """The chosen video sets in Table 22's column order (K400, SSv2), each once."""
+    unknown = [v for v in video if v not in VIDEO_SETS]
+    if unknown:
+        raise ConfigError(
+            f"video set(s) {', '.join(map(repr, unknown))}: choose among {', '.join(VIDEO_SETS)}"
+        )
+    return tuple(v for v in VIDEO_SETS if v in video)
+
+
+def _with_video_parameters(
+    pipeline_func: Callable[..., Any], video: Sequence[str]
+) -> Callable[..., Any]:
+    """`pipeline_func` (whose `**video_inputs` takes the branch's parameters) with a signature
+    that declares them for the chosen sets only: `<set>_dataset` required, after the other
+    required parameters; `<set>_name` and `<set>_epochs` with defaults, at the end. kfp builds
+    the pipeline's inputs from the signature and calls the function with one positional
+    argument per parameter (kfp/dsl/graph_component.py)."""
+    base = inspect.signature(pipeline_func)
+    declared = [p for p in base.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    required = [p for p in declared if p.default is p.empty]
+    optional = [p for p in declared if p.default is not p.empty]
+
+    def parameter(name: str, annotation: type, default: Any = inspect.Parameter.empty) -> Any:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        return inspect.Parameter(name, kind, default=default, annotation=annotation)
+
+    datasets = [parameter(f"{v}_dataset", str) for v in video]
+    settings = [
+        setting
+        for v in video
+        for setting in (
+            parameter(f"{v}_name", str, VIDEO_SETS[v]),
+            parameter(f"{v}_epochs", float, 0.0),
+        )
+    ]
+    signature = base.replace(parameters=[*required, *datasets, *optional, *settings])
+    names = list(signature.parameters)
+
+    def pipeline(*args: Any) -> Any:
+        return pipeline_func(**dict(zip(names, args, strict=True)))
+
+    pipeline.__signature__ = signature  # type: ignore[attr-defined]
+    pipeline.__name__ = pipeline_func.__name__
+    pipeline.__doc__ = pipeline_func.__doc__
+    return pipeline
+
+
 # --------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -454,8 +592,9 @@ class Report(NamedTuple):
     files: Artifact
 
 
-def pipeline_name(baselines: bool, control: bool = False) -> str:
+def pipeline_name(baselines: bool, control: bool = False, video: Sequence[str] = ()) -> str:
     extras = [name for name, on in (("baselines", baselines), ("control", control)) if on]
+    extras += list(check_video_sets(video))
     return "-".join([PIPELINE_NAME, "with", "-and-".join(extras)] if extras else [PIPELINE_NAME])
 
 
@@ -463,15 +602,18 @@ def maws_pipeline(
     *,
     baselines: bool = False,
     control: bool = False,
+    video: Sequence[str] = (),
     cluster: ClusterSettings | None = None,
     retries: bool = True,
 ) -> GraphComponent:
     """The MAWS DAG; with `baselines`, WSP from scratch and MAE alone beside MAE→WSP; with
     `control`, the same trunk with a random initialisation and no pretraining, put through the
-    same transfer evaluations (the row that shows what pretraining adds). Without `retries` a
+    same transfer evaluations (the row that shows what pretraining adds); with `video` (`k400`,
+    `ssv2`), each model also finetuned and evaluated on those video sets. Without `retries` a
     failed task fails the run at once (what a local run wants: there are no preempted pods or
     flaky nodes to wait out)."""
     cluster = cluster or ClusterSettings()
+    video = check_video_sets(video)
     references = read_images()
 
     def place(**names: Any) -> _Placement:
@@ -479,14 +621,15 @@ def maws_pipeline(
 
     build_dataset = build_dataset_pipeline(place)
     transfer_evaluations = transfer_evaluations_pipeline(place)
+    video_transfer = video_transfer_pipeline(place)
     description = (
         "MAWS: dataset build, MAE pre-pretraining, MAE→WSP pretraining, LiT and transfer "
         "evaluations, report"
         + ("; WSP-from-scratch and MAE baselines in the same run" if baselines else "")
         + ("; a control row without pretraining" if control else "")
+        + (f"; video finetuning on {' and '.join(VIDEO_SETS[v] for v in video)}" if video else "")
     )
 
-    @dsl.pipeline(name=pipeline_name(baselines, control), description=description)
     def maws(
         raw_corpus: str,
         dataset: str,
@@ -528,6 +671,8 @@ def maws_pipeline(
         image_tag: str = "",
         s3_secret: str = "mlpipeline-minio-artifact",
         object_store_config: str = "mawsflow-object-store",
+        # The video branch's `<set>_dataset`, `<set>_name`, `<set>_epochs` (only the chosen sets).
+        **video_inputs: Any,
     ) -> Report:
         names = {"s3_secret": s3_secret, "object_store_config": object_store_config}
         configure = place(**names)
@@ -599,6 +744,20 @@ def maws_pipeline(
                 c.random_init(preset=preset, arch=arch, seed=seed), images["wsp"]
             ).outputs["model"]
         rows = configure(c.transfer_rows(baselines=baselines, control=control), images["report"])
+        # Each video set checked once, keyed (like the evaluation data) on its listing.
+        video_data = {}
+        for variant in video:
+            uri = video_inputs[f"{variant}_dataset"]
+            video_listing = configure(
+                c.eval_fingerprint(uri=uri), images["prepare_eval"], name=f"{variant}-fingerprint"
+            )
+            video_data[variant] = configure(
+                c.video_dataset(
+                    uri=uri, name=video_inputs[f"{variant}_name"], fingerprint=video_listing.output
+                ),
+                images["prepare_eval"],
+                name=f"{variant}-dataset",
+            ).outputs["dataset"]
 
         # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
         with dsl.ParallelFor(rows.output) as row:
@@ -629,6 +788,22 @@ def maws_pipeline(
                 **{f"{step}_image": images[step] for step in _TRANSFER_IMAGES},
                 **names,
             )
+            video_results = {
+                variant: video_transfer(
+                    model=model,
+                    video_data=data,
+                    variant=variant,
+                    eval_name=video_inputs[f"{variant}_name"],
+                    epochs=video_inputs[f"{variant}_epochs"],
+                    preset=preset,
+                    arch=arch,
+                    loader_workers=loader_workers,
+                    finetune_video_image=images["finetune_video"],
+                    **launch,
+                    **names,
+                ).output
+                for variant, data in video_data.items()
+            }
 
         report = configure(
             c.report(
@@ -637,12 +812,16 @@ def maws_pipeline(
                 zeroshot=dsl.Collected(results.outputs["zeroshot"]),
                 linear=dsl.Collected(results.outputs["linear"]),
                 pretrained=dsl.Collected(model),
+                # Table 22's K400 and SSv2 columns, after the image evaluations'.
+                **{variant: dsl.Collected(result) for variant, result in video_results.items()},
             ),
             images["report"],
         )
         return Report(report.outputs["markdown"], report.outputs["html"], report.outputs["files"])
 
-    return maws
+    return dsl.pipeline(name=pipeline_name(baselines, control, video), description=description)(
+        _with_video_parameters(maws, video)
+    )
 
 
 # The step-images outputs the transfer evaluations take, as `<step>_image`.
