@@ -1,10 +1,10 @@
-"""The whole MAWS DAG, both baselines, the control and the video branch (K400) included, end to end
-on this machine: `pipelines/maws.py --local` runs every task with kfp.local's SubprocessRunner
-and the local launcher (torchrun), on a small demo corpus of real Fashion-MNIST images and the
-demo videos in S3 (SeaweedFS), with the `tiny` preset and short lengths.
-The report must hold every row (MAE, WSP, MAE→WSP, the control) and every column the run
-evaluated, the video set's included, with finetuning and linear-probe cells over two seeds. And the `mae` task starting from a given checkpoint instead of training,
-under kfp.local too."""
+"""The whole MAWS DAG, both baselines, the control and the video branch (K400) included, end to
+end on this machine: `pipelines/maws.py --local` runs every task with kfp.local's
+SubprocessRunner and the local launcher (torchrun), on a small demo corpus of real Fashion-MNIST
+images and the demo videos in S3 (SeaweedFS), with the `tiny` preset and short lengths. The
+report must hold every row (MAE, WSP, MAE→WSP, the control) and every column the run evaluated,
+the video set's included, with finetuning and linear-probe cells over two seeds. And the `mae`
+task starting from a given checkpoint instead of training, under kfp.local too."""
 
 import json
 import logging
