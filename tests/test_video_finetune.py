@@ -135,3 +135,41 @@ def test_inflated_mae_wsp_model_learns_motion_directions(motion_dataset, mae_wsp
     assert metrics["train_skipped_samples"] >= 1
     # Four directions: chance is 25 % (± 5.4 % over 64 videos).
     assert metrics["ssv2_top1"] >= 45, metrics
+
+
+def test_video_finetune_runs_sharded_on_two_ranks_with_activation_checkpointing(
+    motion_dataset, mae_wsp_output, tmp_path
+):
+    """The plan for B to 2B: the video model trains through the engine's FSDP2 (one unit per
+    block) and activation checkpointing, here on two real ranks, and exports a model that
+    the one-process evaluation reads."""
+    out = tmp_path / "video-fsdp"
+    records = run_step(
+        "finetune-video",
+        [
+            *TINY,
+            "--parallelism",
+            "fsdp",
+            *sets(
+                f"init_checkpoint={mae_wsp_output}",
+                f"data.train={motion_dataset}",
+                f"output={out}",
+                "model.grad_checkpointing=true",
+                "schedule.samples_per_epoch=32",
+                "schedule.batch_size=8",
+                "video.test_clips=1",
+                "video.test_crops=1",
+            ),
+            "--test-set",
+            f"ssv2={motion_dataset}:val",
+        ],
+        nproc=2,
+        timeout=600,
+    )
+    start = next(r for r in records if r["message"] == "training")
+    assert start["world_size"] == 2 and start["parallelism"] == "fsdp"
+    assert start["total_steps"] == 4
+    card = json.loads((out / "model.json").read_text())
+    assert card["step"] == "finetune-video"
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"]["ssv2_num_samples"] == 64
