@@ -2,7 +2,8 @@
 # Set up a development or demo environment from nothing, idempotently:
 #   1. the Debian packages the demo and tests read (WordNet, Fashion-MNIST), and with --test the
 #      tools the tests run for real (docker.io and mmdebstrap to build and run every image,
-#      prometheus for promtool), when we can install them (root with apt-get); otherwise the
+#      prometheus for promtool, chromium to render the HTML report), when we can install them
+#      (root with apt-get); otherwise the
 #      exact command to run;
 #   2. .venv in the repository root with mawsflow, its `train` extra (torch) and dependencies,
 #      and the test extras with --test.
@@ -38,7 +39,8 @@ if ((${#missing[@]})); then
     echo "setup: these Debian packages are missing and I cannot install them (not root):" >&2
     echo "    sudo apt-get install -y ${missing[*]}" >&2
     echo "setup: WordNet is needed by the dataset build, Fashion-MNIST by the demo corpus;" >&2
-    echo "setup: docker.io and mmdebstrap build and run the images, prometheus has promtool." >&2
+    echo "setup: docker.io and mmdebstrap build and run the images, prometheus has promtool," >&2
+    echo "setup: chromium renders the HTML report." >&2
     for pkg in "${missing[@]}"; do
       [[ " ${test_tools[*]} " == *" $pkg "* ]] || exit 1
     done
