@@ -31,6 +31,7 @@ STEPS = {
     "finetune",
     "finetune-video",
     "eval",
+    "eval-video",
     "linear-probe",
     "lowshot",
     "zeroshot",

@@ -41,7 +41,7 @@ IMAGE_OF = {
     "finetune": "finetune",
     "video-dataset": "prepare-eval",
     "finetune-video": "finetune-video",
-    "evaluate-video": "finetune-video",
+    "evaluate-video": "eval-video",
     "evaluate": "eval",
     "seed-summary": "eval",
     "linear-probe": "linear-probe",
@@ -76,6 +76,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
         ("finetune", str),
         ("finetune_video", str),
         ("eval", str),
+        ("eval_video", str),
         ("linear_probe", str),
         ("lowshot", str),
         ("zeroshot", str),
@@ -89,7 +90,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
     from mawsflow.orchestration.images import retag
 
     steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "finetune-video"]
-    steps += ["eval"]
+    steps += ["eval", "eval-video"]
     steps += ["linear-probe", "lowshot", "zeroshot", "report"]
     return tuple(retag(references[step], image_tag) for step in steps)
 

@@ -487,6 +487,7 @@ def video_transfer_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
         node_selector: dict,
         tolerations: list,
         finetune_video_image: str,
+        eval_video_image: str,
         s3_secret: str,
         object_store_config: str,
     ) -> Metrics:
@@ -523,7 +524,7 @@ def video_transfer_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
                 eval_name=eval_name,
                 loader_workers=loader_workers,
             ),
-            finetune_video_image,
+            eval_video_image,
         )
         return evaluation.outputs["result"]
 
@@ -799,6 +800,7 @@ def maws_pipeline(
                     arch=arch,
                     loader_workers=loader_workers,
                     finetune_video_image=images["finetune_video"],
+                    eval_video_image=images["eval_video"],
                     **launch,
                     **names,
                 ).output
