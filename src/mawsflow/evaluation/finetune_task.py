@@ -3,7 +3,9 @@ around an `EMAClassifier` initialised from a pretraining output, the train-then-
 flow of a step's `run`, and the evaluation result it writes.
 
 A step subclasses `EMAClassifierTask` with its model, data and loss, and scores its test sets
-with its own evaluator through `write_test_results`.
+with its own evaluator through `write_test_results`. `FinetuneTask` is the image one: the
+`finetune` step trains it on an evaluation dataset, and `lowshot --method finetune` (MSN's
+protocol) on each K-shot split.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
 from mawsflow.data.manifest import PretrainManifest
+from mawsflow.data.transforms import normalize_images
 from mawsflow.engine.distributed import init_distributed, unwrap
+from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
@@ -25,11 +30,14 @@ from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
 from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
+    EMAClassifier,
     classifier_weights,
     layer_decay_scale,
 )
 from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
-from mawsflow.models.vit import architecture
+from mawsflow.models.pretrained import init_from_trunk
+from mawsflow.models.vit import architecture, create_trunk
+from mawsflow.recipes import FinetuneRecipe, check_transfer_augmentation
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +206,52 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "micro_batch_size": args.micro_batch_size,
         "pretraining": args.pretraining,
     }
+
+
+class FinetuneTask(EMAClassifierTask):
+    """Finetuning of a pretrained image trunk with a linear head (Tables 14 and 15): the
+    trunk from a pretraining output, a near-zero head, drop path; single-label images."""
+
+    name = "finetune"  # loaded back with models.pretrained.load_classifier
+
+    def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
+        check_transfer_augmentation(recipe, short_side_scale=False)
+        super().__init__(recipe, num_classes)
+        self.criterion = recipe_loss(recipe, num_classes)
+
+    def build_model(self) -> EMAClassifier:
+        r = self.recipe
+        classifier = create_trunk(
+            r.model.arch, img_size=r.model.img_size, drop_path=r.model.drop_path
+        )
+        classifier.reset_classifier(self.num_classes)
+        # A near-zero head starts the finetuning from the pretrained features (as MAE does).
+        nn.init.trunc_normal_(classifier.head.weight, std=2e-5)
+        nn.init.zeros_(classifier.head.bias)
+        return EMAClassifier(classifier, r.ema)
+
+    def initialize(self, model: nn.Module) -> None:
+        r = self.recipe
+        # The trunk's weights; the near-zero head of build_model stays.
+        init_from_trunk(
+            model.classifier,
+            r.init_checkpoint,
+            img_size=r.model.img_size,
+            arch=r.model.arch,
+            drop_path=r.model.drop_path,
+            missing_ok=("head.",),
+        )
+        model.reset_ema()
+
+    def sample_decoder(self) -> SampleDecoder:
+        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        return self.criterion(model, images, batch["label"])
+
+    def flops_per_sample(self) -> float:
+        r = self.recipe
+        return vit_training_flops(
+            architecture(r.model.arch), img_size=r.model.img_size, head_dims=(self.num_classes,)
+        )

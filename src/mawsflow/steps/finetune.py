@@ -17,81 +17,26 @@ weights), `model.json`, checkpoints, and `metrics.json` (the evaluation result).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
-from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
 from mawsflow.data.eval_shards import open_split
-from mawsflow.data.transforms import normalize_images
-from mawsflow.engine.flops import vit_training_flops
 from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import NamedTestSet, evaluate_classifier
-from mawsflow.evaluation.finetune import EMAClassifier
 from mawsflow.evaluation.finetune_task import (
-    EMAClassifierTask,
+    FinetuneTask,
     add_evaluation_arguments,
     engine_options,
-    recipe_loss,
     train_then_evaluate,
 )
 from mawsflow.evaluation.results import EvalResult, model_lineage
 from mawsflow.log import setup_logging
-from mawsflow.models.pretrained import init_from_trunk, load_classifier
-from mawsflow.models.vit import architecture, create_trunk
-from mawsflow.recipes import FinetuneRecipe, check_transfer_augmentation, describe, load_recipe
+from mawsflow.models.pretrained import load_classifier
+from mawsflow.recipes import FinetuneRecipe, describe, load_recipe
 from mawsflow.step_cli import add_engine_arguments, recipe_parser
 from mawsflow.typed_config import parse_override
 
 log = logging.getLogger(__name__)
-
-
-class FinetuneTask(EMAClassifierTask):
-    name = "finetune"
-
-    def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
-        check_transfer_augmentation(recipe, short_side_scale=False)
-        super().__init__(recipe, num_classes)
-        self.criterion = recipe_loss(recipe, num_classes)
-
-    def build_model(self) -> EMAClassifier:
-        r = self.recipe
-        classifier = create_trunk(
-            r.model.arch, img_size=r.model.img_size, drop_path=r.model.drop_path
-        )
-        classifier.reset_classifier(self.num_classes)
-        # A near-zero head starts the finetuning from the pretrained features (as MAE does).
-        nn.init.trunc_normal_(classifier.head.weight, std=2e-5)
-        nn.init.zeros_(classifier.head.bias)
-        return EMAClassifier(classifier, r.ema)
-
-    def initialize(self, model: nn.Module) -> None:
-        r = self.recipe
-        # The trunk's weights; the near-zero head of build_model stays.
-        init_from_trunk(
-            model.classifier,
-            r.init_checkpoint,
-            img_size=r.model.img_size,
-            arch=r.model.arch,
-            drop_path=r.model.drop_path,
-            missing_ok=("head.",),
-        )
-        model.reset_ema()
-
-    def sample_decoder(self) -> SampleDecoder:
-        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
-
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
-        return self.criterion(model, images, batch["label"])
-
-    def flops_per_sample(self) -> float:
-        r = self.recipe
-        return vit_training_flops(
-            architecture(r.model.arch), img_size=r.model.img_size, head_dims=(self.num_classes,)
-        )
 
 
 def recipe_for(init_checkpoint: str) -> str:

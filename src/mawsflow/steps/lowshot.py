@@ -58,9 +58,8 @@ from mawsflow.evaluation.classification_metrics import ClassificationMeter
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.eval_cli import dataset_name
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
-from mawsflow.evaluation.finetune import EMAClassifier
 from mawsflow.evaluation.finetune_task import (
-    EMAClassifierTask,
+    FinetuneTask,
     recipe_loss,
     require_init_checkpoint,
     trunk_card,
@@ -294,55 +293,6 @@ def finetune_run_recipe(
     )
 
 
-class LowShotFinetuneTask(EMAClassifierTask):
-    """Full finetuning of the trunk and a linear head on one K-shot split. The model and its
-    initialisation are `mawsflow finetune`'s (steps do not import each other, so they are
-    restated here): the pretrained trunk, a near-zero head, drop path."""
-
-    name = "finetune"  # the runs are finetuned classifiers, loaded with load_classifier
-
-    def __init__(self, recipe: FinetuneRecipe, num_classes: int) -> None:
-        check_transfer_augmentation(recipe, short_side_scale=False)
-        super().__init__(recipe, num_classes)
-        self.criterion = recipe_loss(recipe, num_classes)
-
-    def build_model(self) -> EMAClassifier:
-        r = self.recipe
-        classifier = create_trunk(
-            r.model.arch, img_size=r.model.img_size, drop_path=r.model.drop_path
-        )
-        classifier.reset_classifier(self.num_classes)
-        # MAE's finetuning starts the head near zero: the first steps see the trunk's features.
-        nn.init.trunc_normal_(classifier.head.weight, std=2e-5)
-        nn.init.zeros_(classifier.head.bias)
-        return EMAClassifier(classifier, r.ema)
-
-    def initialize(self, model: nn.Module) -> None:
-        r = self.recipe
-        init_from_trunk(
-            model.classifier,
-            r.init_checkpoint,
-            img_size=r.model.img_size,
-            arch=r.model.arch,
-            drop_path=r.model.drop_path,
-            missing_ok=("head.",),
-        )
-        model.reset_ema()
-
-    def sample_decoder(self) -> SampleDecoder:
-        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
-
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
-        return self.criterion(model, images, batch["label"])
-
-    def flops_per_sample(self) -> float:
-        r = self.recipe
-        return vit_training_flops(
-            architecture(r.model.arch), img_size=r.model.img_size, head_dims=(self.num_classes,)
-        )
-
-
 def _top1(
     model: nn.Module,
     split: EvalSplit,
@@ -420,7 +370,7 @@ def run(config: LowShotConfig) -> EvalResult:
         for (k, seed), split in splits.items():
             run_recipe = finetune_run_recipe(config.finetune, recipe, split, k, seed)
             train(
-                LowShotFinetuneTask(run_recipe, train_split.num_classes),
+                FinetuneTask(run_recipe, train_split.num_classes),
                 TrainConfig.from_recipe(run_recipe),
                 split.as_training_manifest(),
             )
