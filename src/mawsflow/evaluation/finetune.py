@@ -16,12 +16,20 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 EMA_PREFIX = "ema__"
 
 
+# What activation checkpointing puts into the names of the blocks' parameters
+# (torch.distributed.algorithms._checkpoint.checkpoint_wrapper's `_CHECKPOINT_PREFIX`).
+_CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module."
+
+
 def _buffer_name(parameter: str) -> str:
-    return EMA_PREFIX + parameter.replace(".", "__")
+    """The EMA buffer of a parameter, whether or not its block is wrapped for activation
+    checkpointing (the wrapping comes after the buffers are made, and changes no weight)."""
+    return EMA_PREFIX + parameter.replace(_CHECKPOINT_WRAPPER, "").replace(".", "__")
 
 
 class EMAClassifier(nn.Module):
@@ -61,7 +69,19 @@ class EMAClassifier(nn.Module):
         if self.ema is None:
             return
         for name, param in self.classifier.named_parameters():
-            getattr(self, _buffer_name(name)).lerp_(param.detach(), self.ema)
+            self._ema_like(name, param).lerp_(param.detach(), self.ema)
+
+    def _ema_like(self, name: str, param: torch.Tensor) -> torch.Tensor:
+        """The EMA buffer of `param`, laid out as `param` is. Under FSDP2 a parameter is a
+        DTensor sharded over the ranks, while buffers stay whole: the first update shards the
+        (identical on every rank) buffer the same way, so each rank averages its own shard and
+        a full state dict gathers the EMA as it gathers the weights."""
+        key = _buffer_name(name)
+        buffer = self._buffers[key]
+        if isinstance(param, DTensor) and not isinstance(buffer, DTensor):
+            buffer = distribute_tensor(buffer.to(param.device), param.device_mesh, param.placements)
+            self._buffers[key] = buffer
+        return buffer
 
 
 def classifier_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
