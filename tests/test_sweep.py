@@ -87,8 +87,8 @@ def test_cli_compiles_a_sweep_and_rejects_a_bad_grid(tmp_path, capsys):
 
 
 # Two cells × two rows × every transfer evaluation: ~50 tasks, each a process (torchrun for
-# the training ones). 816 s measured on the shared 2-core machine, above pyproject's 900 s
-# default timeout's comfort.
+# the training ones). 175 s in the full suite on a quiet 2-core machine, 816 s on a shared one,
+# hence a timeout above pyproject's 900 s.
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_model_size_sweep_runs_locally_and_plots_accuracy_against_flops(
@@ -133,3 +133,54 @@ def test_model_size_sweep_runs_locally_and_plots_accuracy_against_flops(
         assert all(len(points) == len(TINY_ARCHS) for points in lines.values())
         for mae, maws in zip(lines["MAE"], lines["MAE→WSP"], strict=True):
             assert maws[0] > mae[0] > 0
+
+
+# Fig. 5's grid at tiny size: two cells that differ in MAE epochs, the same WSP epochs.
+TINY_EPOCH_GRID = [
+    {"mae_epochs": 0.25, "wsp_epochs": 0.25},
+    {"mae_epochs": 0.5, "wsp_epochs": 0.25},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_epochs_sweep_runs_locally_and_plots_accuracy_against_flops(demo_data, tmp_path, capsys):
+    work = tmp_path / "work"
+    code = main(
+        [
+            "--local", "--sweep", "epochs", "--work-dir", str(work),
+            "--param", f"epoch_grid={json.dumps(TINY_EPOCH_GRID)}",
+            "--param", "preset=tiny",
+            "--param", f"raw_corpus={demo_data['corpus']}",
+            "--param", f"eval_dataset={demo_data['eval']}",
+            "--param", f"dataset={demo_data['dataset']}",
+            "--param", "eval_name=Fashion-MNIST",
+            "--param", "zeroshot_templates=clothing",
+            "--param", "shard_groups=1",
+            "--param", "vocab_min_count=3",
+            "--param", "loader_workers=0",
+            "--param", "lit_epochs=0.25",
+            "--param", "finetune_epochs=0.25",
+            "--param", "lowshot_epoch_multiplier=0.5",
+            "--param", "lowshot_shots=[1]",
+            "--param", "lowshot_seeds=[0]",
+            "--param", "lowshot_grouping=model",
+            "--param", "transfer_seeds=[0]",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    printed = re.findall(r"(/\S+/report\.json)", out.split("\nreport: ", 1)[1])
+    report = json.loads(Path(printed[0]).read_text())
+    # Rows: method × epochs, two cells each, MAE's before MAE→WSP's.
+    methods = [row.split(" · ")[0] for row in report["rows"]]
+    assert methods == ["MAE", "MAE", "MAE→WSP", "MAE→WSP"], report["rows"]
+    assert len(set(report["rows"])) == 4
+    assert "Accuracy against pretraining FLOPs" in report["plots"]
+    for lines in report["flops"].values():
+        assert set(lines) == {"MAE", "MAE→WSP"}
+        mae = sorted(point[0] for point in lines["MAE"])
+        maws = sorted(point[0] for point in lines["MAE→WSP"])
+        # Twice the MAE epochs cost twice MAE's FLOPs; MAE→WSP adds its WSP stage to each.
+        assert mae[1] == pytest.approx(2 * mae[0], rel=0.05)
+        assert maws[0] > mae[0] and maws[1] > mae[1]
