@@ -2,7 +2,8 @@
 # Set up a development or demo environment from nothing, idempotently:
 #   1. the Debian packages the demo and tests read (WordNet, Fashion-MNIST), and with --test the
 #      tools the tests run for real (docker.io and mmdebstrap to build and run every image,
-#      prometheus for promtool, chromium to render the HTML report), when we can install them
+#      prometheus for promtool, prometheus-pushgateway for the promotion gate's metric,
+#      chromium to render the HTML report), when we can install them
 #      (root with apt-get); otherwise the
 #      exact command to run;
 #   2. .venv in the repository root with mawsflow, its `train` extra (torch) and dependencies,
@@ -18,7 +19,7 @@ apt_packages=(wordnet-base wordnet-sense-index dataset-fashion-mnist)
 test_tools=()
 if [[ "${1:-}" == "--test" ]]; then
   extras="[train,test]"
-  test_tools=(docker.io mmdebstrap prometheus chromium)
+  test_tools=(docker.io mmdebstrap prometheus prometheus-pushgateway chromium)
 fi
 missing=()
 for pkg in "${apt_packages[@]}" "${test_tools[@]}"; do
@@ -40,7 +41,8 @@ if ((${#missing[@]})); then
     echo "    sudo apt-get install -y ${missing[*]}" >&2
     echo "setup: WordNet is needed by the dataset build, Fashion-MNIST by the demo corpus;" >&2
     echo "setup: docker.io and mmdebstrap build and run the images, prometheus has promtool," >&2
-    echo "setup: chromium renders the HTML report." >&2
+    echo "setup: prometheus-pushgateway receives the promotion gate's metric, chromium" >&2
+    echo "setup: renders the HTML report." >&2
     for pkg in "${missing[@]}"; do
       [[ " ${test_tools[*]} " == *" $pkg "* ]] || exit 1
     done

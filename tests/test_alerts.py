@@ -15,7 +15,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mawsflow"
 UNIT_TESTS = CHART / "tests" / "alerts_test.yaml"
-ALERTS = {"MawsflowTrainingStalled", "MawsflowLossNotFinite", "MawsflowDataLoaderStarving"}
+ALERTS = {
+    "MawsflowTrainingStalled",
+    "MawsflowLossNotFinite",
+    "MawsflowDataLoaderStarving",
+    "MawsflowPromotionRejected",
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +109,12 @@ def test_each_alert_fires_on_its_fault_and_stays_quiet_on_healthy_series(promtoo
             "MawsflowTrainingStalled",
             "increase(mawsflow_optimizer_steps_total[10m]) == 0",
             "stalled run",
+        ),
+        # On any decision instead of a rejection: the passed model would page too.
+        (
+            "MawsflowPromotionRejected",
+            "min by (registry, candidate) (mawsflow_promotion_gate_passed) >= 0",
+            "promotion rejected",
         ),
         # At or above the threshold: the pod exactly at 20% would alert.
         (

@@ -24,6 +24,8 @@ from kubernetes_validate.utils import SchemaNotFoundError, all_versions, schema_
 
 from kfp_api_standin import empty_state, serve
 from mawsflow.metrics import TrainingMetrics
+from mawsflow.orchestration.dag import RETRAIN_PARAMETERS
+from mawsflow.steps.promotion_gate import decision_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mawsflow"
@@ -617,12 +619,19 @@ def referenced_metrics(text: str) -> set[str]:
 
 def test_alerts_are_the_three_the_issue_asks_for_on_real_metrics(chart):
     (rule,) = of_kind(manifests(render(chart, {})), "PrometheusRule")
-    rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    groups = {group["name"]: group["rules"] for group in rule["spec"]["groups"]}
+    rules = {r["alert"]: r for r in groups["mawsflow-training"]}
     assert set(rules) == {
         "MawsflowTrainingStalled",
         "MawsflowLossNotFinite",
         "MawsflowDataLoaderStarving",
     }
+    # Scheduled retraining's alert reads what the promotion gate pushes.
+    (rejected,) = groups["mawsflow-retraining"]
+    pushed = {f.name for f in decision_metrics(False, "m").collect()}
+    assert rejected["alert"] == "MawsflowPromotionRejected"
+    assert referenced_metrics(rejected["expr"]) <= pushed
+    assert "{{ $labels.candidate }}" in rejected["annotations"]["description"]
     known = set().union(*exposed_metric_names().values())
     for alert in rules.values():
         assert referenced_metrics(alert["expr"]) <= known, alert["alert"]
@@ -717,6 +726,46 @@ def test_recurring_run_bootstrap_hooks(chart):
         assert source["audience"] == "pipelines.kubeflow.org"
         template = jobs[hook]["spec"]["template"]["metadata"]
         assert template["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
+def test_recurring_retraining_passes_the_gate_rules_and_warm_starts(chart):
+    retraining = {
+        "enabled": True,
+        "registry": "s3://models/maws",
+        "warmStart": {"mae": "registry", "wsp": "production", "wspSamples": 1000000},
+        "gate": {"headline": ["finetune", "10-shot"], "maxDrop": 0.25, "minGain": 0.1},
+        "pushgateway": "http://pushgateway.monitoring:9091",
+    }
+    values = {"recurringRun": {"enabled": True, "parameters": {"preset": "demo"}}}
+    values["recurringRun"]["retraining"] = retraining
+    job = of_kind(manifests(render(chart, values)), "Job")[0]
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    parameters = json.loads(env["PIPELINE_PARAMETERS"])
+    assert parameters == {
+        "preset": "demo",
+        "registry": "s3://models/maws",
+        "mae_warm_start": "registry",
+        "wsp_warm_start": "production",
+        "wsp_continue_samples": 1000000,
+        "gate_headline": ["finetune", "10-shot"],
+        "gate_max_drop": 0.25,
+        "gate_min_gain": 0.1,
+        "pushgateway": "http://pushgateway.monitoring:9091",
+    }
+    # Every one is a parameter the retraining pipeline declares, of its type.
+    for name, value in parameters.items():
+        if name not in ("preset", "registry"):
+            assert isinstance(value, RETRAIN_PARAMETERS[name][0]), name
+    # Enabled without a registry: the chart refuses to render.
+    del retraining["registry"]
+    with pytest.raises(Exception, match="recurringRun.retraining.registry"):
+        render(
+            chart, {"recurringRun": {"enabled": True, "retraining": {**retraining, "registry": ""}}}
+        )
+    # Off (the default): the parameters are `parameters` alone.
+    job = of_kind(manifests(render(chart, {"recurringRun": {"enabled": True}})), "Job")[0]
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["PIPELINE_PARAMETERS"]) == {}
 
 
 def test_chart_app_version_is_the_package_version():

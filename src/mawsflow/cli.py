@@ -37,6 +37,14 @@ STEPS: dict[str, tuple[str, str]] = {
     "report": ("report", "Table 22-shaped results, loss and low-shot plots (Markdown/HTML/JSON)"),
     "launch": ("launch", "run a training command under torchrun: local, PyTorchJob or TrainJob"),
     "registry": ("registry", "model registry in object storage: list, promote, rollback, gate"),
+    "retrain-plan": (
+        "retrain_plan",
+        "a scheduled run's start: corpus snapshot, train or not, warm starts",
+    ),
+    "promotion-gate": (
+        "promotion_gate",
+        "register a run's new model; promote it only if it beats production",
+    ),
 }
 
 

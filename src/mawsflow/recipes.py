@@ -186,7 +186,9 @@ class WSPRecipe:
     head: Literal["mlp", "linear"] = "mlp"
     # Where the trunk starts: an MAE run's output (MAE→WSP), nothing (WSP baseline), or a
     # released checkpoint in timm layout.
-    init: Literal["mae", "scratch", "timm"] = "scratch"
+    # "wsp": continue from a WSP output's trunk (scheduled retraining's warm start); its
+    # vocabulary head is not part of a WSP output, so the head starts afresh.
+    init: Literal["mae", "scratch", "timm", "wsp"] = "scratch"
     init_checkpoint: str = ""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

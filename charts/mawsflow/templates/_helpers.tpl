@@ -80,3 +80,26 @@ creates from the given keys. Refuses a half-given or contradictory setting. */}}
 {{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The recurring run's pipeline parameters (JSON): recurringRun.parameters, and with
+recurringRun.retraining.enabled the retraining pipeline's own (pipelines/maws.py --retrain).
+Called with .Values.recurringRun as the context.
+*/}}
+{{- define "mawsflow.recurringRun.parameters" -}}
+{{- $parameters := deepCopy .parameters -}}
+{{- with .retraining -}}
+{{- if .enabled -}}
+{{- $registry := required "recurringRun.retraining.registry: give the model registry's root URI (s3://…)" .registry -}}
+{{- $_ := set $parameters "registry" $registry -}}
+{{- $_ := set $parameters "mae_warm_start" .warmStart.mae -}}
+{{- $_ := set $parameters "wsp_warm_start" .warmStart.wsp -}}
+{{- $_ := set $parameters "wsp_continue_samples" (int .warmStart.wspSamples) -}}
+{{- $_ := set $parameters "gate_headline" .gate.headline -}}
+{{- $_ := set $parameters "gate_max_drop" (float64 .gate.maxDrop) -}}
+{{- $_ := set $parameters "gate_min_gain" (float64 .gate.minGain) -}}
+{{- $_ := set $parameters "pushgateway" .pushgateway -}}
+{{- end -}}
+{{- end -}}
+{{- $parameters | toJson -}}
+{{- end }}

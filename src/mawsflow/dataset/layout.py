@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from mawsflow import storage
+from mawsflow.dataset.corpus_snapshot import is_snapshot, snapshot_versions
 
 WORK_DIR = "_work"
 SHARD_DIR = "shards"
@@ -70,7 +71,11 @@ class ShardGroup:
 
 
 def list_input_shards(input_uri: str) -> list[str]:
-    """Every `*.tar` under the input prefix (a directory), sorted; an empty input is an error."""
+    """Every `*.tar` under the input prefix (a directory), sorted; an empty input is an error.
+    A corpus snapshot file (corpus_snapshot.py) stands for the shards it names, checked to be
+    unchanged: a scheduled run reads what it recorded, not what arrived since."""
+    if is_snapshot(input_uri):
+        return sorted(snapshot_versions(input_uri))
     prefix = input_uri.rstrip("/") + "/"
     shards = storage.list_uris(prefix, suffix=".tar")
     if not shards:

@@ -24,7 +24,7 @@ import io
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +34,14 @@ matplotlib.use("Agg")  # no display in a pipeline pod
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
+from mawsflow import storage
 from mawsflow.evaluation.results import (
     CONTROL_ROW,
     PAPER_ROWS,
     EvalResult,
     Pretraining,
     TrainingHistory,
+    read_result,
 )
 
 REPORT_FORMAT = "mawsflow.report/1"  # report.json
@@ -79,6 +81,8 @@ class Report:
     results: list[EvalResult]
     histories: list[TrainingHistory] = field(default_factory=list)
     plots: dict[str, bytes] = field(default_factory=dict)  # title → PNG
+    # A scheduled retraining run's promotion gate decision (promotion_gate's gate.json).
+    gate: dict[str, Any] | None = None
 
 
 def _seed_values(result: EvalResult) -> dict[str, list[float]]:
@@ -428,6 +432,60 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _gate_rows(gate: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, production, new model, difference) for each headline metric."""
+    rows = []
+    for item in gate.get("comparison", []):
+        old, new = item.get("production"), item.get("candidate")
+        rows.append(
+            (
+                str(item.get("metric")),
+                "–" if old is None else f"{old:.1f}",
+                "–" if new is None else f"{new:.1f}",
+                "–" if old is None or new is None else f"{new - old:+.1f}",
+            )
+        )
+    return rows
+
+
+def gate_summary(gate: Mapping[str, Any]) -> str:
+    """One sentence: what the gate decided, on which model, and why."""
+    verdict = "promoted to production" if gate.get("promoted") else "not promoted"
+    before = gate.get("production_before") or "none"
+    reasons = "; ".join(gate.get("reasons", []))
+    rules = gate.get("rules", {})
+    return (
+        f"The new model ({gate.get('row')}, registry id {gate.get('candidate')}) was {verdict}: "
+        f"{reasons}. Production before: {before}; after: {gate.get('production_after')}. "
+        f"Rules: no headline metric worse by more than {rules.get('max_drop')} points, one "
+        f"better by {rules.get('min_gain')} or more."
+    )
+
+
+def gate_markdown(gate: Mapping[str, Any] | None) -> list[str]:
+    if not gate:
+        return []
+    lines = ["", "## Promotion gate", "", gate_summary(gate), ""]
+    lines += ["| Headline metric | Production | New model | Difference |"]
+    lines += ["| --- | ---: | ---: | ---: |"]
+    lines += [f"| {m} | {old} | {new} | {diff} |" for m, old, new, diff in _gate_rows(gate)]
+    return lines
+
+
+def gate_html(gate: Mapping[str, Any] | None) -> str:
+    if not gate:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><th>{esc(m)}</th><td>{old}</td><td>{new}</td><td>{diff}</td></tr>"
+        for m, old, new, diff in _gate_rows(gate)
+    )
+    return (
+        f"<h2>Promotion gate</h2><p>{esc(gate_summary(gate))}</p><table><tr><th>Headline "
+        f"metric</th><th>Production</th><th>New model</th><th>Difference</th></tr>{rows}</table>"
+    )
+
+
 def render_markdown(report: Report) -> str:
     table = report.table
     lines = ["# mawsflow run report", ""]
@@ -448,6 +506,7 @@ def render_markdown(report: Report) -> str:
     read = reading(table) + training_lines(report.histories)
     if read:
         lines += ["", "## Reading", ""] + [f"- {line}" for line in read]
+    lines += gate_markdown(report.gate)
     lines += ["", "## Evaluations", ""]
     for result in report.results:
         scalars = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
@@ -493,6 +552,7 @@ def render_html(report: Report) -> str:
         "<h1>mawsflow run report</h1><p>Top-1 accuracy (%) by pretraining method (rows) and "
         "evaluation (columns), as the paper's Table 22; the best value of each column is bold."
         f"</p><table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>{read_html}"
+        f"{gate_html(report.gate)}"
         f"<h2>Evaluations</h2><ul>{items}</ul>{figures}</body></html>\n"
     )
 
@@ -526,4 +586,16 @@ def render_json(report: Report) -> dict[str, Any]:
         if FLOPS_PLOT in report.plots
         else {},
         "pretrained": {row: p.to_dict() for row, p in table.pretrained.items()},
+        "gate": report.gate,
     }
+
+
+def read_results(uri: str) -> list[EvalResult]:
+    """An evaluation output's result, or every result of a report's report.json (a sweep's
+    report merges its grid cells' reports)."""
+    if uri.endswith("report.json"):
+        data = storage.read_json(uri)
+        if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+            raise ValueError(f"{uri}: not a report (expected format {REPORT_FORMAT!r})")
+        return [EvalResult.from_dict(r, source=uri) for r in data.get("results", [])]
+    return [read_result(uri)]

@@ -148,6 +148,11 @@ def pretraining_lineage(
             return "MAE→WSP"
         if init == "scratch":
             return "WSP"
+        parent = model_json.get("init_checkpoint") or recipe.get("init_checkpoint")
+        if init == "wsp" and parent:
+            # WSP continued from an earlier WSP model keeps that model's row: a retrained
+            # MAE→WSP is still MAE→WSP.
+            return pretraining_lineage(read_parent(parent), read_parent)
         return f"WSP ({init} init)"
     parent = recipe.get("image_checkpoint") or recipe.get("init_checkpoint")
     if step in {"lit", "finetune", "finetune-video", "lowshot"} and parent:

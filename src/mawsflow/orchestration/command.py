@@ -46,6 +46,7 @@ from mawsflow.orchestration.submission import (
 )
 from mawsflow.orchestration.sweeps import SWEEPS, sweep_name, sweep_pipeline
 from mawsflow.recipes import PRESETS, architectures
+from mawsflow.registry.plan import MAE_WARM_STARTS, WSP_WARM_STARTS
 from mawsflow.steps.report import REPORT_FILES
 
 LOWSHOT_METHODS = ("vpt", "logreg", "finetune")
@@ -65,6 +66,21 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
     one_of("preset", ("", *PRESETS))
     one_of("lowshot_method", LOWSHOT_METHODS)
     one_of("lowshot_grouping", LOWSHOT_GROUPINGS)
+    one_of("mae_warm_start", MAE_WARM_STARTS)
+    one_of("wsp_warm_start", WSP_WARM_STARTS)
+    if "registry" in arguments and not str(arguments["registry"]).strip():
+        raise ParameterError("registry: empty; give the model registry's root URI")
+    if arguments.get("wsp_continue_samples", 0) < 0:
+        raise ParameterError("wsp_continue_samples: must not be negative")
+    if "gate_headline" in arguments and not arguments["gate_headline"]:
+        raise ParameterError('gate_headline: empty; give e.g. ["finetune", "linear"]')
+    if arguments.get("gate_max_drop", 0.0) < 0:
+        raise ParameterError("gate_max_drop: must not be negative")
+    if arguments.get("as_of"):
+        try:
+            datetime.date.fromisoformat(arguments["as_of"])
+        except ValueError:
+            raise ParameterError(f"as_of={arguments['as_of']!r}: expected YYYY-MM-DD") from None
     for name in ("transfer_seeds", "lowshot_seeds"):
         seeds = arguments.get(name, [0])
         if name == "transfer_seeds" and not seeds:
@@ -179,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and <set>_epochs",
     )
     parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="scheduled retraining against a model registry: snapshot the corpus, train only "
+        "on new data, warm starts from the registry, and a promotion gate at the end; adds the "
+        "run parameters registry (required: the registry's root URI), as_of, mae_warm_start "
+        "(none|registry), wsp_warm_start (none|production), wsp_continue_samples, "
+        "retrain_force, gate_headline, gate_max_drop, gate_min_gain and pushgateway",
+    )
+    parser.add_argument(
         "--param",
         dest="params",
         action="append",
@@ -246,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "nothing to do: give --compile, --submit, --schedule, --local or --list-params"
         )
+    if args.sweep and args.retrain:
+        parser.error("--retrain is not available with --sweep: a sweep compares, it does not serve")
     if args.sweep and args.video:
         parser.error("--video is not available with --sweep: sweep the image evaluations only")
     if args.containers and not args.local:
@@ -261,14 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline = (
             sweep_pipeline(args.sweep, **options)
             if args.sweep
-            else maws_pipeline(video=args.video, **options)
+            else maws_pipeline(video=args.video, retrain=args.retrain, **options)
         )
     except ImageError as exc:
         return _fail(str(exc))
     name = (
         sweep_name(args.sweep, args.baselines, args.control)
         if args.sweep
-        else pipeline_name(args.baselines, args.control, args.video)
+        else pipeline_name(args.baselines, args.control, args.video, args.retrain)
     )
     if args.list_params:
         for p in declared_parameters(pipeline.component_spec).values():
@@ -295,8 +322,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.containers
                 else run_locally(pipeline, arguments, args.work_dir)
             )
+            if report.plan:
+                print(f"\nretraining plan: {report.plan['action']} ({report.plan['reason']})")
             print(f"\n{report.table}\n")
-            print("report: " + ", ".join(str(report.folder / name) for name in REPORT_FILES))
+            if report.gate:
+                verdict = "promoted" if report.gate["promoted"] else "not promoted"
+                print(f"promotion gate: {verdict}: {'; '.join(report.gate['reasons'])}")
+            if report.folder:
+                print("report: " + ", ".join(str(report.folder / n) for n in REPORT_FILES))
     except (ParameterError, SubmissionError, LocalRunFailed, ConformanceError) as exc:
         return _fail(str(exc))
     return 0

@@ -53,6 +53,9 @@ IMAGE_OF = {
     "pick-model": "report",
     "report": "report",
     "sweep-report": "report",
+    "retrain-plan": "build-dataset",
+    "retrain-inputs": "build-dataset",
+    "promotion-gate": "report",
 }
 
 
@@ -403,9 +406,13 @@ def wsp(
     model: Output[Model],
     metrics: Output[Metrics],
     mae_model: Input[Model] = None,
+    init_model: str = "",
+    continue_samples: int = 0,
 ) -> None:
     """Weakly supervised pretraining (Table 11): MAE→WSP when given `mae_model` (the trunk
-    starts from the MAE encoder), else the WSP-from-scratch baseline.
+    starts from the MAE encoder), else the WSP-from-scratch baseline. With `init_model` (a WSP
+    output: scheduled retraining's warm start from production) the trunk continues from that
+    model instead, for one pass of `continue_samples` samples (0: the schedule as set).
 
     Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
     ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
@@ -423,6 +430,10 @@ def wsp(
         "init": "mae" if mae_model else "scratch",
         "init_checkpoint": model_folder(mae_model.uri) if mae_model else "",
     }
+    if init_model:
+        settings |= {"init": "wsp", "init_checkpoint": init_model}
+        if continue_samples > 0:
+            settings |= {"schedule.epochs": 1, "schedule.samples_per_epoch": continue_samples}
     launch = {
         "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
         "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
@@ -835,14 +846,16 @@ def lowshot_summary(runs: Input[list[Metrics]], result: Output[Metrics]) -> None
 
 
 @_component("transfer-rows")
-def transfer_rows(baselines: bool, control: bool) -> list[str]:
-    """The report's rows, one per model every transfer evaluation runs on: MAE and MAE→WSP,
-    WSP from scratch when the run trains that baseline, and the control (the same trunk with a
-    random initialisation and no pretraining) when it has one.
+def transfer_rows(baselines: bool, control: bool, mae: bool = True) -> list[str]:
+    """The report's rows, one per model every transfer evaluation runs on: MAE (unless `mae`
+    is off: a retraining run without baselines evaluates only the model it may promote) and
+    MAE→WSP, WSP from scratch when the run trains that baseline, and the control (the same
+    trunk with a random initialisation and no pretraining) when it has one.
 
     Needs nothing from its environment. KFP backend >= 2.16.0.
     """
-    return ["mae"] + (["wsp"] if baselines else []) + ["maws"] + (["control"] if control else [])
+    rows = (["mae"] if mae else []) + (["wsp"] if baselines else []) + ["maws"]
+    return rows + (["control"] if control else [])
 
 
 @_component("pick-model")
@@ -886,6 +899,7 @@ def report(
     files: Output[Artifact],
     k400: Input[list[Metrics]] = None,
     ssv2: Input[list[Metrics]] = None,
+    gate: Input[Artifact] = None,
 ) -> None:
     """Table 22's shape: a row per pretrained model (MAE, WSP, MAE→WSP, from each result's
     lineage), a column per evaluation (finetuning, low-shot K, zero-shot, linear probe, then
@@ -908,7 +922,9 @@ def report(
     results = [storage_uri(a.uri) for kind in kinds for a in kind]
     training = [model_folder(m.uri) for m in pretrained]
     folder = storage_uri(files.uri)
-    run(ReportConfig(tuple(results), tuple(training), folder))
+    # A scheduled retraining run's promotion gate decision (gate.json), shown with the table.
+    decision = storage.join(storage_uri(gate.uri), "gate.json") if gate else ""
+    run(ReportConfig(tuple(results), tuple(training), folder, gate=decision))
     storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))
     storage.copy(storage.join(folder, "report.html"), storage_uri(html.uri))
 
@@ -939,3 +955,137 @@ def sweep_report(
     run(ReportConfig(tuple(reports), (), folder))
     storage.copy(storage.join(folder, "report.md"), storage_uri(markdown.uri))
     storage.copy(storage.join(folder, "report.html"), storage_uri(html.uri))
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduled retraining: the plan at a run's start, the promotion gate at its end.
+
+
+@_component("retrain-plan")
+def retrain_plan(
+    raw_corpus: str,
+    registry: str,
+    as_of: str,
+    mae_warm_start: str,
+    wsp_warm_start: str,
+    force: bool,
+    plan: Output[Artifact],
+) -> str:
+    """A scheduled run's start (`mawsflow retrain-plan`): the corpus listed once into a
+    snapshot, whether to train ("train"), or "unchanged" when the registry's newest model was
+    trained on the same data (the run then trains nothing), and the warm starts from the
+    registry. `plan` holds the snapshot and plan.json; `retrain-inputs` reads them out.
+    Never cached: it is what tells one run's data from the next.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.log import setup_logging
+    from mawsflow.orchestration.artifact_uris import storage_uri
+    from mawsflow.steps.retrain_plan import RetrainPlanConfig, make_plan
+
+    setup_logging()
+    config = RetrainPlanConfig(
+        raw_corpus, registry, storage_uri(plan.uri), as_of, mae_warm_start, wsp_warm_start, force
+    )
+    made = make_plan(config)
+    plan.metadata.update({"action": made.action, "reason": made.reason, "shards": made.shards})
+    return made.action
+
+
+@_component("retrain-inputs")
+def retrain_inputs(plan: Input[Artifact], dataset: str) -> NamedTuple(
+    "RetrainInputs",
+    [("corpus", str), ("dataset", str), ("mae_checkpoint", str), ("wsp_init", str)],
+):
+    """What a retraining run's tasks take from its plan: the corpus snapshot the dataset build
+    reads (`corpus`), the dataset's folder, one per snapshot under `dataset` (a new run never
+    overwrites the data an earlier model was trained on), the registry's MAE encoder to reuse
+    (`mae_checkpoint`) and the production model WSP continues from (`wsp_init`), "" where none.
+
+    (A task of its own, not outputs of retrain-plan: the run's condition reads retrain-plan's
+    single output, because kfp.local resolves a condition on a task's `Output` but not on a
+    named output, kfp/local/orchestrator/enhanced_dag_orchestrator.py,
+    `ConditionEvaluator._resolve_pipeline_channel`.)
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from collections import namedtuple
+
+    from mawsflow import storage
+    from mawsflow.orchestration.artifact_uris import storage_uri
+    from mawsflow.registry.plan import PLAN_FILE, read_plan
+
+    made = read_plan(storage.join(storage_uri(plan.uri), PLAN_FILE))
+    folder = storage.join(dataset, f"snapshot-{made.fingerprint[:16]}")
+    outputs = namedtuple("RetrainInputs", ["corpus", "dataset", "mae_checkpoint", "wsp_init"])
+    return outputs(made.corpus, folder, made.mae_checkpoint, made.wsp_init)
+
+
+@_component("promotion-gate")
+def promotion_gate(
+    registry: str,
+    plan: Input[Artifact],
+    candidate: Input[Model],
+    mae_model: Input[Model],
+    eval_data: Input[Dataset],
+    eval_name: str,
+    finetune: Input[list[Metrics]],
+    lowshot: Input[list[Metrics]],
+    zeroshot: Input[list[Metrics]],
+    linear: Input[list[Metrics]],
+    headline: list[str],
+    max_drop: float,
+    min_gain: float,
+    references: dict[str, str],
+    image_tag: str,
+    pushgateway: str,
+    decision: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
+    """The end of a scheduled run (`mawsflow promotion-gate`): register the new model (MAE→WSP)
+    with its metrics, data snapshot, code version, images and parents, and promote it only if
+    no `headline` metric is worse than production's by more than `max_drop` points and one is
+    better by `min_gain`. A rejection is an outcome, not a failure: `metrics` says
+    `promoted` 0, and with `pushgateway` the chart's alert pages on it. `decision` holds
+    gate.json, which the report shows.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow import storage
+    from mawsflow.log import setup_logging
+    from mawsflow.orchestration.artifact_uris import model_folder, storage_uri
+    from mawsflow.orchestration.images import retag
+    from mawsflow.registry.plan import PLAN_FILE
+    from mawsflow.steps.promotion_gate import PromotionGateConfig, run
+
+    setup_logging()
+    results = [storage_uri(a.uri) for kind in (finetune, lowshot, zeroshot, linear) for a in kind]
+    reference = storage.read_json(storage_uri(eval_data.uri))
+    gate = run(
+        PromotionGateConfig(
+            registry=registry,
+            plan=storage.join(storage_uri(plan.uri), PLAN_FILE),
+            model=model_folder(candidate.uri),
+            results=tuple(results),
+            eval_name=eval_name,
+            eval_fingerprint=str(reference.get("fingerprint", "")),
+            output=storage_uri(decision.uri),
+            mae_model=model_folder(mae_model.uri),
+            headline=tuple(headline),
+            max_drop=max_drop,
+            min_gain=min_gain,
+            images={step: retag(ref, image_tag) for step, ref in references.items()},
+            pushgateway=pushgateway,
+        )
+    )
+    decision.metadata.update({k: gate[k] for k in ("candidate", "promoted", "production_after")})
+    metrics.log_metric("promoted", 1.0 if gate["promoted"] else 0.0)
+    for row in gate["comparison"]:
+        if row["production"] is not None:
+            metrics.log_metric(f"delta {row['metric']}", row["candidate"] - row["production"])

@@ -49,6 +49,7 @@ resolve.go, `resolveUpstreamArtifacts` and `CollectInputs`).
 """
 
 # kfp reads the pipelines' annotations as objects, so no `from __future__ import annotations`.
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,6 +146,11 @@ RESOURCES: Mapping[str, Resources] = {
     "lowshot-summary": Resources("500m", "1Gi", retries=1),
     "report": Resources("1", "4Gi", retries=1),
     "sweep-report": Resources("1", "4Gi", retries=1),
+    # Never cached: the snapshot of the corpus is what tells one scheduled run from the next.
+    "retrain-plan": Resources("500m", "1Gi", retries=2, cached=False),
+    "retrain-inputs": Resources("100m", "256Mi", retries=2),
+    # Never cached: it moves the registry's production pointer.
+    "promotion-gate": Resources("500m", "2Gi", retries=1, cached=False),
 }
 
 
@@ -546,7 +552,9 @@ def check_video_sets(video: Sequence[str]) -> tuple[str, ...]:
 
 
 def _with_video_parameters(
-    pipeline_func: Callable[..., Any], video: Sequence[str]
+    pipeline_func: Callable[..., Any],
+    video: Sequence[str],
+    retrain: bool = False,
 ) -> Callable[..., Any]:
     """`pipeline_func` (whose `**video_inputs` takes the branch's parameters) with a signature
     that declares them for the chosen sets only: `<set>_dataset` required, after the other
@@ -563,6 +571,9 @@ def _with_video_parameters(
         return inspect.Parameter(name, kind, default=default, annotation=annotation)
 
     datasets = [parameter(f"{v}_dataset", str) for v in video]
+    if retrain:  # scheduled retraining's own parameters (RETRAIN_PARAMETERS)
+        datasets.append(parameter("registry", str))
+        optional += [parameter(n, t, d) for n, (t, d) in RETRAIN_PARAMETERS.items()]
     settings = [
         setting
         for v in video
@@ -572,6 +583,8 @@ def _with_video_parameters(
         )
     ]
     signature = base.replace(parameters=[*required, *datasets, *optional, *settings])
+    if retrain:  # the outputs are inside the data-changed condition: the pipeline has none
+        signature = signature.replace(return_annotation=inspect.Signature.empty)
     names = list(signature.parameters)
 
     def pipeline(*args: Any) -> Any:
@@ -593,9 +606,33 @@ class Report(NamedTuple):
     files: Artifact
 
 
-def pipeline_name(baselines: bool, control: bool = False, video: Sequence[str] = ()) -> str:
+# Scheduled retraining's run parameters beyond `registry` (required): name → (type, default).
+RETRAIN_PARAMETERS: Mapping[str, tuple[type, Any]] = {
+    # The last partition day the run reads ("": the corpus as it is at the run's start).
+    "as_of": (str, ""),
+    # "registry": reuse the production model's MAE encoder instead of training MAE again.
+    "mae_warm_start": (str, "none"),
+    # "production": WSP continues from the production model for `wsp_continue_samples`.
+    "wsp_warm_start": (str, "none"),
+    "wsp_continue_samples": (int, 0),
+    # Train even when the data has not changed since the newest registered model.
+    "retrain_force": (bool, False),
+    # The promotion gate's rules (mawsflow.registry.gate): report columns or short names.
+    "gate_headline": (list, ["finetune", "linear"]),
+    "gate_max_drop": (float, 0.5),
+    "gate_min_gain": (float, 0.0),
+    # A Prometheus Pushgateway for the gate's decision ("": none).
+    "pushgateway": (str, ""),
+}
+
+
+def pipeline_name(
+    baselines: bool, control: bool = False, video: Sequence[str] = (), retrain: bool = False
+) -> str:
     extras = [name for name, on in (("baselines", baselines), ("control", control)) if on]
     extras += list(check_video_sets(video))
+    if retrain:
+        extras.append("retraining")
     return "-".join([PIPELINE_NAME, "with", "-and-".join(extras)] if extras else [PIPELINE_NAME])
 
 
@@ -604,15 +641,20 @@ def maws_pipeline(
     baselines: bool = False,
     control: bool = False,
     video: Sequence[str] = (),
+    retrain: bool = False,
     cluster: ClusterSettings | None = None,
     retries: bool = True,
 ) -> GraphComponent:
     """The MAWS DAG; with `baselines`, WSP from scratch and MAE alone beside MAE→WSP; with
     `control`, the same trunk with a random initialisation and no pretraining, put through the
     same transfer evaluations (the row that shows what pretraining adds); with `video` (`k400`,
-    `ssv2`), each model also finetuned and evaluated on those video sets. Without `retries` a
-    failed task fails the run at once (what a local run wants: there are no preempted pods or
-    flaky nodes to wait out)."""
+    `ssv2`), each model also finetuned and evaluated on those video sets. With `retrain`,
+    scheduled retraining against a model registry: `retrain-plan` snapshots the corpus and
+    decides whether there is new data to train on (everything else runs under that condition)
+    and which registry models to warm-start from; `promotion-gate` registers the new model and
+    promotes it only if it passes the gate's rules; the report shows the decision. Without
+    `retries` a failed task fails the run at once (what a local run wants: there are no
+    preempted pods or flaky nodes to wait out)."""
     cluster = cluster or ClusterSettings()
     video = check_video_sets(video)
     references = read_images()
@@ -629,6 +671,7 @@ def maws_pipeline(
         + ("; WSP-from-scratch and MAE baselines in the same run" if baselines else "")
         + ("; a control row without pretraining" if control else "")
         + (f"; video finetuning on {' and '.join(VIDEO_SETS[v] for v in video)}" if video else "")
+        + ("; scheduled retraining with a model registry and a promotion gate" if retrain else "")
     )
 
     def maws(
@@ -672,158 +715,246 @@ def maws_pipeline(
         image_tag: str = "",
         s3_secret: str = "mlpipeline-minio-artifact",
         object_store_config: str = "mawsflow-object-store",
-        # The video branch's `<set>_dataset`, `<set>_name`, `<set>_epochs` (only the chosen sets).
+        # The video branch's `<set>_dataset`, `<set>_name`, `<set>_epochs` (only the chosen sets)
+        # and, with `retrain`, `registry` and RETRAIN_PARAMETERS.
         **video_inputs: Any,
     ) -> Report:
         names = {"s3_secret": s3_secret, "object_store_config": object_store_config}
         configure = place(**names)
         # Runs in components/images.yaml's launch image and tells every other task its image.
         images = configure(c.step_images(references=references, image_tag=image_tag)).outputs
-        launch = {
-            "backend": backend,
-            "nodes": nodes,
-            "gpus_per_node": gpus_per_node,
-            "shm_size": shm_size,
-            "node_selector": node_selector,
-            "tolerations": tolerations,
-        }
+        retraining = (
+            {name: video_inputs[name] for name in ("registry", *RETRAIN_PARAMETERS)}
+            if retrain
+            else {}
+        )
+        plan: PipelineTask | None = None
+        condition: Any = contextlib.nullcontext()
+        corpus, dataset_folder, mae_source = raw_corpus, dataset, mae_checkpoint
+        if retrain:
+            plan = configure(
+                c.retrain_plan(
+                    raw_corpus=raw_corpus,
+                    registry=retraining["registry"],
+                    as_of=retraining["as_of"],
+                    mae_warm_start=retraining["mae_warm_start"],
+                    wsp_warm_start=retraining["wsp_warm_start"],
+                    force=retraining["retrain_force"],
+                ),
+                images["build_dataset"],
+            )
+            # With nothing new to learn from, the run ends here, having trained nothing.
+            condition = dsl.If(plan.outputs["Output"] == "train", name="data-changed")
+        with condition:
+            if plan is not None:
+                # The dataset build reads the plan's snapshot of the corpus into a folder of
+                # its own; MAE and WSP start where the plan says.
+                inputs = configure(
+                    c.retrain_inputs(plan=plan.outputs["plan"], dataset=dataset),
+                    images["build_dataset"],
+                ).outputs
+                corpus, dataset_folder = inputs["corpus"], inputs["dataset"]
+                mae_source = inputs["mae_checkpoint"]
+            launch = {
+                "backend": backend,
+                "nodes": nodes,
+                "gpus_per_node": gpus_per_node,
+                "shm_size": shm_size,
+                "node_selector": node_selector,
+                "tolerations": tolerations,
+            }
 
-        pretraining = build_dataset(
-            raw_corpus=raw_corpus,
-            dataset=dataset,
-            shard_groups=shard_groups,
-            vocab_min_count=vocab_min_count,
-            vocab_max_classes=vocab_max_classes,
-            resample_ratio=resample_ratio,
-            samples_per_shard=samples_per_shard,
-            seed=seed,
-            image=images["build_dataset"],
-            **names,
-        ).outputs["pretraining"]
-        # The evaluation data is listed first (never cached): its fingerprint keys the check's
-        # cache, and through its output every evaluation's.
-        listing = configure(c.eval_fingerprint(uri=eval_dataset), images["prepare_eval"])
-        eval_data = configure(
-            c.eval_dataset(uri=eval_dataset, name=eval_name, fingerprint=listing.output),
-            images["prepare_eval"],
-        ).outputs["dataset"]
+            pretraining = build_dataset(
+                raw_corpus=corpus,
+                dataset=dataset_folder,
+                shard_groups=shard_groups,
+                vocab_min_count=vocab_min_count,
+                vocab_max_classes=vocab_max_classes,
+                resample_ratio=resample_ratio,
+                samples_per_shard=samples_per_shard,
+                seed=seed,
+                image=images["build_dataset"],
+                **names,
+            ).outputs["pretraining"]
+            # The evaluation data is listed first (never cached): its fingerprint keys the check's
+            # cache, and through its output every evaluation's.
+            listing = configure(c.eval_fingerprint(uri=eval_dataset), images["prepare_eval"])
+            eval_data = configure(
+                c.eval_dataset(uri=eval_dataset, name=eval_name, fingerprint=listing.output),
+                images["prepare_eval"],
+            ).outputs["dataset"]
 
-        def train_wsp(name: str, **init: Any) -> PipelineTask:
-            """MAE→WSP given `mae_model=`, else WSP from scratch."""
-            return _train(
+            def train_wsp(name: str, **init: Any) -> PipelineTask:
+                """MAE→WSP given `mae_model=`, else WSP from scratch."""
+                return _train(
+                    configure,
+                    c.wsp,
+                    images["wsp"],
+                    launch,
+                    name=name,
+                    dataset=pretraining,
+                    preset=preset,
+                    arch=arch,
+                    epochs=wsp_epochs,
+                    samples_per_epoch=samples_per_epoch,
+                    **init,
+                )
+
+            mae = _train(
                 configure,
-                c.wsp,
-                images["wsp"],
+                c.mae,
+                images["mae"],
                 launch,
-                name=name,
                 dataset=pretraining,
                 preset=preset,
                 arch=arch,
-                epochs=wsp_epochs,
+                epochs=mae_epochs,
                 samples_per_epoch=samples_per_epoch,
-                **init,
+                mae_checkpoint=mae_source,
             )
-
-        mae = _train(
-            configure,
-            c.mae,
-            images["mae"],
-            launch,
-            dataset=pretraining,
-            preset=preset,
-            arch=arch,
-            epochs=mae_epochs,
-            samples_per_epoch=samples_per_epoch,
-            mae_checkpoint=mae_checkpoint,
-        )
-        maws_wsp = train_wsp("wsp (MAE→WSP)", mae_model=mae.outputs["model"])
-        pretrained = {"mae_model": mae.outputs["model"], "maws_model": maws_wsp.outputs["model"]}
-        if baselines:
-            pretrained["wsp_model"] = train_wsp("wsp (WSP from scratch)").outputs["model"]
-        if control:
-            pretrained["control_model"] = configure(
-                c.random_init(preset=preset, arch=arch, seed=seed), images["wsp"]
-            ).outputs["model"]
-        rows = configure(c.transfer_rows(baselines=baselines, control=control), images["report"])
-        # Each video set checked once, keyed (like the evaluation data) on its listing.
-        video_data = {}
-        for variant in video:
-            uri = video_inputs[f"{variant}_dataset"]
-            video_listing = configure(
-                c.eval_fingerprint(uri=uri), images["prepare_eval"], name=f"{variant}-fingerprint"
+            # A retraining run's WSP may continue from the production model instead.
+            warm_start = (
+                {
+                    "init_model": inputs["wsp_init"],
+                    "continue_samples": retraining["wsp_continue_samples"],
+                }
+                if plan is not None
+                else {}
             )
-            video_data[variant] = configure(
-                c.video_dataset(
-                    uri=uri, name=video_inputs[f"{variant}_name"], fingerprint=video_listing.output
+            maws_wsp = train_wsp("wsp (MAE→WSP)", mae_model=mae.outputs["model"], **warm_start)
+            pretrained = {
+                "mae_model": mae.outputs["model"],
+                "maws_model": maws_wsp.outputs["model"],
+            }
+            if baselines:
+                pretrained["wsp_model"] = train_wsp("wsp (WSP from scratch)").outputs["model"]
+            if control:
+                pretrained["control_model"] = configure(
+                    c.random_init(preset=preset, arch=arch, seed=seed), images["wsp"]
+                ).outputs["model"]
+            rows = configure(
+                c.transfer_rows(
+                    baselines=baselines,
+                    control=control,
+                    # A retraining run evaluates MAE alone only as a baseline: its encoder is
+                    # often the registry's, unchanged since it was last evaluated.
+                    mae=baselines or not retrain,
                 ),
-                images["prepare_eval"],
-                name=f"{variant}-dataset",
-            ).outputs["dataset"]
-
-        # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
-        with dsl.ParallelFor(rows.output) as row:
-            # The row's model as a container task's output (an importer here would break the
-            # backend: mawsflow.orchestration.conformance).
-            picked = configure(c.pick_model(row=row, **pretrained), images["report"])
-            model = picked.outputs["model"]
-            results = transfer_evaluations(
-                model=model,
-                pretraining=pretraining,
-                eval_data=eval_data,
-                eval_name=eval_name,
-                lowshot_shots=lowshot_shots,
-                lowshot_seeds=lowshot_seeds,
-                lowshot_grouping=lowshot_grouping,
-                transfer_seeds=transfer_seeds,
-                preset=preset,
-                arch=arch,
-                lit_epochs=lit_epochs,
-                finetune_epochs=finetune_epochs,
-                samples_per_epoch=samples_per_epoch,
-                lowshot_epoch_multiplier=lowshot_epoch_multiplier,
-                text_model=text_model,
-                zeroshot_templates=zeroshot_templates,
-                lowshot_method=lowshot_method,
-                loader_workers=loader_workers,
-                **launch,
-                **{f"{step}_image": images[step] for step in _TRANSFER_IMAGES},
-                **names,
+                images["report"],
             )
-            video_results = {
-                variant: video_transfer(
+            # Each video set checked once, keyed (like the evaluation data) on its listing.
+            video_data = {}
+            for variant in video:
+                uri = video_inputs[f"{variant}_dataset"]
+                video_listing = configure(
+                    c.eval_fingerprint(uri=uri),
+                    images["prepare_eval"],
+                    name=f"{variant}-fingerprint",
+                )
+                video_data[variant] = configure(
+                    c.video_dataset(
+                        uri=uri,
+                        name=video_inputs[f"{variant}_name"],
+                        fingerprint=video_listing.output,
+                    ),
+                    images["prepare_eval"],
+                    name=f"{variant}-dataset",
+                ).outputs["dataset"]
+
+            # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
+            with dsl.ParallelFor(rows.output) as row:
+                # The row's model as a container task's output (an importer here would break the
+                # backend: mawsflow.orchestration.conformance).
+                picked = configure(c.pick_model(row=row, **pretrained), images["report"])
+                model = picked.outputs["model"]
+                results = transfer_evaluations(
                     model=model,
-                    video_data=data,
-                    variant=variant,
-                    eval_name=video_inputs[f"{variant}_name"],
-                    epochs=video_inputs[f"{variant}_epochs"],
+                    pretraining=pretraining,
+                    eval_data=eval_data,
+                    eval_name=eval_name,
+                    lowshot_shots=lowshot_shots,
+                    lowshot_seeds=lowshot_seeds,
+                    lowshot_grouping=lowshot_grouping,
+                    transfer_seeds=transfer_seeds,
                     preset=preset,
                     arch=arch,
+                    lit_epochs=lit_epochs,
+                    finetune_epochs=finetune_epochs,
+                    samples_per_epoch=samples_per_epoch,
+                    lowshot_epoch_multiplier=lowshot_epoch_multiplier,
+                    text_model=text_model,
+                    zeroshot_templates=zeroshot_templates,
+                    lowshot_method=lowshot_method,
                     loader_workers=loader_workers,
-                    finetune_video_image=images["finetune_video"],
-                    eval_video_image=images["eval_video"],
                     **launch,
+                    **{f"{step}_image": images[step] for step in _TRANSFER_IMAGES},
                     **names,
-                ).output
-                for variant, data in video_data.items()
-            }
+                )
+                video_results = {
+                    variant: video_transfer(
+                        model=model,
+                        video_data=data,
+                        variant=variant,
+                        eval_name=video_inputs[f"{variant}_name"],
+                        epochs=video_inputs[f"{variant}_epochs"],
+                        preset=preset,
+                        arch=arch,
+                        loader_workers=loader_workers,
+                        finetune_video_image=images["finetune_video"],
+                        eval_video_image=images["eval_video"],
+                        **launch,
+                        **names,
+                    ).output
+                    for variant, data in video_data.items()
+                }
 
-        report = configure(
-            c.report(
-                finetune=dsl.Collected(results.outputs["finetune"]),
-                lowshot=dsl.Collected(results.outputs["lowshot"]),
-                zeroshot=dsl.Collected(results.outputs["zeroshot"]),
-                linear=dsl.Collected(results.outputs["linear"]),
-                pretrained=dsl.Collected(model),
-                # Table 22's K400 and SSv2 columns, after the image evaluations'.
-                **{variant: dsl.Collected(result) for variant, result in video_results.items()},
-            ),
-            images["report"],
-        )
+            def collected() -> dict[str, dsl.Collected]:
+                """The evaluations' results over the rows, afresh for each consumer: kfp's
+                compiler rewrites a Collected in place for the first task that takes it
+                (compiler_utils.get_outputs_for_all_groups), so two tasks cannot share one."""
+                return {
+                    kind: dsl.Collected(results.outputs[kind])
+                    for kind in ("finetune", "lowshot", "zeroshot", "linear")
+                }
+
+            gate = {}
+            if plan is not None:
+                # The new model (MAE→WSP) against production, on the run's evaluations.
+                gate["gate"] = configure(
+                    c.promotion_gate(
+                        registry=retraining["registry"],
+                        plan=plan.outputs["plan"],
+                        candidate=maws_wsp.outputs["model"],
+                        mae_model=mae.outputs["model"],
+                        eval_data=eval_data,
+                        eval_name=eval_name,
+                        headline=retraining["gate_headline"],
+                        max_drop=retraining["gate_max_drop"],
+                        min_gain=retraining["gate_min_gain"],
+                        references=references,
+                        image_tag=image_tag,
+                        pushgateway=retraining["pushgateway"],
+                        **collected(),
+                    ),
+                    images["report"],
+                ).outputs["decision"]
+            report = configure(
+                c.report(
+                    **collected(),
+                    pretrained=dsl.Collected(model),
+                    # Table 22's K400 and SSv2 columns, after the image evaluations'.
+                    **{variant: dsl.Collected(result) for variant, result in video_results.items()},
+                    **gate,
+                ),
+                images["report"],
+            )
+        if retrain:  # the report is inside the condition: the pipeline has no outputs
+            return None
         return Report(report.outputs["markdown"], report.outputs["html"], report.outputs["files"])
 
-    return dsl.pipeline(name=pipeline_name(baselines, control, video), description=description)(
-        _with_video_parameters(maws, video)
-    )
+    return dsl.pipeline(
+        name=pipeline_name(baselines, control, video, retrain), description=description
+    )(_with_video_parameters(maws, video, retrain))
 
 
 # The step-images outputs the transfer evaluations take, as `<step>_image`.

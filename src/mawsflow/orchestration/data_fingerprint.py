@@ -26,6 +26,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from mawsflow import storage
+from mawsflow.dataset.corpus_snapshot import is_snapshot, snapshot_versions
 from mawsflow.dataset.layout import ShardGroup
 from mawsflow.errors import DataFormatError
 
@@ -46,7 +47,10 @@ def corpus_groups(
     One paginated LIST: the shards are the listing's keys."""
     if shard_groups < 1:
         raise ValueError(f"shard_groups must be at least 1, got {shard_groups}")
-    shards = storage.list_versions(raw_corpus.rstrip("/") + "/", suffix=".tar")
+    if is_snapshot(raw_corpus):  # a scheduled run's recorded listing (corpus_snapshot.py)
+        shards = snapshot_versions(raw_corpus)
+    else:
+        shards = storage.list_versions(raw_corpus.rstrip("/") + "/", suffix=".tar")
     if not shards:
         raise DataFormatError(f"{raw_corpus}: no .tar shards under this input prefix")
     settings_text = json.dumps(dict(settings or {}), sort_keys=True, default=str)

@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import datetime
 import io
+import json
 import logging
 import os
 import re
@@ -45,15 +46,37 @@ class LocalRunFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalReport:
-    """The report task's `files` output: report.md, report.html and report.json."""
+    """The report task's `files` output: report.md, report.html and report.json; for a
+    scheduled retraining run, also what its plan and its promotion gate decided (None where
+    the task did not run: a run over unchanged data has no gate and no report)."""
 
-    folder: Path
+    folder: Path | None
+    plan: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
 
     @property
     def table(self) -> str:
         """The report's results table (the Markdown file's table lines)."""
+        if self.folder is None:
+            return "(no report: the run trained nothing)"
         text = (self.folder / "report.md").read_text(encoding="utf-8")
         return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+
+
+def _retraining_report(root: Path) -> LocalReport:
+    """A retraining pipeline has no outputs (they are inside its data-changed condition): its
+    plan, gate decision and report are found among the run's artifacts."""
+
+    def newest(name: str) -> Path | None:
+        found = sorted(root.rglob(name), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+
+    plan, gate, report = newest("plan.json"), newest("gate.json"), newest("report.json")
+    return LocalReport(
+        report.parent if report else None,
+        json.loads(plan.read_text(encoding="utf-8")) if plan else None,
+        json.loads(gate.read_text(encoding="utf-8")) if gate else None,
+    )
 
 
 class _ProgressEcho(io.TextIOBase):
@@ -131,4 +154,6 @@ def run_locally(
             builtins.print = print_function
             root_logger.handlers[:] = root_handlers
             root_logger.setLevel(root_level)
+    if "files" not in task.outputs:
+        return _retraining_report(root)
     return LocalReport(Path(task.outputs["files"].uri))

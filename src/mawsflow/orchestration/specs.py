@@ -52,6 +52,9 @@ ALL_COMPONENTS: tuple[BaseComponent, ...] = (
     components.pick_model,
     components.report,
     components.sweep_report,
+    components.retrain_plan,
+    components.retrain_inputs,
+    components.promotion_gate,
 )
 
 

@@ -11,6 +11,8 @@ it without another service, as JSON a person can read:
                                  the ids that were production before it (newest last)
     <root>/events/<rev>.json     one record per change of the pointer (promote, rollback),
                                  written before the pointer, never changed
+    <root>/decisions/<id>.json   the promotion gate's decision on a model (promoted or not,
+                                 and the comparison with production it was based on)
 
 The pointer is replaced by one atomic write (mawsflow.storage: a single PUT, or rename(2)
 locally), so a reader sees the old pointer or the new one, never a mix. Writers are expected
@@ -50,6 +52,9 @@ class ModelRecord:
     images: Mapping[str, str] = field(default_factory=dict)  # step → image reference
     parents: Mapping[str, str] = field(default_factory=dict)  # e.g. {"mae": <record id>}
     created: str = ""
+    # "model": a candidate for production (a pretrained trunk with its evaluation); "mae": an
+    # MAE encoder kept for warm starts, never promoted.
+    role: str = "model"
 
     def to_json(self) -> dict[str, Any]:
         return {"format": RECORD_FORMAT, **asdict(self)}
@@ -117,6 +122,19 @@ class Registry:
             for uri in storage.list_uris(prefix, suffix=".json")
         ]
 
+    def find_uri(self, uri: str) -> ModelRecord | None:
+        """The record of the model at `uri`, if one was registered (a rerun served from the
+        cache registers the same output again: it gets the record it had)."""
+        for record in self.list():
+            if record.uri.rstrip("/") == uri.rstrip("/"):
+                return record
+        return None
+
+    def latest(self, role: str = "model") -> ModelRecord | None:
+        """The newest record of `role` (ids sort by registration time)."""
+        records = [r for r in self.list() if r.role == role]
+        return max(records, key=lambda r: (r.created, r.id)) if records else None
+
     # ---- the production pointer
 
     @property
@@ -138,7 +156,8 @@ class Registry:
 
     def promote(self, model_id: str, reason: str = "") -> Pointer:
         """Make `model_id` production; the model in production before is kept for rollback."""
-        self.get(model_id)  # must exist
+        if self.get(model_id).role != "model":
+            raise RegistryError(f"{self.root}: {model_id} is an MAE encoder, not a model to serve")
         current = self.pointer()
         if current and current.model == model_id:
             return current
@@ -152,6 +171,22 @@ class Registry:
             raise RegistryError(f"{self.root}: nothing to roll back to")
         *rest, back = current.previous
         return self._move(Pointer(back, _next(current), tuple(rest)), "rollback", reason)
+
+    def record_decision(self, model_id: str, decision: Mapping[str, Any]) -> str:
+        """Keep the gate's decision on `model_id` beside its record; returns its URI. A model
+        is decided on once: a second decision is an error, as for records."""
+        self.get(model_id)
+        uri = storage.join(self.root, "decisions", f"{model_id}.json")
+        if storage.exists(uri):
+            raise RegistryError(f"{self.root}: model {model_id} has been decided on already")
+        storage.write_json(uri, dict(decision))
+        return uri
+
+    def decision(self, model_id: str) -> dict[str, Any] | None:
+        try:
+            return storage.read_json(storage.join(self.root, "decisions", f"{model_id}.json"))
+        except storage.NotFoundError:
+            return None
 
     def events(self) -> list[dict[str, Any]]:
         prefix = storage.join(self.root, "events") + "/"

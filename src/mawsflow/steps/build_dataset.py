@@ -64,7 +64,10 @@ def _positive_int(text: str) -> int:
 def _add_input_output(parser: argparse.ArgumentParser, *, with_input: bool = True) -> None:
     if with_input:
         parser.add_argument(
-            "--input", required=True, help="prefix holding the raw *.tar shards (s3:// or local)"
+            "--input",
+            required=True,
+            help="prefix holding the raw *.tar shards (s3:// or local), or a corpus snapshot "
+            "(a scheduled run's corpus.snapshot.json: exactly the shards it lists)",
         )
     parser.add_argument("--out", required=True, help="output directory of the dataset")
 

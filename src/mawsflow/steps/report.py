@@ -16,17 +16,15 @@ from dataclasses import dataclass
 
 from mawsflow import storage
 from mawsflow.evaluation.report import (
-    REPORT_FORMAT,
     build_report,
+    read_results,
     render_html,
     render_json,
     render_markdown,
 )
 from mawsflow.evaluation.results import (
-    EvalResult,
     annotate_pretraining,
     read_history,
-    read_result,
 )
 from mawsflow.log import setup_logging
 
@@ -59,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URI",
         help="training step outputs whose loss curves to plot (mae, wsp, lit, finetune)",
     )
+    parser.add_argument(
+        "--gate", default="", metavar="URI", help="a promotion gate's gate.json to show"
+    )
     parser.add_argument("--output", required=True, help="folder URI for the report files")
     return parser
 
@@ -71,17 +72,8 @@ class ReportConfig:
     training: tuple[str, ...]
     # Folder URI for report.md, report.html and report.json.
     output: str
-
-
-def read_results(uri: str) -> list[EvalResult]:
-    """An evaluation output's result, or every result of a report's report.json (a sweep's
-    report merges its grid cells' reports)."""
-    if uri.endswith("report.json"):
-        data = storage.read_json(uri)
-        if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
-            raise ValueError(f"{uri}: not a report (expected format {REPORT_FORMAT!r})")
-        return [EvalResult.from_dict(r, source=uri) for r in data.get("results", [])]
-    return [read_result(uri)]
+    # A scheduled run's promotion gate decision (gate.json), shown after the table.
+    gate: str = ""
 
 
 def run(config: ReportConfig) -> dict:
@@ -91,6 +83,8 @@ def run(config: ReportConfig) -> dict:
         [annotate_pretraining(r) for uri in config.results for r in read_results(uri)],
         [read_history(uri) for uri in config.training],
     )
+    if config.gate:
+        report.gate = storage.read_json(config.gate)
     summary = render_json(report)
     storage.write_text(storage.join(output, "report.md"), render_markdown(report))
     storage.write_text(storage.join(output, "report.html"), render_html(report))
@@ -104,5 +98,5 @@ def run(config: ReportConfig) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    run(ReportConfig(tuple(args.results), tuple(args.training), args.output))
+    run(ReportConfig(tuple(args.results), tuple(args.training), args.output, args.gate))
     return 0

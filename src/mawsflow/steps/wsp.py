@@ -1,10 +1,11 @@
 """`mawsflow wsp`: weakly supervised pretraining (Table 11 on IG-3B, Table 13 on IN21k).
 
 The trunk starts from an MAE run's output (`init=mae`, MAE→WSP), from scratch (the WSP
-baseline), or from a released checkpoint in timm layout (`init=timm`, a `.safetensors` or
-`.pth` file). The head covers the dataset's synset vocabulary (`num_classes` of its
-manifest). Outputs: `<output>/model.safetensors` (the trunk, timm keys; the head stays in
-the final checkpoint), `model.json`, `metrics.json`, checkpoints.
+baseline), from a released checkpoint in timm layout (`init=timm`, a `.safetensors` or
+`.pth` file), or from an earlier WSP output's trunk (`init=wsp`: scheduled retraining
+continuing the production model). The head covers the dataset's synset vocabulary
+(`num_classes` of its manifest). Outputs: `<output>/model.safetensors` (the trunk, timm
+keys; the head stays in the final checkpoint), `model.json`, `metrics.json`, checkpoints.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
 from mawsflow.errors import ConfigError, DataFormatError
-from mawsflow.models.pretrained import load_mae_encoder, load_timm_checkpoint
+from mawsflow.models.pretrained import init_from_trunk, load_mae_encoder, load_timm_checkpoint
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.wsp import (
     WSPClassifier,
@@ -60,6 +61,13 @@ class WSPTask(TrainTask):
             load_mae_encoder(model.trunk, r.init_checkpoint, arch=r.model.arch)
         elif r.init == "timm":
             load_timm_checkpoint(model.trunk, r.init_checkpoint)
+        elif r.init == "wsp":
+            # Continuing from a WSP model (a retraining run's warm start): its trunk. The
+            # vocabulary head is pretraining-only and not saved with the trunk; the new run's
+            # vocabulary may have grown too, so the head starts afresh.
+            init_from_trunk(
+                model.trunk, r.init_checkpoint, img_size=r.model.img_size, arch=r.model.arch
+            )
 
     def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
         return model.block_stacks()
