@@ -11,7 +11,6 @@ protocol) on each K-shot split.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
-from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
@@ -34,12 +33,11 @@ from mawsflow.evaluation.finetune import (
     classifier_weights,
     layer_decay_scale,
 )
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.results import EvalResult, model_lineage
+from mawsflow.evaluation.scored_sets import score_test_sets, write_test_set_result
 from mawsflow.models.pretrained import init_from_trunk
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import FinetuneRecipe, check_transfer_augmentation
-
-log = logging.getLogger(__name__)
 
 
 def require_init_checkpoint(recipe: Any) -> None:
@@ -158,23 +156,18 @@ def write_test_results(
 ) -> EvalResult:
     """Score the finetuned model at `output` (model card `card`) on every test set with
     `score`; writes and returns the result, described as "<evaluation> on <training set>"."""
-    results = []
-    for test_set in test_sets:
-        metrics = score(test_set)
-        log.info("evaluated", extra={"test_set": test_set.name, **metrics})
-        results.append((test_set, metrics))
+    scores = score_test_sets(test_sets, score)
     trained_on = card["dataset"].rstrip("/").rsplit("/", 1)[-1]
-    result = EvalResult(
+    return write_test_set_result(
+        output,
+        scores,
         step=step,
         evaluation=f"{evaluation} on {trained_on}",
-        pretraining=pretraining,
-        metrics={**flat_metrics(results), **{f"train_{k}": float(v) for k, v in training.items()}},
-        table=table_cells(results),
         model=output,
+        pretraining=pretraining,
         dataset=card["dataset"],
+        extra_metrics={f"train_{k}": float(v) for k, v in training.items()},
     )
-    write_result(output, result)
-    return result
 
 
 def _test_set(value: str) -> NamedTestSet:
