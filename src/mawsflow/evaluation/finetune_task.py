@@ -5,7 +5,8 @@ flow of a step's `run`, and the evaluation result it writes.
 A step subclasses `EMAClassifierTask` with its model, data and loss, and scores its test sets
 with its own evaluator through `write_test_results`. `FinetuneTask` is the image one: the
 `finetune` step trains it on an evaluation dataset, and `lowshot --method finetune` (MSN's
-protocol) on each K-shot split.
+protocol) on each K-shot split. Its data and loss, `SingleLabelImagesTask`, are lowshot's VPT
+task's too.
 """
 
 from __future__ import annotations
@@ -64,6 +65,25 @@ def recipe_loss(recipe: Any, num_classes: int) -> ClassificationLoss:
         cutmix=recipe.augment.cutmix,
         label_smoothing=recipe.loss.label_smoothing,
     )
+
+
+class SingleLabelImagesTask(TrainTask):
+    """The data and loss of a transfer task on single-label images (finetune, lowshot's VPT and
+    finetune): each image augmented by the recipe (crop, flip, RandAugment; a short-side resize
+    before the crop changes nothing, the crop box being a fraction of the image), normalised,
+    and scored by `criterion`, the recipe's mixup/cutmix and label smoothing (`recipe_loss`).
+    A subclass sets `recipe`, `num_classes` and `criterion`."""
+
+    recipe: Any
+    num_classes: int
+    criterion: ClassificationLoss
+
+    def sample_decoder(self) -> SampleDecoder:
+        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        return self.criterion(model, images, batch["label"])
 
 
 class EMAClassifierTask(TrainTask):
@@ -201,7 +221,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-class FinetuneTask(EMAClassifierTask):
+class FinetuneTask(SingleLabelImagesTask, EMAClassifierTask):
     """Finetuning of a pretrained image trunk with a linear head (Tables 14 and 15): the
     trunk from a pretraining output, a near-zero head, drop path; single-label images."""
 
@@ -235,13 +255,6 @@ class FinetuneTask(EMAClassifierTask):
             missing_ok=("head.",),
         )
         model.reset_ema()
-
-    def sample_decoder(self) -> SampleDecoder:
-        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
-
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
-        return self.criterion(model, images, batch["label"])
 
     def flops_per_sample(self) -> float:
         r = self.recipe
