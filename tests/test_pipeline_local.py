@@ -16,11 +16,10 @@ import torch
 from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
+from demo_inputs import write_demo_data
 from mawsflow import storage
 from mawsflow.cli import main as cli_main
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
-from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings
 from mawsflow.evaluation.results import CONTROL_ROW, pretraining_lineage
 from mawsflow.models.artifacts import METRICS_FILE, read_model_card
 from mawsflow.models.vit import create_trunk
@@ -46,17 +45,10 @@ PIPELINE = "maws-with-baselines-and-control-and-k400"
 def demo_data(s3_bucket) -> dict[str, str]:
     """The demo corpus and the evaluation dataset in a bucket of a real S3 server (SeaweedFS):
     the run reads its data from S3 while its artifacts stay in local folders."""
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
     settings = DemoCorpusSettings(
         num_images=1000, eval_train_images=300, eval_test_images=300, samples_per_shard=250
     )
-    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset", "video")}
-    generate_demo(data["corpus"], data["eval"], settings)
+    data = write_demo_data(s3_bucket, settings, "video")
     pytest.importorskip("av")
     # Few, short videos: the video branch is there to run, not to learn.
     video = DemoCorpusConfig("", "", settings, video_out=data["video"], video_train=8, video_test=4)

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from kfp import compiler
 
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
-from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from demo_inputs import write_demo_data
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings
 from mawsflow.orchestration.command import main
 from mawsflow.orchestration.conformance import check, pipeline_spec
 from mawsflow.orchestration.sweeps import SWEEPS, sweep_pipeline
@@ -23,18 +22,10 @@ TINY_ARCHS = ["vit_tiny_p4", "vit_small_p4"]
 @pytest.fixture
 def demo_data(s3_bucket) -> dict[str, str]:
     """A small demo corpus and evaluation set of real Fashion-MNIST images in S3 (SeaweedFS)."""
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
     settings = DemoCorpusSettings(
         num_images=500, eval_train_images=200, eval_test_images=200, samples_per_shard=250
     )
-    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset")}
-    generate_demo(data["corpus"], data["eval"], settings)
-    return data
+    return write_demo_data(s3_bucket, settings)
 
 
 def _compiled(tmp_path: Path, sweep: str, **options) -> dict:
