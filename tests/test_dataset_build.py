@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from demo_inputs import require_demo_sources
 from mawsflow import storage
 from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.data.manifest import read_manifest
@@ -27,7 +28,6 @@ from mawsflow.dataset.safe_tar import iter_tar_samples
 from mawsflow.dataset.sample_tags import ReadLimits
 from mawsflow.dataset.vocab import VocabSettings
 from mawsflow.dataset.vocab_phase import run_vocab
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.dataset.write_phase import run_write
 from mawsflow.steps import build_dataset as build_dataset_step
 
@@ -66,12 +66,7 @@ def tar_of(members: list[tuple[str, bytes]]) -> bytes:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
     """600 generated posts in 6 shards, plus shards of bad input next to good neighbours."""
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
+    require_demo_sources()
     root = tmp_path_factory.mktemp("corpus") / "input"
     images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, "train")
     settings = DemoCorpusSettings(

@@ -14,15 +14,14 @@ holds (tests/test_pipeline_dag.py) and what the conformance rule `cache-follows-
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from kfp.dsl import Dataset, Metrics
 
+from demo_inputs import require_demo_sources
 from mawsflow import storage
 from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings, write_corpus
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.errors import DataFormatError
 from mawsflow.orchestration import components
 from mawsflow.orchestration.artifact_uris import resolve
@@ -45,12 +44,7 @@ def backend_cache_key(component, parameters: dict, artifact_ids: dict | None = N
 
 @pytest.fixture(scope="module")
 def fashion_mnist():
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
+    require_demo_sources()
     images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, "test")
     return images[:400], labels[:400]
 

@@ -16,11 +16,12 @@ import torch
 from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
+from demo_inputs import write_demo_data
 from mawsflow import storage
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
-from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
-from mawsflow.evaluation.results import CONTROL_ROW
+from mawsflow.cli import main as cli_main
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings
+from mawsflow.evaluation.results import CONTROL_ROW, pretraining_lineage
+from mawsflow.models.artifacts import METRICS_FILE, read_model_card
 from mawsflow.models.vit import create_trunk
 from mawsflow.orchestration import components
 from mawsflow.orchestration.command import main
@@ -44,17 +45,10 @@ PIPELINE = "maws-with-baselines-and-control-and-k400"
 def demo_data(s3_bucket) -> dict[str, str]:
     """The demo corpus and the evaluation dataset in a bucket of a real S3 server (SeaweedFS):
     the run reads its data from S3 while its artifacts stay in local folders."""
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
     settings = DemoCorpusSettings(
         num_images=1000, eval_train_images=300, eval_test_images=300, samples_per_shard=250
     )
-    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset", "video")}
-    generate_demo(data["corpus"], data["eval"], settings)
+    data = write_demo_data(s3_bucket, settings, "video")
     pytest.importorskip("av")
     # Few, short videos: the video branch is there to run, not to learn.
     video = DemoCorpusConfig("", "", settings, video_out=data["video"], video_train=8, video_test=4)
@@ -137,6 +131,10 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
     assert model["metadata"]["pretraining"] == "MAE" and model["metadata"]["arch"] == "vit_tiny_p4"
     card = json.loads(Path(model["uri"]).read_text())
     assert card["step"] == "mae" and card["train_steps"] == 2
+    # The control row's trunk: the random-init task's model, untrained.
+    (control,) = pipeline_run.glob("**/random-init/executor_output.json")
+    (control_model,) = json.loads(control.read_text())["artifacts"]["model"]["artifacts"]
+    assert_untrained_control_card(str(Path(control_model["uri"]).parent))
     log = (run / "tasks.log").read_text()
     assert f"Pipeline '{PIPELINE}' finished with status" in _plain(log)
     assert "SUCCESS" in _plain(log).rsplit(f"Pipeline '{PIPELINE}'", 1)[1]
@@ -144,6 +142,39 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
     video_models = list(pipeline_run.glob("**/finetune-video*/executor_output.json"))
     assert len(video_models) == len(report["rows"]), video_models
     assert (folder / "report.md").read_text().startswith("# mawsflow run report")
+
+
+def assert_untrained_control_card(model: str) -> None:
+    """The model at `model` (a step output) is the control row's: a `mawsflow random-init`
+    card, which the report reads as the control row, of a trunk that saw 0 training samples."""
+    card = read_model_card(model)
+    assert card["step"] == "random-init", card
+    assert pretraining_lineage(card, read_model_card) == CONTROL_ROW
+    # A trained model's card counts its steps, samples and FLOPs; this one trained on nothing.
+    assert not {"train_steps", "samples_seen", "training_flops"} & set(card), card
+    metrics = storage.read_json(storage.join(model, METRICS_FILE))
+    assert metrics["samples_seen"] == 0, metrics
+
+
+def test_the_control_card_check_takes_random_init_output_and_nothing_trained(tmp_path):
+    control = tmp_path / "control"
+    assert cli_main(["random-init", "--preset", "tiny", "--output", str(control)]) == 0
+    assert_untrained_control_card(str(control))
+    # The same trunk said to have seen samples, or written by another step, fails the check.
+    metrics_file = control / METRICS_FILE
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**metrics, "samples_seen": 8}))
+    with pytest.raises(AssertionError):
+        assert_untrained_control_card(str(control))
+    metrics_file.write_text(json.dumps(metrics))
+    card_file = control / "model.json"
+    card = json.loads(card_file.read_text())
+    card_file.write_text(json.dumps({**card, "step": "wsp"}))
+    with pytest.raises(AssertionError):
+        assert_untrained_control_card(str(control))
+    card_file.write_text(json.dumps({**card, "train_steps": 2, "samples_seen": 8}))
+    with pytest.raises(AssertionError):
+        assert_untrained_control_card(str(control))
 
 
 def _plain(text: str) -> str:

@@ -147,21 +147,11 @@ def test_fashion_mnist_idx_files_through_the_cli(tmp_path):
     if not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     out = tmp_path / "fmnist"
-    code = cli_main(
-        [
-            "prepare-eval",
-            "--layout",
-            "fashion-mnist",
-            "--source",
-            str(FASHION_MNIST),
-            "--output",
-            str(out),
-            "--limit",
-            "40",
-            "--samples-per-shard",
-            "16",
-        ]
-    )
+    argv = [
+        "prepare-eval", "--layout", "fashion-mnist", "--source", str(FASHION_MNIST),
+        "--output", str(out), "--limit", "40", "--samples-per-shard", "16",
+    ]  # fmt: skip
+    code = cli_main(argv)
     assert code == 0
     classes = json.loads((out / "classes.json").read_text())
     assert classes[0] == "T-shirt/top" and len(classes) == 10
@@ -173,21 +163,7 @@ def test_fashion_mnist_idx_files_through_the_cli(tmp_path):
     assert image.size == (28, 28) and image.mode == "L"
     # A rerun writes the same bytes (steps are idempotent).
     first = (out / "test" / "shard-000000.tar").read_bytes()
-    cli_main(
-        [
-            "prepare-eval",
-            "--layout",
-            "fashion-mnist",
-            "--source",
-            str(FASHION_MNIST),
-            "--output",
-            str(out),
-            "--limit",
-            "40",
-            "--samples-per-shard",
-            "16",
-        ]
-    )
+    assert cli_main(argv) == 0
     assert (out / "test" / "shard-000000.tar").read_bytes() == first
 
 

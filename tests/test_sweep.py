@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from kfp import compiler
 
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
-from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
+from demo_inputs import write_demo_data
+from mawsflow.dataset.demo_corpus import DemoCorpusSettings
 from mawsflow.orchestration.command import main
 from mawsflow.orchestration.conformance import check, pipeline_spec
 from mawsflow.orchestration.sweeps import SWEEPS, sweep_pipeline
@@ -23,18 +22,10 @@ TINY_ARCHS = ["vit_tiny_p4", "vit_small_p4"]
 @pytest.fixture
 def demo_data(s3_bucket) -> dict[str, str]:
     """A small demo corpus and evaluation set of real Fashion-MNIST images in S3 (SeaweedFS)."""
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
     settings = DemoCorpusSettings(
         num_images=500, eval_train_images=200, eval_test_images=200, samples_per_shard=250
     )
-    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset")}
-    generate_demo(data["corpus"], data["eval"], settings)
-    return data
+    return write_demo_data(s3_bucket, settings)
 
 
 def _compiled(tmp_path: Path, sweep: str, **options) -> dict:
@@ -86,19 +77,13 @@ def test_cli_compiles_a_sweep_and_rejects_a_bad_grid(tmp_path, capsys):
     assert "epoch_grid" in capsys.readouterr().err
 
 
-# Two cells × two rows × every transfer evaluation: ~50 tasks, each a process (torchrun for
-# the training ones). 175 s in the full suite on a quiet 2-core machine, 816 s on a shared one,
-# hence a timeout above pyproject's 900 s.
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_model_size_sweep_runs_locally_and_plots_accuracy_against_flops(
-    demo_data, tmp_path, capsys
-):
-    work = tmp_path / "work"
+def _run_tiny_sweep(sweep: str, grid: list[str], demo_data, tmp_path, capsys) -> dict:
+    """Run `sweep` locally at tiny scale over the `--param` list `grid` (the grid parameter
+    and any lengths it does not set): the report.json it printed."""
     code = main(
         [
-            "--local", "--sweep", "model-size", "--work-dir", str(work),
-            "--param", f"archs={json.dumps(TINY_ARCHS)}",
+            "--local", "--sweep", sweep, "--work-dir", str(tmp_path / "work"),
+            *grid,
             "--param", "preset=tiny",
             "--param", f"raw_corpus={demo_data['corpus']}",
             "--param", f"eval_dataset={demo_data['eval']}",
@@ -108,8 +93,6 @@ def test_model_size_sweep_runs_locally_and_plots_accuracy_against_flops(
             "--param", "shard_groups=1",
             "--param", "vocab_min_count=3",
             "--param", "loader_workers=0",
-            "--param", "mae_epochs=0.25",
-            "--param", "wsp_epochs=0.25",
             "--param", "lit_epochs=0.25",
             "--param", "finetune_epochs=0.25",
             "--param", "lowshot_epoch_multiplier=0.5",
@@ -122,7 +105,23 @@ def test_model_size_sweep_runs_locally_and_plots_accuracy_against_flops(
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     printed = re.findall(r"(/\S+/report\.json)", out.split("\nreport: ", 1)[1])
-    report = json.loads(Path(printed[0]).read_text())
+    return json.loads(Path(printed[0]).read_text())
+
+
+# Two cells × two rows × every transfer evaluation: ~50 tasks, each a process (torchrun for
+# the training ones). 175 s in the full suite on a quiet 2-core machine, 816 s on a shared one,
+# hence a timeout above pyproject's 900 s.
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_model_size_sweep_runs_locally_and_plots_accuracy_against_flops(
+    demo_data, tmp_path, capsys
+):
+    grid = [
+        "--param", f"archs={json.dumps(TINY_ARCHS)}",
+        "--param", "mae_epochs=0.25",
+        "--param", "wsp_epochs=0.25",
+    ]  # fmt: skip
+    report = _run_tiny_sweep("model-size", grid, demo_data, tmp_path, capsys)
     # Rows: method × architecture, the paper's methods in order.
     assert report["rows"] == [f"{m} · {a}" for m in ("MAE", "MAE→WSP") for a in TINY_ARCHS]
     assert "Accuracy against pretraining FLOPs" in report["plots"]
@@ -145,33 +144,8 @@ TINY_EPOCH_GRID = [
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_epochs_sweep_runs_locally_and_plots_accuracy_against_flops(demo_data, tmp_path, capsys):
-    work = tmp_path / "work"
-    code = main(
-        [
-            "--local", "--sweep", "epochs", "--work-dir", str(work),
-            "--param", f"epoch_grid={json.dumps(TINY_EPOCH_GRID)}",
-            "--param", "preset=tiny",
-            "--param", f"raw_corpus={demo_data['corpus']}",
-            "--param", f"eval_dataset={demo_data['eval']}",
-            "--param", f"dataset={demo_data['dataset']}",
-            "--param", "eval_name=Fashion-MNIST",
-            "--param", "zeroshot_templates=clothing",
-            "--param", "shard_groups=1",
-            "--param", "vocab_min_count=3",
-            "--param", "loader_workers=0",
-            "--param", "lit_epochs=0.25",
-            "--param", "finetune_epochs=0.25",
-            "--param", "lowshot_epoch_multiplier=0.5",
-            "--param", "lowshot_shots=[1]",
-            "--param", "lowshot_seeds=[0]",
-            "--param", "lowshot_grouping=model",
-            "--param", "transfer_seeds=[0]",
-        ]
-    )  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0, out[-3000:]
-    printed = re.findall(r"(/\S+/report\.json)", out.split("\nreport: ", 1)[1])
-    report = json.loads(Path(printed[0]).read_text())
+    grid = ["--param", f"epoch_grid={json.dumps(TINY_EPOCH_GRID)}"]
+    report = _run_tiny_sweep("epochs", grid, demo_data, tmp_path, capsys)
     # Rows: method × epochs, two cells each, MAE's before MAE→WSP's.
     methods = [row.split(" · ")[0] for row in report["rows"]]
     assert methods == ["MAE", "MAE", "MAE→WSP", "MAE→WSP"], report["rows"]

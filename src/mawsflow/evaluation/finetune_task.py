@@ -5,13 +5,13 @@ flow of a step's `run`, and the evaluation result it writes.
 A step subclasses `EMAClassifierTask` with its model, data and loss, and scores its test sets
 with its own evaluator through `write_test_results`. `FinetuneTask` is the image one: the
 `finetune` step trains it on an evaluation dataset, and `lowshot --method finetune` (MSN's
-protocol) on each K-shot split.
+protocol) on each K-shot split. Its data and loss, `SingleLabelImagesTask`, are lowshot's VPT
+task's too.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +26,7 @@ from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
-from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
@@ -34,12 +34,11 @@ from mawsflow.evaluation.finetune import (
     classifier_weights,
     layer_decay_scale,
 )
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.results import EvalResult, model_lineage
+from mawsflow.evaluation.scored_sets import score_test_sets, write_test_set_result
 from mawsflow.models.pretrained import init_from_trunk
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.recipes import FinetuneRecipe, check_transfer_augmentation
-
-log = logging.getLogger(__name__)
 
 
 def require_init_checkpoint(recipe: Any) -> None:
@@ -66,6 +65,25 @@ def recipe_loss(recipe: Any, num_classes: int) -> ClassificationLoss:
         cutmix=recipe.augment.cutmix,
         label_smoothing=recipe.loss.label_smoothing,
     )
+
+
+class SingleLabelImagesTask(TrainTask):
+    """The data and loss of a transfer task on single-label images (finetune, lowshot's VPT and
+    finetune): each image augmented by the recipe (crop, flip, RandAugment; a short-side resize
+    before the crop changes nothing, the crop box being a fraction of the image), normalised,
+    and scored by `criterion`, the recipe's mixup/cutmix and label smoothing (`recipe_loss`).
+    A subclass sets `recipe`, `num_classes` and `criterion`."""
+
+    recipe: Any
+    num_classes: int
+    criterion: ClassificationLoss
+
+    def sample_decoder(self) -> SampleDecoder:
+        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
+
+    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
+        return self.criterion(model, images, batch["label"])
 
 
 class EMAClassifierTask(TrainTask):
@@ -158,23 +176,18 @@ def write_test_results(
 ) -> EvalResult:
     """Score the finetuned model at `output` (model card `card`) on every test set with
     `score`; writes and returns the result, described as "<evaluation> on <training set>"."""
-    results = []
-    for test_set in test_sets:
-        metrics = score(test_set)
-        log.info("evaluated", extra={"test_set": test_set.name, **metrics})
-        results.append((test_set, metrics))
+    scores = score_test_sets(test_sets, score)
     trained_on = card["dataset"].rstrip("/").rsplit("/", 1)[-1]
-    result = EvalResult(
+    return write_test_set_result(
+        output,
+        scores,
         step=step,
         evaluation=f"{evaluation} on {trained_on}",
-        pretraining=pretraining,
-        metrics={**flat_metrics(results), **{f"train_{k}": float(v) for k, v in training.items()}},
-        table=table_cells(results),
         model=output,
+        pretraining=pretraining,
         dataset=card["dataset"],
+        extra_metrics={f"train_{k}": float(v) for k, v in training.items()},
     )
-    write_result(output, result)
-    return result
 
 
 def _test_set(value: str) -> NamedTestSet:
@@ -208,7 +221,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-class FinetuneTask(EMAClassifierTask):
+class FinetuneTask(SingleLabelImagesTask, EMAClassifierTask):
     """Finetuning of a pretrained image trunk with a linear head (Tables 14 and 15): the
     trunk from a pretraining output, a near-zero head, drop path; single-label images."""
 
@@ -242,13 +255,6 @@ class FinetuneTask(EMAClassifierTask):
             missing_ok=("head.",),
         )
         model.reset_ema()
-
-    def sample_decoder(self) -> SampleDecoder:
-        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
-
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
-        return self.criterion(model, images, batch["label"])
 
     def flops_per_sample(self) -> float:
         r = self.recipe

@@ -7,8 +7,10 @@ An evaluation step writes `<out>/metrics.json`:
      "metrics": {"top1": 61.2, "top5": 95.0, …},          flat scalars: the KFP Metrics
      "table": {"Fashion-MNIST zero-shot": 61.2},         the report's cells (Table 22 columns)
      "lowshot": {"1": {"mean": …, "std": …, "runs": […]}, …},  low-shot steps only
-     "runs": {"Fashion-MNIST linear": [61.0, 61.4, 61.5]}}  a cell's value per seed, when the
+     "runs": {"Fashion-MNIST linear": [61.0, 61.4, 61.5]},  a cell's value per seed, when the
                                                           cell is a mean over seeded runs
+     "models": ["<uri seed 0>", "<uri seed 1>", …]}     each seed's model, in a merge of seeded
+                                                          runs (`model` is the first seed's)
 
 The report adds `"pretrained": {"method", "arch", "dataset", "epochs", "flops"}`, how the
 evaluated model's trunk was pretrained (`describe_pretraining`, from the model cards; `flops`
@@ -51,6 +53,9 @@ class EvalResult:
     lowshot: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Table column → its value in each seeded run, where the cell is their mean.
     runs: dict[str, list[float]] = field(default_factory=dict)
+    # Each seed's model, in the order of `runs`, where the result merges seeded runs (each
+    # seed finetunes its own model); `model` stays the first seed's, whose cards the report reads.
+    models: list[str] = field(default_factory=list)
     # How the evaluated model was pretrained (arch, data, schedule, FLOPs): filled in by the
     # report from the model cards (`describe_pretraining`), empty where they cannot be read.
     pretrained: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +89,7 @@ class EvalResult:
             dataset=str(data.get("dataset", "")),
             lowshot=dict(data.get("lowshot", {})),
             runs=_seed_runs(data.get("runs", {}), source),
+            models=_seed_models(data.get("models", []), source),
             pretrained=dict(data.get("pretrained", {})),
         )
 
@@ -98,6 +104,12 @@ def _seed_runs(data: Any, source: str) -> dict[str, list[float]]:
     ):
         raise ValueError(f"{source}: runs must map table columns to non-empty lists of numbers")
     return {str(k): [float(x) for x in v] for k, v in data.items()}
+
+
+def _seed_models(data: Any, source: str) -> list[str]:
+    if not isinstance(data, list) or not all(isinstance(m, str) for m in data):
+        raise ValueError(f"{source}: models must be a list of model URIs")
+    return list(data)
 
 
 def write_result(output: str, result: EvalResult) -> None:

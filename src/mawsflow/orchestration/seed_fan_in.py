@@ -7,7 +7,8 @@
   over seeds (mawsflow.evaluation.lowshot.summarize), under the table column the runs name.
 - Seeds: finetuning (then its evaluation) and the linear probe run once per transfer seed;
   `merge_seed_runs` gives one result whose table cells are the mean over seeds and whose `runs`
-  keep every seed's value, which the report shows as mean ± std.
+  keep every seed's value, which the report shows as mean ± std; its `models` name every
+  seed's model (`model`, the one the report reads the lineage of, is the first seed's).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def merge_lowshot_runs(runs: Sequence[EvalResult]) -> EvalResult:
 
 def merge_seed_runs(runs: Sequence[EvalResult]) -> EvalResult:
     """One result from the same evaluation run with different seeds (the models differ: each
-    seed finetunes its own). Cells and metrics are means; `runs` holds each seed's cells, and
-    every metric gets a `<name>_std` (sample standard deviation; 0 for one seed)."""
+    seed finetunes its own). Cells and metrics are means; `runs` holds each seed's cells and
+    `models` each seed's model, in the same order; every metric gets a `<name>_std` (sample
+    standard deviation; 0 for one seed)."""
     first = _check_same_evaluation(runs, same_model=False)
     columns = list(first.table)
     metrics: dict[str, float] = {}
@@ -88,6 +90,8 @@ def merge_seed_runs(runs: Sequence[EvalResult]) -> EvalResult:
                 raise ValueError(f"{first.evaluation!r}: column {column!r} is missing from a seed")
             # A run that already averaged seeds contributes each of its seeds.
             per_column.setdefault(column, []).extend(run.runs.get(column, [run.table[column]]))
+    # A run that already merged seeds contributes each of its seeds' models.
+    models = [model for run in runs for model in (run.models or [run.model])]
     return EvalResult(
         step=first.step,
         evaluation=first.evaluation,
@@ -97,4 +101,5 @@ def merge_seed_runs(runs: Sequence[EvalResult]) -> EvalResult:
         model=first.model,
         dataset=first.dataset,
         runs=per_column,
+        models=models,
     )

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mawsflow.engine.distributed import init_distributed, shutdown
-from mawsflow.evaluation.classify import NamedTestSet, flat_metrics, table_cells
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.classify import NamedTestSet
+from mawsflow.evaluation.results import EvalResult
+from mawsflow.evaluation.scored_sets import on_test_sets, score_test_sets, write_test_set_result
 from mawsflow.evaluation.video_classify import (
     card_sampling,
     card_views,
@@ -57,9 +58,9 @@ def run(config: EvalVideoConfig) -> EvalResult | None:
         model.to(ctx.device)
         sampling = card_sampling(card)
         views = card_views(card, config.test_clips, config.test_crops)
-        results = []
-        for test_set in config.test_sets:
-            metrics = evaluate_video_classifier(
+        scores = score_test_sets(
+            config.test_sets,
+            lambda test_set: evaluate_video_classifier(
                 model,
                 open_video_test_split(test_set),
                 sampling,
@@ -70,31 +71,20 @@ def run(config: EvalVideoConfig) -> EvalResult | None:
                 views_per_forward=config.views_per_forward,
                 rank=ctx.rank,
                 world_size=ctx.world_size,
-            )
-            results.append((test_set, metrics))
-            if ctx.is_main:
-                log.info(
-                    "evaluated",
-                    extra={
-                        "test_set": test_set.name,
-                        "views": views.clips * views.crops,
-                        **metrics,
-                    },
-                )
+            ),
+            log_scores=ctx.is_main,
+            log_extra={"views": views.clips * views.crops},
+        )
         if not ctx.is_main:
             return None
-        names = ", ".join(t.name for t in config.test_sets)
-        result = EvalResult(
+        return write_test_set_result(
+            config.output,
+            scores,
             step="eval-video",
-            evaluation=config.name or f"video finetuned model on {names}",
-            pretraining=config.pretraining or model_lineage(config.model),
-            metrics=flat_metrics(results),
-            table=table_cells(results),
+            evaluation=config.name or on_test_sets("video finetuned model", scores),
             model=config.model,
-            dataset=" ".join(t.dataset for t in config.test_sets),
+            pretraining=config.pretraining,
         )
-        write_result(config.output, result)
-        return result
     finally:
         shutdown()
 

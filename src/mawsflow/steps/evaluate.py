@@ -13,14 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mawsflow.engine.distributed import init_distributed, shutdown
-from mawsflow.evaluation.classify import (
-    NamedTestSet,
-    evaluate_classifier,
-    flat_metrics,
-    table_cells,
-)
+from mawsflow.evaluation.classify import NamedTestSet, evaluate_classifier
 from mawsflow.evaluation.eval_cli import eval_parser
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.results import EvalResult
+from mawsflow.evaluation.scored_sets import on_test_sets, score_test_sets, write_test_set_result
 from mawsflow.log import setup_logging
 from mawsflow.models.pretrained import load_classifier
 from mawsflow.step_cli import EvalOptions
@@ -43,9 +39,9 @@ def run(config: EvaluateConfig) -> EvalResult | None:
         model.to(ctx.device)
         # The start of the compute, for the demo's time split (bench/demo_time_split.py).
         log.info("evaluating", extra={"task": "eval"})
-        results = []
-        for test_set in config.test_sets:
-            metrics = evaluate_classifier(
+        scores = score_test_sets(
+            config.test_sets,
+            lambda test_set: evaluate_classifier(
                 model,
                 test_set.open(),
                 img_size=int(card["img_size"]),
@@ -55,24 +51,19 @@ def run(config: EvaluateConfig) -> EvalResult | None:
                 crop_pct=opts.crop_pct,
                 rank=ctx.rank,
                 world_size=ctx.world_size,
-            )
-            results.append((test_set, metrics))
-            if ctx.is_main:
-                log.info("evaluated", extra={"test_set": test_set.name, **metrics})
+            ),
+            log_scores=ctx.is_main,
+        )
         if not ctx.is_main:
             return None
-        names = ", ".join(t.name for t in config.test_sets)
-        result = EvalResult(
+        return write_test_set_result(
+            opts.output,
+            scores,
             step="eval",
-            evaluation=opts.name or f"finetuned model on {names}",
-            pretraining=opts.pretraining or model_lineage(opts.model),
-            metrics=flat_metrics(results),
-            table=table_cells(results),
+            evaluation=opts.name or on_test_sets("finetuned model", scores),
             model=opts.model,
-            dataset=" ".join(t.dataset for t in config.test_sets),
+            pretraining=opts.pretraining,
         )
-        write_result(opts.output, result)
-        return result
     finally:
         shutdown()
 

@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from mawsflow import storage
-from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
 from mawsflow.data.eval_loader import eval_loader
 from mawsflow.data.eval_shards import (
     EvalSplit,
@@ -49,9 +48,7 @@ from mawsflow.data.eval_shards import (
 )
 from mawsflow.data.members import IMAGE_EXTENSIONS
 from mawsflow.data.shards import samples_in_order
-from mawsflow.data.transforms import normalize_images
 from mawsflow.engine.flops import vit_training_flops
-from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError, DataFormatError
 from mawsflow.evaluation.classification_metrics import ClassificationMeter
@@ -60,6 +57,7 @@ from mawsflow.evaluation.eval_cli import dataset_name
 from mawsflow.evaluation.features import batch_outputs, collect_outputs, eval_device
 from mawsflow.evaluation.finetune_task import (
     FinetuneTask,
+    SingleLabelImagesTask,
     recipe_loss,
     require_init_checkpoint,
     trunk_card,
@@ -152,11 +150,13 @@ def write_few_shot_splits(
     return {split_id: open_split(split_uri(output, *split_id), "train") for split_id in wanted}
 
 
-class VPTTask(TrainTask):
+class VPTTask(SingleLabelImagesTask):
     name = "lowshot"
 
     def __init__(self, recipe: LowShotRecipe, num_classes: int) -> None:
-        # Table 17's ShortSideScale is redundant before RandomResizedCrop (sample_decoder).
+        # Table 17's ShortSideScale(256) before RandomResizedCrop(224) only changes the
+        # resolution the crop is cut from (the crop box is a fraction of the image), so the
+        # crop is taken from the original image (SingleLabelImagesTask.sample_decoder).
         check_transfer_augmentation(recipe, short_side_scale=True)
         require_init_checkpoint(recipe)
         self.recipe = recipe
@@ -181,16 +181,6 @@ class VPTTask(TrainTask):
 
     def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
         return [model.trunk.blocks]
-
-    def sample_decoder(self) -> SampleDecoder:
-        # Table 17's ShortSideScale(256) before RandomResizedCrop(224) only changes the
-        # resolution that the crop is cut from; the crop box is a fraction of the image either
-        # way, so the crop is taken from the original image.
-        return ImageLabelsDecoder(self.recipe.augment, self.num_classes, single_label=True)
-
-    def loss(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        images = normalize_images(batch["image"], normalize=self.recipe.augment.normalize)
-        return self.criterion(model, images, batch["label"])
 
     def flops_per_sample(self) -> float:
         r = self.recipe
