@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from demo_inputs import require_demo_sources
 from mawsflow import storage
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings, generate_demo
-from mawsflow.dataset.wordnet_corpus import WordNetUnavailableError, find_wordnet_data_dir
 from mawsflow.orchestration.command import main
 from mawsflow.registry import GateRules, Registry, decide
 from mawsflow.steps import registry as registry_step
@@ -35,12 +34,7 @@ DAYS = ("2026-11-22", "2026-11-29", "2026-12-06")
 def partitions(s3_bucket) -> dict[str, str]:
     """Three weekly partitions of the demo corpus (different images in each) and the evaluation
     set, in a bucket of a real S3 server."""
-    if not Path(DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    try:
-        find_wordnet_data_dir()
-    except WordNetUnavailableError as exc:
-        pytest.skip(f"WordNet is not installed: {exc}")
+    require_demo_sources()
     uris = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset", "registry")}
     for index, day in enumerate(DAYS):
         settings = DemoCorpusSettings(
