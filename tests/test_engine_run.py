@@ -127,6 +127,53 @@ def test_mae_to_wsp_loads_the_encoder_bit_exact_and_a_fresh_head(mae_output, dat
         wrong_arch.initialize(wrong_arch.build_model())
 
 
+def test_wsp_continues_a_wsp_model_trunk_and_head_matched_by_wordnet_id(
+    mae_output, dataset, tmp_path
+):
+    """Scheduled retraining's warm start (init=wsp): the trunk of the earlier WSP model, and
+    its head from its last checkpoint, the classifier row by row for the classes both
+    vocabularies have; a class new to the vocabulary starts afresh."""
+    before = tmp_path / "wsp-before"
+    run_step(
+        "wsp",
+        [*TINY, *sets(f"data.train={dataset}", f"output={before}", "schedule.epochs=1",
+                      "init=mae", f"init_checkpoint={mae_output}")],
+        nproc=1,
+    )  # fmt: skip
+    step = sorted((before / "checkpoints").glob("step-*"))[-1]  # the last: the final state
+    trained = read_checkpoint_state(str(step))["model"]
+    old_vocabulary = [f"n{i:08d}" for i in range(9)]
+    # The new data's vocabulary: class 0 gone, the rest reordered, one new class at the end.
+    vocabulary = [*old_vocabulary[8:0:-1], "n99999999"]
+    task = WSPTask(
+        load_recipe(
+            "wsp",
+            preset="tiny",
+            overrides=[f"data.train={dataset}", "init=wsp", f"init_checkpoint={before}"],
+        ),
+        num_classes=9,
+        vocabulary=vocabulary,
+    )
+    model = task.build_model()
+    task.initialize(model)
+    for key, value in load_file(before / "model.safetensors").items():
+        assert torch.equal(model.trunk.state_dict()[key], value), key
+    head = model.head.state_dict()
+    assert torch.equal(head["pre_logits.0.weight"], trained["head.pre_logits.0.weight"])
+    for new, wnid in enumerate(vocabulary[:-1]):
+        old = old_vocabulary.index(wnid)
+        assert torch.equal(head["fc.weight"][new], trained["head.fc.weight"][old]), wnid
+        assert torch.equal(head["fc.bias"][new], trained["head.fc.bias"][old]), wnid
+    assert not trained["head.fc.weight"].eq(0).all()
+    assert head["fc.weight"][-1].eq(0).all()  # the new class: SWAG's zero-initialised row
+    card = task.model_card()
+    assert card["init"] == "wsp" and card["head_continued"]["classes_carried"] == 8
+    assert card["head_continued"]["classes_new"] == 1
+    assert card["head_continued"]["classes_dropped"] == 1
+    with pytest.raises(ValueError, match="the vocabulary names 2 classes, the dataset 9"):
+        WSPTask(task.recipe, num_classes=9, vocabulary=["a", "b"])
+
+
 def test_timm_init_reads_released_checkpoint_layouts(mae_output, tmp_path):
     encoder = load_file(mae_output / "model.safetensors")
     # An MAE release: a torch file with the encoder, the decoder and the mask token under

@@ -186,8 +186,8 @@ class WSPRecipe:
     head: Literal["mlp", "linear"] = "mlp"
     # Where the trunk starts: an MAE run's output (MAE→WSP), nothing (WSP baseline), or a
     # released checkpoint in timm layout.
-    # "wsp": continue from a WSP output's trunk (scheduled retraining's warm start); its
-    # vocabulary head is not part of a WSP output, so the head starts afresh.
+    # "wsp": continue from an earlier WSP model (scheduled retraining's warm start): its trunk,
+    # and its head from its last checkpoint, class by class by WordNet id.
     init: Literal["mae", "scratch", "timm", "wsp"] = "scratch"
     init_checkpoint: str = ""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

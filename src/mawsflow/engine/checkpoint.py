@@ -233,6 +233,41 @@ def read_checkpoint_state(step_uri: str) -> dict[str, Any]:
     return state
 
 
+def latest_complete_checkpoint(output: str) -> str | None:
+    """The newest complete checkpoint directory of a training step's `output`, or None. One
+    process, no collective: for reading another run's checkpoint (a warm start)."""
+    root = storage.join(output, "checkpoints")
+    try:
+        uris = storage.list_uris(root + "/")
+    except storage.NotFoundError:
+        return None
+    steps = sorted(
+        int(match.group(1))
+        for uri in uris
+        if uri.endswith("/" + COMPLETE_FILE) and (match := _STEP_FILE.search(uri))
+    )
+    return storage.join(root, f"step-{steps[-1]:08d}") if steps else None
+
+
+def read_model_tensors(step_uri: str, prefix: str) -> dict[str, torch.Tensor]:
+    """The model tensors whose names start with `prefix` in one checkpoint directory, and only
+    those: DCP reads just their bytes, so a head is read without the trunk or the optimizer
+    state (which at 2B parameters would not fit in one process)."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    reader = _StorageReader(step_uri)
+    stored = reader.read_metadata().state_dict_metadata
+    wanted = {
+        key[len("model.") :]: torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in stored.items()
+        if key.startswith("model." + prefix) and isinstance(meta, TensorStorageMetadata)
+    }
+    if wanted:
+        _load_state_dict({"model": wanted}, storage_reader=_StorageReader(step_uri), no_dist=True)
+    return wanted
+
+
 class Checkpointer:
     def __init__(
         self,

@@ -15,8 +15,9 @@
    - `--mae-warm-start registry`: reuse the MAE encoder of the production model (its `mae`
      parent in the registry; else the newest registered MAE encoder) instead of training MAE
      again. MAE pre-pretraining is the expensive, label-free stage.
-   - `--wsp-warm-start production`: continue WSP from the production model's trunk, for the
-     pipeline's `wsp_continue_samples` samples, instead of from the MAE encoder.
+   - `--wsp-warm-start production`: continue WSP from the production model (its trunk, and its
+     head class by class), for the pipeline's `wsp_continue_samples` samples, instead of from
+     the MAE encoder.
    With nothing in the registry to start from, the run trains that stage from scratch and the
    plan says so.
 

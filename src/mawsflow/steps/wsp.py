@@ -2,14 +2,16 @@
 
 The trunk starts from an MAE run's output (`init=mae`, MAE→WSP), from scratch (the WSP
 baseline), from a released checkpoint in timm layout (`init=timm`, a `.safetensors` or
-`.pth` file), or from an earlier WSP output's trunk (`init=wsp`: scheduled retraining
-continuing the production model). The head covers the dataset's synset vocabulary
+`.pth` file), or from an earlier WSP model (`init=wsp`: scheduled retraining continuing the
+production model; its trunk, and its head from its last checkpoint, class by class by WordNet
+id). The head covers the dataset's synset vocabulary
 (`num_classes` of its manifest). Outputs: `<output>/model.safetensors` (the trunk, timm
 keys; the head stays in the final checkpoint), `model.json`, `metrics.json`, checkpoints.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,13 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from mawsflow import storage
 from mawsflow.data.decoders import ImageLabelsDecoder, SampleDecoder
 from mawsflow.data.manifest import PretrainManifest, read_manifest
 from mawsflow.data.transforms import normalize_images
+from mawsflow.engine.checkpoint import latest_complete_checkpoint, read_model_tensors
 from mawsflow.engine.flops import vit_training_flops
 from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, TrainResult, train
 from mawsflow.errors import ConfigError, DataFormatError
+from mawsflow.models.artifacts import read_model_card
 from mawsflow.models.pretrained import init_from_trunk, load_mae_encoder, load_timm_checkpoint
 from mawsflow.models.vit import architecture, create_trunk
 from mawsflow.models.wsp import (
@@ -35,20 +40,29 @@ from mawsflow.models.wsp import (
 from mawsflow.recipes import WSPRecipe, check_pretraining_augmentation
 from mawsflow.step_cli import add_engine_arguments, recipe_parser, run_recipe_step
 
+log = logging.getLogger(__name__)
+
 TRUNK_PREFIX = "trunk."
 
 
 class WSPTask(TrainTask):
     name = "wsp"
 
-    def __init__(self, recipe: WSPRecipe, num_classes: int) -> None:
+    def __init__(self, recipe: WSPRecipe, num_classes: int, vocabulary: Sequence[str] = ()) -> None:
         check_pretraining_augmentation(recipe, batch_mixing=True)
         if num_classes < 1:
             raise DataFormatError(f"the dataset's vocabulary is empty (num_classes={num_classes})")
         if recipe.init != "scratch" and not recipe.init_checkpoint:
             raise ConfigError(f"init={recipe.init} needs init_checkpoint (a URI)")
+        if vocabulary and len(vocabulary) != num_classes:
+            raise DataFormatError(
+                f"the vocabulary names {len(vocabulary)} classes, the dataset {num_classes}"
+            )
         self.recipe = recipe
         self.num_classes = num_classes
+        # The classes' WordNet ids in head order: what a continued head is matched by.
+        self.vocabulary = list(vocabulary)
+        self.head_continued: dict[str, Any] = {}
 
     def build_model(self) -> WSPClassifier:
         r = self.recipe
@@ -62,12 +76,12 @@ class WSPTask(TrainTask):
         elif r.init == "timm":
             load_timm_checkpoint(model.trunk, r.init_checkpoint)
         elif r.init == "wsp":
-            # Continuing from a WSP model (a retraining run's warm start): its trunk. The
-            # vocabulary head is pretraining-only and not saved with the trunk; the new run's
-            # vocabulary may have grown too, so the head starts afresh.
+            # Continuing from a WSP model (a retraining run's warm start): its trunk, and its
+            # head from its last checkpoint, class by class where the vocabularies share them.
             init_from_trunk(
                 model.trunk, r.init_checkpoint, img_size=r.model.img_size, arch=r.model.arch
             )
+            self.head_continued = continue_head(model, r.init_checkpoint, self.vocabulary)
 
     def block_stacks(self, model: nn.Module) -> list[nn.Sequential]:
         return model.block_stacks()
@@ -105,13 +119,73 @@ class WSPTask(TrainTask):
         }
 
     def model_card(self) -> dict[str, Any]:
-        return {
+        card = {
             "arch": self.recipe.model.arch,
             "img_size": self.recipe.model.img_size,
             "num_classes": self.num_classes,
             "init": self.recipe.init,
             "init_checkpoint": self.recipe.init_checkpoint,
         }
+        if self.head_continued:
+            card["head_continued"] = self.head_continued
+        return card
+
+
+def _vocabulary_of(manifest: PretrainManifest) -> list[str]:
+    """The classes' WordNet ids in head order ([] where the dataset names no vocabulary)."""
+    if manifest.vocab is None:
+        return []
+    return [str(entry.get("wnid") or entry.get("synset", "")) for entry in manifest.read_vocab()]
+
+
+def continue_head(model: nn.Module, source: str, vocabulary: Sequence[str]) -> dict[str, Any]:
+    """Copy the vocabulary head of the WSP model at `source` into `model`'s, from that model's
+    last complete checkpoint (a WSP output keeps only the trunk in its weights): the layers
+    before the classifier whole, the classifier row by row for the classes both vocabularies
+    have (matched by WordNet id; a new class starts afresh). Returns what was carried over, for
+    the model card; without a checkpoint or a vocabulary to match by, the head starts afresh
+    and the log says why."""
+    step = latest_complete_checkpoint(source)
+    try:
+        old_vocabulary = _vocabulary_of(
+            read_manifest(read_model_card(source)["recipe"]["data"]["train"])
+        )
+    except (KeyError, TypeError, ValueError, storage.StorageError) as exc:
+        old_vocabulary, why = [], f"its dataset's vocabulary cannot be read ({exc})"
+    else:
+        why = "its dataset names no vocabulary"
+    if step is None:
+        why = "it has no complete checkpoint, which holds the head"
+    if step is None or not old_vocabulary or not vocabulary:
+        log.warning("the head starts afresh", extra={"source": source, "why": why})
+        return {}
+    old = read_model_tensors(step, "head.")
+    old_index = {wnid: i for i, wnid in enumerate(old_vocabulary)}
+    rows = [(new, old_index[wnid]) for new, wnid in enumerate(vocabulary) if wnid in old_index]
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in old.items():
+            target = state.get(name)
+            if target is None:
+                continue
+            if name.startswith("head.fc."):
+                if tensor.shape[0] != len(old_vocabulary):
+                    raise DataFormatError(
+                        f"{step}: {name} has {tensor.shape[0]} rows for a vocabulary of "
+                        f"{len(old_vocabulary)}"
+                    )
+                for new, before in rows:
+                    target[new].copy_(tensor[before])
+            elif target.shape == tensor.shape:
+                target.copy_(tensor)
+    carried = {
+        "checkpoint": step,
+        "classes_carried": len(rows),
+        "classes_new": len(vocabulary) - len(rows),
+        "classes_dropped": len(old_vocabulary) - len(rows),
+    }
+    log.info("head continued", extra={"source": source, **carried})
+    return carried
 
 
 def dataset_classes(dataset: PretrainManifest) -> int:
@@ -125,7 +199,8 @@ def run(
     recipe: WSPRecipe, *, parallelism: str = "auto", micro_batch_size: int | None = None
 ) -> TrainResult:
     dataset = read_manifest(recipe.data.train)
-    task = WSPTask(recipe, dataset_classes(dataset))
+    num_classes = dataset_classes(dataset)
+    task = WSPTask(recipe, num_classes, _vocabulary_of(dataset) if recipe.init == "wsp" else ())
     config = TrainConfig.from_recipe(
         recipe, parallelism=parallelism, micro_batch_size=micro_batch_size
     )
