@@ -156,11 +156,14 @@ def test_scheduled_runs_train_new_data_warm_start_and_gate(partitions, s3_bucket
     assert mae_card["source"] == mae_record.uri and "train_steps" not in mae_card  # reused
     wsp_card = card_of(run3, "wsp")
     assert wsp_card["init"] == "wsp" and wsp_card["init_checkpoint"] == first.uri
+    # Its head came along: the second week's vocabulary shares the first's synsets.
+    assert wsp_card["head_continued"]["classes_carried"] > 0
     third = registry.latest("model")
     assert third.id != first.id and third.data["partitions"] == list(DAYS[:2])
     assert third.parents == {"mae": mae_record.id, "wsp": first.id}
     expected = decide(third, first, GateRules((EVAL_NAME,)))
     decision = registry.decision(third.id)
+    print(f"third run: {decision['comparison']} promoted={decision['promoted']}")
     assert decision["promoted"] == expected.promote
     assert registry.production().id == (third.id if expected.promote else first.id)
     production_before_regression = registry.production()
@@ -174,6 +177,7 @@ def test_scheduled_runs_train_new_data_warm_start_and_gate(partitions, s3_bucket
     assert fourth.metrics[EVAL_NAME] < production_before_regression.metrics[EVAL_NAME] - 0.5
     assert registry.production().id == production_before_regression.id  # unchanged
     assert registry.decision(fourth.id)["promoted"] is False
+    print(f"fourth run (forced regression): {registry.decision(fourth.id)['comparison']}")
 
     # Rollback: the model in production before the current one is back, in one write.
     if registry.pointer().previous:
