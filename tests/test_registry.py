@@ -169,8 +169,11 @@ def test_cli_registers_gates_and_rolls_back(registry, capsys):
     cli("register", "--model", "s3://r/3", "--id", "three", "--metric", "top1=81", *common)
     code, out = cli("gate", "three", "--headline", "top1")
     assert "promoted" in out and registry.production().id == "three"
+    Registry(root).register(ModelRecord("enc", "s3://r/mae", {}, role="mae"))
     code, out = cli("list")
-    assert "* three" in out and "  one" in out
+    assert "* three" in out and "  one" in out and "  enc  [mae]  s3://r/mae" in out
+    code, out = cli("promote", "enc")
+    assert code == 1 and "an MAE encoder, not a model to serve" in out
     code, out = cli("show")
     assert json.loads(out)["id"] == "three"
     code, out = cli("rollback", "--reason", "field regression")

@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--root", required=True, help="the registry's s3:// or local URI")
     sub = parser.add_subparsers(dest="action", required=True, metavar="<action>")
-    sub.add_parser("list", help="every registered model, oldest first; * marks production")
+    sub.add_parser(
+        "list",
+        help="every registered model, oldest first; * marks production, [mae] an MAE encoder "
+        "kept for warm starts",
+    )
     show = sub.add_parser("show", help="one model's record (default: production's)")
     show.add_argument("id", nargs="?")
     register = sub.add_parser("register", help="add a model's record")
@@ -149,7 +153,8 @@ def run(config: RegistryCommand) -> int:
         for record in registry.list():
             mark = "*" if pointer and pointer.model == record.id else " "
             metrics = " ".join(f"{k}={v:g}" for k, v in sorted(record.metrics.items()))
-            print(f"{mark} {record.id}  {record.uri}  {metrics}")
+            role = "" if record.role == "model" else f"[{record.role}]  "
+            print(f"{mark} {record.id}  {role}{record.uri}  {metrics}")
     elif isinstance(action, ShowModel):
         record = registry.get(action.id) if action.id else registry.production()
         if record is None:
