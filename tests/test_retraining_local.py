@@ -163,7 +163,8 @@ def test_scheduled_runs_train_new_data_warm_start_and_gate(partitions, s3_bucket
     assert third.parents == {"mae": mae_record.id, "wsp": first.id}
     expected = decide(third, first, GateRules((EVAL_NAME,)))
     decision = registry.decision(third.id)
-    print(f"third run: {decision['comparison']} promoted={decision['promoted']}")
+    with capsys.disabled():  # the gate's numbers, for whoever runs this with -s
+        print(f"\nthird run: {decision['comparison']} promoted={decision['promoted']}")
     assert decision["promoted"] == expected.promote
     assert registry.production().id == (third.id if expected.promote else first.id)
     production_before_regression = registry.production()
@@ -177,7 +178,8 @@ def test_scheduled_runs_train_new_data_warm_start_and_gate(partitions, s3_bucket
     assert fourth.metrics[EVAL_NAME] < production_before_regression.metrics[EVAL_NAME] - 0.5
     assert registry.production().id == production_before_regression.id  # unchanged
     assert registry.decision(fourth.id)["promoted"] is False
-    print(f"fourth run (forced regression): {registry.decision(fourth.id)['comparison']}")
+    with capsys.disabled():
+        print(f"\nfourth run (forced regression): {registry.decision(fourth.id)['comparison']}")
 
     # Rollback: the model in production before the current one is back, in one write.
     if registry.pointer().previous:
