@@ -8,6 +8,11 @@ The best value of each column is bold, as in the paper. A "Reading" section says
 numbers, how MAE→WSP compares with WSP (the paper's claim) and what pretraining adds over the
 control, and which differences are within the spread over seeds.
 
+Detection results (`eval-detection`: the LVIS and COCO columns, box AP as Table 22 reports)
+also fill a TIDE table per detection set, shaped like the paper's Table 21: a row per model and
+IoU threshold (0.5, 0.75), the AP TIDE measured and the AP each main error type costs (Cls, Loc,
+Both, Dupl, Bkgd, Miss, progressive mode), read from the result's `tide_<IoU>_<error>` metrics.
+
 A sweep (several models per method: mawsflow.orchestration.sweeps) keys its rows by method ×
 architecture × pretraining dataset, plus the epochs when they vary, and adds a plot of
 accuracy against pretraining FLOPs (a line per method, a point per grid cell; the paper's
@@ -34,6 +39,7 @@ matplotlib.use("Agg")  # no display in a pipeline pod
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
+from mawsflow.evaluation.detection_metrics import TIDE_ERRORS
 from mawsflow.evaluation.results import (
     CONTROL_ROW,
     PAPER_ROWS,
@@ -46,6 +52,12 @@ REPORT_FORMAT = "mawsflow.report/1"  # report.json
 FLOPS_PLOT = "Accuracy against pretraining FLOPs"
 # The facets of a pretraining run that name a row when a run has several (a sweep), in order.
 ROW_FACETS = ("arch", "dataset", "epochs")
+# The steps whose table cells are box AP, not top-1 (Table 22's LVIS and COCO columns).
+DETECTION_STEPS = ("eval-detection", "finetune-detection")
+# Table 21's columns: the AP TIDE measured, then the AP each main error type costs.
+TIDE_COLUMNS = ("AP", *TIDE_ERRORS.values())
+# A result's TIDE metric: `tide_<IoU threshold>_<column>` (tide_0.5_cls, tide_0.75_ap).
+_TIDE_METRIC = re.compile(r"^tide_(\d*\.?\d+)_([a-z]+)$", re.IGNORECASE)
 
 
 @dataclass
@@ -74,11 +86,23 @@ class ReportTable:
 
 
 @dataclass
+class TideRow:
+    """One model's TIDE breakdown at one IoU threshold: Table 21's AP and error columns (AP
+    points; a column the result lacks is absent)."""
+
+    row: str
+    iou: float
+    values: dict[str, float]
+
+
+@dataclass
 class Report:
     table: ReportTable
     results: list[EvalResult]
     histories: list[TrainingHistory] = field(default_factory=list)
     plots: dict[str, bytes] = field(default_factory=dict)  # title → PNG
+    # Per detection evaluation (its name: LVIS, COCO), Table 21's rows.
+    tide: dict[str, list[TideRow]] = field(default_factory=dict)
 
 
 def _seed_values(result: EvalResult) -> dict[str, list[float]]:
@@ -316,6 +340,66 @@ def plot_flops(points: dict[str, dict[str, list[FlopsPoint]]]) -> bytes:
     return _png(figure)
 
 
+def tide_breakdown(result: EvalResult) -> dict[float, dict[str, float]]:
+    """IoU threshold → Table 21's columns, from the result's `tide_<IoU>_<column>` metrics
+    (column names in any case: tide_0.5_cls is Cls at IoU 0.5)."""
+    by_name = {column.lower(): column for column in TIDE_COLUMNS}
+    breakdown: dict[float, dict[str, float]] = {}
+    for key, value in result.metrics.items():
+        match = _TIDE_METRIC.match(key)
+        if match is None or match.group(2).lower() not in by_name:
+            continue
+        iou = float(match.group(1))
+        breakdown.setdefault(iou, {})[by_name[match.group(2).lower()]] = float(value)
+    return breakdown
+
+
+def tide_tables(
+    results: Sequence[EvalResult], facets: Sequence[str] = (), row_order: Sequence[str] = ()
+) -> dict[str, list[TideRow]]:
+    """Per detection evaluation, Table 21's rows: the models (named as the main table's rows,
+    `facets` as row_name's) at each IoU threshold, the lower threshold first and the models in
+    `row_order` (the main table's) within it. Results without TIDE metrics add nothing."""
+    found: dict[str, list[TideRow]] = {}
+    for result in results:
+        for iou, values in tide_breakdown(result).items():
+            rows = found.setdefault(result.evaluation, [])
+            rows.append(TideRow(row_name(result, facets), iou, values))
+    order = {row: i for i, row in enumerate(row_order)}
+    for rows in found.values():
+        rows.sort(key=lambda r: (r.iou, order.get(r.row, len(order))))
+    return found
+
+
+def _tide_cell(row: TideRow, column: str) -> str:
+    value = row.values.get(column)
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+TIDE_TITLE = "TIDE errors"
+TIDE_CAPTION = (
+    "TIDE's error breakdown of each detection set, as the paper's Table 21: the AP TIDE "
+    "measured at each IoU threshold, then the AP each main error type costs in progressive "
+    "mode (classification, localisation, both, duplicate, background, missed); lower is better."
+)
+
+
+def _caption(report: Report) -> str:
+    """What the main table's cells are: top-1, and box AP for the detection columns."""
+    text = (
+        "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
+        "paper's Table 22; the best value of each column is bold."
+    )
+    detection = [
+        column
+        for column in report.table.columns
+        if any(r.step in DETECTION_STEPS and column in r.table for r in report.results)
+    ]
+    if detection:
+        text += f" {' and '.join(detection)}: box AP (AP^box), as Table 22 reports detection."
+    return text
+
+
 def build_report(
     results: Sequence[EvalResult], histories: Sequence[TrainingHistory] = ()
 ) -> Report:
@@ -332,7 +416,8 @@ def build_report(
         points = flops_points(table)
         if points:
             plots[FLOPS_PLOT] = plot_flops(points)
-    return Report(table, list(results), list(histories), plots)
+    tide = tide_tables(results, varying_facets(results), table.rows)
+    return Report(table, list(results), list(histories), plots, tide)
 
 
 def _cell(table: ReportTable, row: str, column: str) -> tuple[str, bool]:
@@ -431,10 +516,7 @@ def _data_uri(png: bytes) -> str:
 def render_markdown(report: Report) -> str:
     table = report.table
     lines = ["# mawsflow run report", ""]
-    lines.append(
-        "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
-        "paper's Table 22; the best value of each column is bold."
-    )
+    lines.append(_caption(report))
     lines.append("")
     escaped = [c.replace("|", "\\|") for c in table.columns]
     lines.append("| Method | " + " | ".join(escaped) + " |")
@@ -445,6 +527,15 @@ def render_markdown(report: Report) -> str:
             text, best = _cell(table, row, column)
             texts.append(f"**{text}**" if best else text)
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    if report.tide:
+        lines += ["", f"## {TIDE_TITLE}", "", TIDE_CAPTION]
+        for evaluation, rows in report.tide.items():
+            lines += ["", f"**{evaluation}**", ""]
+            lines.append("| Method | IoU | " + " | ".join(TIDE_COLUMNS) + " |")
+            lines.append("| --- | ---: |" + " ---: |" * len(TIDE_COLUMNS))
+            for tide_row in rows:
+                cells = " | ".join(_tide_cell(tide_row, c) for c in TIDE_COLUMNS)
+                lines.append(f"| {tide_row.row} | {tide_row.iou:g} | {cells} |")
     read = reading(table) + training_lines(report.histories)
     if read:
         lines += ["", "## Reading", ""] + [f"- {line}" for line in read]
@@ -476,6 +567,21 @@ def render_html(report: Report) -> str:
         + "</li>"
         for r in report.results
     )
+    tide_html = ""
+    if report.tide:
+        tide_head = "".join(f"<th>{esc(c)}</th>" for c in TIDE_COLUMNS)
+        tide_html = f"<h2>{esc(TIDE_TITLE)}</h2><p>{esc(TIDE_CAPTION)}</p>"
+        for evaluation, rows in report.tide.items():
+            body_rows = "".join(
+                f"<tr><th>{esc(r.row)}</th><td>{r.iou:g}</td>"
+                + "".join(f"<td>{_tide_cell(r, c)}</td>" for c in TIDE_COLUMNS)
+                + "</tr>"
+                for r in rows
+            )
+            tide_html += (
+                f"<h3>{esc(evaluation)}</h3><table class='tide'><tr><th>Method</th><th>IoU</th>"
+                f"{tide_head}</tr>{body_rows}</table>"
+            )
     read = reading(table) + training_lines(report.histories)
     read_html = (
         "<h2>Reading</h2><ul>" + "".join(f"<li>{esc(line)}</li>" for line in read) + "</ul>"
@@ -490,9 +596,8 @@ def render_html(report: Report) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mawsflow run report</title>"
         "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
         "th,td{border:1px solid #bbb;padding:4px 10px}td{text-align:right}</style></head><body>"
-        "<h1>mawsflow run report</h1><p>Top-1 accuracy (%) by pretraining method (rows) and "
-        "evaluation (columns), as the paper's Table 22; the best value of each column is bold."
-        f"</p><table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>{read_html}"
+        f"<h1>mawsflow run report</h1><p>{esc(_caption(report))}</p>"
+        f"<table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>{tide_html}{read_html}"
         f"<h2>Evaluations</h2><ul>{items}</ul>{figures}</body></html>\n"
     )
 
@@ -526,4 +631,9 @@ def render_json(report: Report) -> dict[str, Any]:
         if FLOPS_PLOT in report.plots
         else {},
         "pretrained": {row: p.to_dict() for row, p in table.pretrained.items()},
+        # Table 21 per detection evaluation: [{"row", "iou", "AP", "Cls", …}, …].
+        "tide": {
+            evaluation: [{"row": r.row, "iou": r.iou, **r.values} for r in rows]
+            for evaluation, rows in report.tide.items()
+        },
     }
