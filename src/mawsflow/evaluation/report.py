@@ -8,10 +8,11 @@ The best value of each column is bold, as in the paper. A "Reading" section says
 numbers, how MAE→WSP compares with WSP (the paper's claim) and what pretraining adds over the
 control, and which differences are within the spread over seeds.
 
-Detection results (`eval-detection`: the LVIS and COCO columns, box AP as Table 22 reports)
-also fill a TIDE table per detection set, shaped like the paper's Table 21: a row per model and
-IoU threshold (0.5, 0.75), the AP TIDE measured and the AP each main error type costs (Cls, Loc,
-Both, Dupl, Bkgd, Miss, progressive mode), read from the result's `tide_<IoU>_<error>` metrics.
+Detection results (`eval-detection`: columns `<set> APbox`, what Table 22 reports for LVIS and
+COCO, and `<set> APmask`) also fill a TIDE table per detection set, shaped like the paper's
+Table 21: a row per model and IoU threshold (0.5, 0.75), the AP TIDE measured and the AP each
+main error type costs (Cls, Loc, Both, Dupl, Bkgd, Miss, progressive mode), read from the
+result's `<set>_tide_<IoU>_<error>` metrics.
 
 A sweep (several models per method: mawsflow.orchestration.sweeps) keys its rows by method ×
 architecture × pretraining dataset, plus the epochs when they vary, and adds a plot of
@@ -56,8 +57,11 @@ ROW_FACETS = ("arch", "dataset", "epochs")
 DETECTION_STEPS = ("eval-detection", "finetune-detection")
 # Table 21's columns: the AP TIDE measured, then the AP each main error type costs.
 TIDE_COLUMNS = ("AP", *TIDE_ERRORS.values())
-# A result's TIDE metric: `tide_<IoU threshold>_<column>` (tide_0.5_cls, tide_0.75_ap).
-_TIDE_METRIC = re.compile(r"^tide_(\d*\.?\d+)_([a-z]+)$", re.IGNORECASE)
+# A result's TIDE metric: `[<set>_]tide_<IoU threshold>_<column>`, the set's prefix as
+# eval-detection writes it (lvis_tide_0.5_cls, coco_tide_0.75_ap).
+_TIDE_METRIC = re.compile(r"^(?:(?P<set>.+)_)?tide_(?P<iou>\d*\.?\d+)_(?P<column>[a-z]+)$", re.I)
+# What a detection step's column adds after the set's name: "LVIS APbox", "LVIS APmask".
+_AP_KIND = re.compile(r" AP(box|mask)$")
 
 
 @dataclass
@@ -340,31 +344,45 @@ def plot_flops(points: dict[str, dict[str, list[FlopsPoint]]]) -> bytes:
     return _png(figure)
 
 
-def tide_breakdown(result: EvalResult) -> dict[float, dict[str, float]]:
-    """IoU threshold → Table 21's columns, from the result's `tide_<IoU>_<column>` metrics
-    (column names in any case: tide_0.5_cls is Cls at IoU 0.5)."""
+def _metric_prefix(name: str) -> str:
+    """A test set's name as the steps prefix its metrics with ('LVIS v1' → 'lvis_v1'; the
+    rule of mawsflow.evaluation.classify.metric_key, which imports torch: the report's image
+    has none)."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def tide_breakdown(result: EvalResult) -> dict[str, dict[float, dict[str, float]]]:
+    """Detection set → IoU threshold → Table 21's columns, from the result's
+    `[<set>_]tide_<IoU>_<column>` metrics (any case: lvis_tide_0.5_cls is LVIS's Cls at IoU
+    0.5). The set is named as in the result's table ("LVIS APbox" → LVIS); metrics without a
+    set prefix belong to the result's evaluation."""
     by_name = {column.lower(): column for column in TIDE_COLUMNS}
-    breakdown: dict[float, dict[str, float]] = {}
+    sets = {_metric_prefix(_AP_KIND.sub("", column)): _AP_KIND.sub("", column) for column in
+            result.table}  # fmt: skip
+    breakdown: dict[str, dict[float, dict[str, float]]] = {}
     for key, value in result.metrics.items():
         match = _TIDE_METRIC.match(key)
-        if match is None or match.group(2).lower() not in by_name:
+        if match is None or match["column"].lower() not in by_name:
             continue
-        iou = float(match.group(1))
-        breakdown.setdefault(iou, {})[by_name[match.group(2).lower()]] = float(value)
+        prefix = match["set"]
+        name = result.evaluation if prefix is None else sets.get(prefix.lower(), prefix)
+        columns = breakdown.setdefault(name, {}).setdefault(float(match["iou"]), {})
+        columns[by_name[match["column"].lower()]] = float(value)
     return breakdown
 
 
 def tide_tables(
     results: Sequence[EvalResult], facets: Sequence[str] = (), row_order: Sequence[str] = ()
 ) -> dict[str, list[TideRow]]:
-    """Per detection evaluation, Table 21's rows: the models (named as the main table's rows,
+    """Per detection set, Table 21's rows: the models (named as the main table's rows,
     `facets` as row_name's) at each IoU threshold, the lower threshold first and the models in
     `row_order` (the main table's) within it. Results without TIDE metrics add nothing."""
     found: dict[str, list[TideRow]] = {}
     for result in results:
-        for iou, values in tide_breakdown(result).items():
-            rows = found.setdefault(result.evaluation, [])
-            rows.append(TideRow(row_name(result, facets), iou, values))
+        for name, thresholds in tide_breakdown(result).items():
+            rows = found.setdefault(name, [])
+            for iou, values in thresholds.items():
+                rows.append(TideRow(row_name(result, facets), iou, values))
     order = {row: i for i, row in enumerate(row_order)}
     for rows in found.values():
         rows.sort(key=lambda r: (r.iou, order.get(r.row, len(order))))
@@ -385,7 +403,7 @@ TIDE_CAPTION = (
 
 
 def _caption(report: Report) -> str:
-    """What the main table's cells are: top-1, and box AP for the detection columns."""
+    """What the main table's cells are: top-1, and AP for the detection steps' columns."""
     text = (
         "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
         "paper's Table 22; the best value of each column is bold."
@@ -396,7 +414,11 @@ def _caption(report: Report) -> str:
         if any(r.step in DETECTION_STEPS and column in r.table for r in report.results)
     ]
     if detection:
-        text += f" {' and '.join(detection)}: box AP (AP^box), as Table 22 reports detection."
+        text += (
+            f" The detection columns ({', '.join(detection)}) are average precision (AP, "
+            "0–100): APbox of the boxes, what Table 22 reports for LVIS and COCO, and APmask "
+            "of the instance masks (Tables 7 and 8)."
+        )
     return text
 
 
