@@ -56,7 +56,8 @@ def test_step_schedule_drops_tenfold_at_vitdet_milestones():
     lvis = LRSchedule(base_lr=1.0, total_samples=156250, warmup_samples=0, shape="step")
     assert lvis.factor(138888) == 1.0 and math.isclose(lvis.factor(138889), 0.1)
     assert math.isclose(lvis.factor(150462), 0.1) and math.isclose(lvis.factor(150463), 0.01)
-    # In optimizer steps: 90 steps of 10 samples drop at step 80 (8/9 of 900 samples: 800) and 87 (26/27: 866.7, a step taken at its middle sample).
+    # In optimizer steps of 10 samples, each taken at its middle sample: 8/9 of 900 samples
+    # (800) falls in step 80, 26/27 (866.7) just after step 86's middle, so step 87.
     small = LRSchedule(base_lr=1.0, total_samples=900, warmup_samples=0, shape="step")
     lrs = [small.lr_for_step(s, 10) for s in range(90)]
     assert sorted(set(lrs), reverse=True) == pytest.approx([1.0, 0.1, 0.01])
