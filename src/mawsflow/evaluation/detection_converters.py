@@ -20,6 +20,7 @@ the skipped images and their annotations left out, otherwise as it came.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -226,7 +227,7 @@ def prepare_detection_dataset(
     for split in DETECTION_SPLITS:
         uri = annotation_file(layout, source, split, files)
         try:
-            data = storage.read_json(uri)
+            data = json.loads(storage.read_text(uri))
         except ValueError as exc:
             raise DataFormatError(f"{uri}: not valid JSON ({exc})") from None
         check_annotations(data, uri, layout)
