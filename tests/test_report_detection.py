@@ -1,12 +1,14 @@
-"""The report's detection part: Table 22's LVIS and COCO columns (box AP) after the other
-evaluations, and a TIDE table per detection set shaped like Table 21 (a row per model and IoU
-threshold, the AP and the AP each error type costs), in Markdown, HTML and report.json."""
+"""The report's detection part: eval-detection's columns (`LVIS APbox`, Table 22's LVIS column,
+and `LVIS APmask`; the same for COCO) after the other evaluations, and a TIDE table per
+detection set shaped like Table 21 (a row per model and IoU threshold, the AP and the AP each
+error type costs), in Markdown, HTML and report.json."""
 
 from __future__ import annotations
 
 import json
 import re
 
+from mawsflow.evaluation.classify import NamedTestSet, flat_metrics
 from mawsflow.evaluation.report import (
     TIDE_COLUMNS,
     build_report,
@@ -17,6 +19,7 @@ from mawsflow.evaluation.report import (
 )
 from mawsflow.evaluation.results import CONTROL_ROW, EvalResult, write_result
 from mawsflow.steps import report as report_step
+from mawsflow.steps.eval_detection import table_cells
 
 ERRORS = ("Cls", "Loc", "Both", "Dupl", "Bkgd", "Miss")
 
@@ -32,20 +35,22 @@ def _finetune(row: str, top1: float) -> EvalResult:
 
 
 def _detection(row: str, name: str, box_ap: float, ious=(0.5, 0.75), **metrics) -> EvalResult:
-    """An eval-detection result: the set's column holds the box AP; the metrics hold the mask
-    AP and TIDE's breakdown per IoU threshold (values distinct per row, IoU and error)."""
+    """An eval-detection result as the step builds it (its own table_cells and flat_metrics):
+    the set's APbox and APmask columns; its metrics prefixed by the set's name, TIDE's
+    breakdown among them (values distinct per row, IoU and error)."""
     base = {"LVIS": 10.0, "COCO": 20.0}[name] + {"MAE": 0, "WSP": 1, "MAE→WSP": 2}.get(row, 3)
-    tide = {}
+    scored = {"box_ap": box_ap, "mask_ap": box_ap - 3.0, "box_ap50": box_ap + 9.0}
     for iou in ious:
-        tide[f"tide_{iou:g}_ap"] = base + iou
+        scored[f"tide_{iou:g}_ap"] = base + iou
         for i, error in enumerate(ERRORS):
-            tide[f"tide_{iou:g}_{error.lower()}"] = base + iou + i / 10
+            scored[f"tide_{iou:g}_{error.lower()}"] = base + iou + i / 10
+    per_set = [(NamedTestSet(name, f"/data/{name}", None), scored | metrics)]
     return EvalResult(
         step="eval-detection",
-        evaluation=name,
+        evaluation=f"detection on {name}",
         pretraining=row,
-        metrics={"box_ap": box_ap, "mask_ap": box_ap - 3.0, **tide, **metrics},
-        table={name: box_ap},
+        metrics=flat_metrics(per_set),
+        table=table_cells(per_set),
     )
 
 
@@ -60,22 +65,27 @@ def _run() -> list[EvalResult]:
     ]
 
 
-def test_detection_columns_hold_the_box_ap_and_say_so():
+def test_detection_columns_hold_box_and_mask_ap_and_say_so():
     report = build_report(_run())
     table = report.table
     assert table.rows == ["MAE", "WSP", "MAE→WSP"]
-    assert table.columns == ["LVIS", "Fashion-MNIST", "COCO"]
-    assert table.cells["MAE"]["LVIS"] == 42.0 and table.cells["MAE→WSP"]["LVIS"] == 40.0
-    assert table.cells["MAE→WSP"]["COCO"] == 52.0
-    assert table.best("COCO") == 52.0
+    assert table.columns == [
+        "LVIS APbox", "LVIS APmask", "Fashion-MNIST", "COCO APbox", "COCO APmask",
+    ]  # fmt: skip
+    assert table.cells["MAE"]["LVIS APbox"] == 42.0 and table.cells["MAE"]["LVIS APmask"] == 39.0
+    assert table.cells["MAE→WSP"]["LVIS APbox"] == 40.0
+    assert table.best("COCO APbox") == table.cells["MAE→WSP"]["COCO APbox"] == 52.0
     markdown = render_markdown(report)
-    assert "LVIS and COCO: box AP (AP^box)" in markdown
-    assert "| Method | LVIS | Fashion-MNIST | COCO |" in markdown
-    assert "| MAE | **42.0** | 80.0 | 50.0 |" in markdown
-    # A run without detection says nothing of box AP and has no TIDE section.
-    plain = render_markdown(build_report([_finetune("MAE", 80.0)]))
-    assert "box AP" not in plain and "TIDE" not in plain
-    assert render_json(build_report([_finetune("MAE", 80.0)]))["tide"] == {}
+    assert "The detection columns (LVIS APbox, LVIS APmask, COCO APbox, COCO APmask)" in markdown
+    assert "APbox of the boxes, what Table 22 reports for LVIS and COCO" in markdown
+    header = "| Method | LVIS APbox | LVIS APmask | Fashion-MNIST | COCO APbox | COCO APmask |"
+    assert header in markdown
+    assert "| MAE | **42.0** | **39.0** | 80.0 | 50.0 | 47.0 |" in markdown
+    assert "The detection columns (LVIS APbox" in render_html(report)
+    # A run without detection says nothing of AP and has no TIDE section.
+    plain = build_report([_finetune("MAE", 80.0)])
+    assert "AP" not in render_markdown(plain) and "TIDE" not in render_markdown(plain)
+    assert render_json(plain)["tide"] == {}
 
 
 def test_tide_table_per_set_has_a_row_per_model_and_threshold_in_table_21s_columns():
@@ -123,10 +133,10 @@ def test_missing_tide_values_show_a_dash_and_missing_models_leave_no_row():
         _detection("MAE", "LVIS", 30.0, tide_note_x=1.0, tide_0_5=2.0),
         _detection(CONTROL_ROW, "LVIS", 5.0, ious=(0.5,)),
     ]
-    del results[-1].metrics["tide_0.5_both"]
+    del results[-1].metrics["lvis_tide_0.5_both"]
     report = build_report(results)
-    assert report.table.cells["WSP"].get("LVIS") is None
-    assert "| WSP | **81.0** | – |" in render_markdown(report)
+    assert report.table.cells["WSP"].get("LVIS APbox") is None
+    assert "| WSP | **81.0** | – | – |" in render_markdown(report)
     rows = report.tide["LVIS"]
     assert [(r.row, r.iou) for r in rows] == [
         ("MAE", 0.5), (CONTROL_ROW, 0.5), ("MAE", 0.75),
@@ -136,11 +146,23 @@ def test_missing_tide_values_show_a_dash_and_missing_models_leave_no_row():
     assert set(rows[0].values) == set(TIDE_COLUMNS)  # the stray metrics are not columns
 
 
-def test_tide_metrics_are_read_in_any_case_and_at_any_threshold():
+def test_tide_metrics_are_read_per_set_in_any_case_and_at_any_threshold():
     result = _detection("MAE", "COCO", 1.0, ious=())
-    result.metrics |= {"TIDE_0.5_Cls": 3.0, "tide_.75_MISS": 4.0, "tide_0.9_bkgd": 5.0}
-    result.metrics |= {"tide_0.5_unknown": 9.0, "box_ap_tide_0.5_cls": 9.0}
-    assert tide_breakdown(result) == {0.5: {"Cls": 3.0}, 0.75: {"Miss": 4.0}, 0.9: {"Bkgd": 5.0}}
+    assert tide_breakdown(result) == {}
+    result.metrics |= {"COCO_TIDE_0.5_Cls": 3.0, "coco_tide_.75_MISS": 4.0}
+    result.metrics |= {"coco_tide_0.9_bkgd": 5.0, "coco_tide_0.5_unknown": 9.0}
+    # Unprefixed: the result's evaluation; a prefix of no column: named as it is.
+    result.metrics |= {"tide_0.5_loc": 6.0, "objects365_tide_0.5_ap": 7.0}
+    assert tide_breakdown(result) == {
+        "COCO": {0.5: {"Cls": 3.0}, 0.75: {"Miss": 4.0}, 0.9: {"Bkgd": 5.0}},
+        "detection on COCO": {0.5: {"Loc": 6.0}},
+        "objects365": {0.5: {"AP": 7.0}},
+    }
+    # A set's name that is not its prefix as written ("LVIS v1" → lvis_v1) is still found.
+    named = _detection("MAE", "LVIS", 1.0, ious=(0.5,))
+    named.table = {"LVIS v1 APbox": 1.0}
+    named.metrics = {k.replace("lvis_", "lvis_v1_", 1): v for k, v in named.metrics.items()}
+    assert list(tide_breakdown(named)) == ["LVIS v1"]
 
 
 def test_report_step_writes_the_detection_columns_and_tide_from_result_files(tmp_path):
@@ -151,8 +173,8 @@ def test_report_step_writes_the_detection_columns_and_tide_from_result_files(tmp
     out = tmp_path / "report"
     assert report_step.main(["--result", *paths, "--output", str(out)]) == 0
     summary = json.loads((out / "report.json").read_text())
-    assert summary["columns"] == ["LVIS", "Fashion-MNIST", "COCO"]
-    assert summary["table"]["WSP"]["LVIS"] == 41.0
+    assert summary["columns"][:3] == ["LVIS APbox", "LVIS APmask", "Fashion-MNIST"]
+    assert summary["table"]["WSP"]["LVIS APbox"] == 41.0
     assert len(summary["tide"]["LVIS"]) == 6 and len(summary["tide"]["COCO"]) == 6
     assert "## TIDE errors" in (out / "report.md").read_text()
     assert "<h2>TIDE errors</h2>" in (out / "report.html").read_text()
