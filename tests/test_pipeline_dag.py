@@ -624,6 +624,10 @@ def test_branch_unknown_set_or_parameter_is_refused(with_branch, tmp_path, capsy
     args = ["--compile", str(target), branch.flag, first, "--param", f"{first}_name= "]
     assert main(args) == 1
     assert f"{first}_name: empty" in capsys.readouterr().err
+    # A sweep sweeps the image evaluations only.
+    with pytest.raises(SystemExit):
+        main(["--compile", str(target), "--sweep", "epochs", branch.flag, first])
+    assert "--detection are not available with --sweep" in capsys.readouterr().err
     assert not target.exists()
     check = {"video": check_video_sets, "detection": check_detection_sets}[branch.name]
     with pytest.raises(ConfigError, match=f"'{branch.unknown_set}': choose among {first}, "):
