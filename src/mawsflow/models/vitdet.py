@@ -419,7 +419,9 @@ class CascadeRoIHeads(nn.Module):
         positive = [label > 0 for label in first_labels]
         mask_boxes = [b[p] for b, p in zip(first_boxes, positive, strict=True)]
         if sum(len(b) for b in mask_boxes) == 0:
-            losses["loss_mask"] = sum(p.sum() for p in self.mask_predictor.parameters()) * 0.0
+            # A zero that still touches every mask parameter: DDP expects a gradient for each.
+            mask_params = [*self.mask_head.parameters(), *self.mask_predictor.parameters()]
+            losses["loss_mask"] = sum(p.sum() for p in mask_params) * 0.0
         else:
             mask_logits = self.mask_predictor(
                 self.mask_head(self.mask_pool(features, mask_boxes, image_sizes))
