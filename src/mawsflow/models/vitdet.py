@@ -215,6 +215,14 @@ class ViTDetBackbone(nn.Module):
                 f"{config.img_size} px"
             )
         self.trunk = trunk
+        # What ViTDet does not use of the trunk (the class token, the final norm, a classifier
+        # head) gets no gradient: frozen, so that DDP does not wait for one.
+        unused = [trunk.cls_token, trunk.reg_token]
+        for module in (trunk.norm, trunk.fc_norm, trunk.head):
+            unused += list(module.parameters())
+        for param in unused:
+            if param is not None:
+                param.requires_grad_(False)
         self.img_size = config.img_size
         self.window_size = config.window_size
         self.global_blocks = frozenset(global_block_indices(len(trunk.blocks), config))
