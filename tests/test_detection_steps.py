@@ -5,6 +5,7 @@ on a known case (the ground truth fed back)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from mawsflow.data.detection import open_detection_split
 from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detection_demo
 from mawsflow.evaluation.detection_eval import score_detections
 from mawsflow.evaluation.results import read_result
+from mawsflow.recipes import load_recipe
 from mawsflow.steps import eval_detection, finetune_detection, prepare_eval, random_init
 
 
@@ -91,6 +93,17 @@ def test_finetune_then_evaluate_through_the_steps(datasets, tmp_path):
     assert card["annotation_format"] == "lvis" and len(card["categories"]) == 10
     assert card["recipe"]["schedule"]["lr_schedule"] == "step"
     assert card["train_steps"] == 4 and card["samples_seen"] == 8
+
+    # Killed after step 2's checkpoint: a rerun resumes there (the engine's checkpoints).
+    for name in ("model.json", "model.safetensors"):
+        (tmp_path / "detector" / name).unlink()
+    shutil.rmtree(tmp_path / "detector" / "checkpoints" / "step-00000004")
+    recipe = load_recipe(
+        "detection-lvis", preset="tiny", overrides=[a for a in argv[5::2] if "=" in a]
+    )
+    resumed = finetune_detection.run(recipe)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 4
+    assert json.loads((tmp_path / "detector" / "model.json").read_text())["train_steps"] == 4
 
     out = str(tmp_path / "eval")
     argv = ["--model", model, "--test-set", f"LVIS={datasets['lvis']}", "--output", out]
