@@ -158,3 +158,37 @@ def test_federated_classes_leave_unverified_classes_out_of_the_loss():
     assert allowed[0].tolist() == [True, True, False, True, False]
     # The background RoI is not pushed away from class 1 (not exhaustively annotated).
     assert allowed[1].tolist() == [True, False, False, True, False]
+
+
+@pytest.mark.parametrize("objects", [1, 0])
+def test_every_trainable_parameter_gets_a_gradient(objects):
+    # DDP (find_unused_parameters off) waits for a gradient of every trainable parameter: the
+    # trunk's class token, final norm and head are frozen, and a batch without objects still
+    # reaches the mask branch.
+    from mawsflow.models.vitdet import ViTDetConfig, build_vitdet
+
+    torch.manual_seed(0)
+    config = ViTDetConfig(
+        arch="vit_tiny_p4",
+        num_classes=3,
+        img_size=64,
+        fpn_channels=16,
+        anchor_sizes=(8, 16, 32, 64, 128),
+        rois_per_image=16,
+        box_head_fc=32,
+        box_head_convs=1,
+        mask_head_convs=1,
+    )
+    model = build_vitdet(config).train()
+    masks = torch.zeros(objects, 64, 64, dtype=torch.uint8)
+    masks[:, 5:30, 5:30] = 1
+    target = {
+        "boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]])[:objects],
+        "labels": torch.tensor([1])[:objects],
+        "masks": masks,
+    }
+    loss = sum(model([torch.rand(3, 64, 64)] * 2, [target, target]).values())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert not model.backbone.trunk.cls_token.requires_grad

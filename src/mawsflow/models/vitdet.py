@@ -215,6 +215,14 @@ class ViTDetBackbone(nn.Module):
                 f"{config.img_size} px"
             )
         self.trunk = trunk
+        # What ViTDet does not use of the trunk (the class token, the final norm, a classifier
+        # head) gets no gradient: frozen, so that DDP does not wait for one.
+        unused = [trunk.cls_token, trunk.reg_token]
+        for module in (trunk.norm, trunk.fc_norm, trunk.head):
+            unused += list(module.parameters())
+        for param in unused:
+            if param is not None:
+                param.requires_grad_(False)
         self.img_size = config.img_size
         self.window_size = config.window_size
         self.global_blocks = frozenset(global_block_indices(len(trunk.blocks), config))
@@ -419,7 +427,9 @@ class CascadeRoIHeads(nn.Module):
         positive = [label > 0 for label in first_labels]
         mask_boxes = [b[p] for b, p in zip(first_boxes, positive, strict=True)]
         if sum(len(b) for b in mask_boxes) == 0:
-            losses["loss_mask"] = sum(p.sum() for p in self.mask_predictor.parameters()) * 0.0
+            # A zero that still touches every mask parameter: DDP expects a gradient for each.
+            mask_params = [*self.mask_head.parameters(), *self.mask_predictor.parameters()]
+            losses["loss_mask"] = sum(p.sum() for p in mask_params) * 0.0
         else:
             mask_logits = self.mask_predictor(
                 self.mask_head(self.mask_pool(features, mask_boxes, image_sizes))
