@@ -63,18 +63,22 @@ def demo_data(s3_bucket, tmp_path_factory) -> dict[str, str]:
     settings = DemoCorpusSettings(
         num_images=1000, eval_train_images=300, eval_test_images=300, samples_per_shard=250
     )
-    names = ("corpus", "eval", "dataset", "video", "lvis")
-    data = {name: f"{s3_bucket}/{name}" for name in names}
+    data = {name: f"{s3_bucket}/{name}" for name in ("corpus", "eval", "dataset", "video")}
     generate_demo(data["corpus"], data["eval"], settings)
     pytest.importorskip("av")
     # Few, short videos: the video branch is there to run, not to learn.
     video = DemoCorpusConfig("", "", settings, video_out=data["video"], video_train=8, video_test=4)
     write_video_datasets(video)
-    # Few, small images: the detection branch is there to run, not to learn.
+    # Few, small images: the detection branch is there to run, not to learn. In a local folder,
+    # not the bucket: eval-detection hands the val split's ground-truth URI to pycocotools,
+    # lvis and tidecv, which open local files only (an s3:// set fails there today).
     detection = tmp_path_factory.mktemp("detection-demo")
     spec = DetectionDemoSpec(image_size=64, max_items=3, item_sizes=(16, 24, 32))
-    generate_detection_demo(detection, images_per_split={"train": 8, "val": 4}, spec=spec)
-    layout = ["--layout", "lvis", "--source", str(detection), "--output", data["lvis"]]
+    generate_detection_demo(
+        detection / "source", images_per_split={"train": 8, "val": 4}, spec=spec
+    )
+    data["lvis"] = str(detection / "lvis")
+    layout = ["--layout", "lvis", "--source", str(detection / "source"), "--output", data["lvis"]]
     assert prepare_eval.main(layout) == 0
     return data
 
