@@ -116,3 +116,24 @@ def test_finetune_then_evaluate_through_the_steps(datasets, tmp_path):
         assert key in result.metrics
     assert result.metrics["lvis_images"] == 4 and result.metrics["lvis_skipped_images"] == 0
     assert 0 <= result.metrics["lvis_box_ap"] <= 100
+
+
+def test_layer_decay_covers_the_trunk_with_the_tables_floor(datasets):
+    recipe = load_recipe(
+        "detection-coco",
+        preset="tiny",
+        overrides=[
+            "init_checkpoint=unused",
+            f"data.train={datasets['coco']}",
+            "optimizer.layer_decay=0.5",
+            "optimizer.min_layer_decay=0.3",
+        ],
+    )
+    task = finetune_detection.DetectionTask(recipe, open_detection_split(datasets["coco"], "train"))
+    # vit_tiny_p4 has 2 blocks: block 1 is layer 2 (0.5), block 0 layer 1 (0.25 → floor 0.3),
+    # the patch embedding layer 0 (0.125 → 0.3); the pyramid and heads train at the full rate.
+    assert task.lr_scale("backbone.trunk.blocks.1.attn.qkv.weight") == pytest.approx(0.5)
+    assert task.lr_scale("backbone.trunk.blocks.0.mlp.fc1.weight") == pytest.approx(0.3)
+    assert task.lr_scale("backbone.trunk.patch_embed.proj.weight") == pytest.approx(0.3)
+    assert task.lr_scale("backbone.pyramid.levels.0.0.weight") == 1.0
+    assert task.lr_scale("roi_heads.stages.2.cls_score.weight") == 1.0
