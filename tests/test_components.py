@@ -114,6 +114,10 @@ def test_every_step_of_the_issue_has_a_component():
         "video-dataset",
         "finetune-video",
         "evaluate-video",
+        # Issue 18: the detection datasets' check, ViTDet finetuning, box/mask AP and TIDE.
+        "detection-dataset",
+        "finetune-detection",
+        "evaluate-detection",
     } <= steps
 
 
@@ -141,9 +145,15 @@ def test_step_images_resolves_every_step_image():
         return dict(zip(names, components.step_images.python_func(references, tag), strict=True))
 
     resolved = resolve("")
-    assert resolved["mae"] == references["mae"]
-    assert resolved["linear_probe"] == references["linear-probe"]
-    assert resolved["finetune_video"] == references["finetune-video"]
+    # Every step's image but the launcher's own (step-images runs in it) and the demo corpus'
+    # (no pipeline task).
+    assert {name.replace("_", "-") for name in resolved} == set(references) - {
+        "launch",
+        "demo-corpus",
+    }
+    for name, reference in resolved.items():
+        assert reference == references[name.replace("_", "-")], name
+    assert resolved["finetune_detection"].endswith("/mawsflow-finetune-detection:0.1.0")
     assert resolve("sha-1")["lowshot"] == images.repository(references["lowshot"]) + ":sha-1"
 
 

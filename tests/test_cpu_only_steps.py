@@ -208,3 +208,42 @@ def test_demo_corpus_prepare_eval_and_the_eval_dataset_check_run_without_torch(t
             batches = list(eval_loader(opened, img_size=28, batch_size=8, num_workers=0))
             assert sum(len(labels) for _, labels, _ in batches) == size
             assert all(int(labels.max()) < len(CLASSES) for _, labels, _ in batches)
+
+
+def test_detection_prepare_eval_and_the_detection_dataset_check_run_without_torch(tmp_path):
+    """The detection branch's dataset task (`detection-dataset`) runs in the CPU-only
+    prepare-eval image, after prepare-eval --layout lvis|coco: both without the train extra.
+    The check refuses a set whose annotation format is not the set's."""
+    require_fashion_mnist()
+    from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detection_demo
+
+    source, prepared = tmp_path / "source", tmp_path / "lvis"
+    spec = DetectionDemoSpec(image_size=48, max_items=2, item_sizes=(16, 24))
+    generate_detection_demo(source, images_per_split={"train": 4, "val": 3}, spec=spec)
+    result = _run_without_train_extra(
+        f"""
+        import types
+        from mawsflow.cli import main
+        from mawsflow.orchestration import components
+        prepare = main(["prepare-eval", "--layout", "lvis", "--source", {str(source)!r},
+                        "--output", {str(prepared)!r}])
+        fingerprint = components.eval_fingerprint.python_func(uri={str(prepared)!r})
+        reference = types.SimpleNamespace(uri={str(tmp_path / "task" / "dataset")!r}, metadata={{}})
+        check = components.detection_dataset.python_func
+        check(uri={str(prepared)!r}, name="LVIS", variant="lvis", fingerprint=fingerprint,
+              dataset=reference)
+        try:
+            check(uri={str(prepared)!r}, name="COCO", variant="coco", fingerprint=fingerprint,
+                  dataset=types.SimpleNamespace(uri={str(tmp_path / "other")!r}, metadata={{}}))
+            refused = None
+        except ValueError as exc:
+            refused = str(exc)
+        return [prepare, reference.metadata, refused]
+        """,
+        timeout=300,
+    )
+    prepare, metadata, refused = result
+    assert prepare == 0
+    assert metadata["location"] == str(prepared) and metadata["format"] == "lvis"
+    assert metadata["name"] == "LVIS" and len(metadata["fingerprint"]) == 64
+    assert "annotated in 'lvis' format" in refused and "--layout coco" in refused

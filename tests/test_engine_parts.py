@@ -37,10 +37,31 @@ def test_schedule_warms_up_then_decays_by_samples():
     assert math.isclose(linear.lr_for_step(0, 100), 2.0 * (1 - 50 / 1000))
     const = LRSchedule(base_lr=1.0, total_samples=10, warmup_samples=2, shape="constant")
     assert const.factor(9) == 1.0
-    with pytest.raises(ConfigError, match="'step' is not supported"):
-        LRSchedule(base_lr=1.0, total_samples=10, warmup_samples=0, shape="step")
+    with pytest.raises(ConfigError, match="'poly' is not a schedule"):
+        LRSchedule(base_lr=1.0, total_samples=10, warmup_samples=0, shape="poly")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="warmup_fraction"):
         schedule_from_recipe(1.0, total_samples=10, warmup_fraction=1.5, shape="cosine")
+
+
+def test_step_schedule_drops_tenfold_at_vitdet_milestones():
+    # ViTDet COCO: 184375 iterations, drops at iterations 163889 and 177546 (detectron2).
+    total = 184375
+    step = LRSchedule(base_lr=1e-4, total_samples=total, warmup_samples=250, shape="step")
+    assert step.factor(125) == 0.5  # warmup still applies
+    assert step.factor(250) == 1.0 and step.factor(163888) == 1.0
+    assert math.isclose(step.factor(163889), 0.1) and math.isclose(step.factor(177545), 0.1)
+    # 26/27 of 184375 is 177546.3: detectron2's integer milestone rounds it down.
+    assert math.isclose(step.factor(177547), 0.01) and math.isclose(step.factor(total), 0.01)
+    # LVIS's 156250 iterations with drops at 138889 and 150463: the same fractions.
+    lvis = LRSchedule(base_lr=1.0, total_samples=156250, warmup_samples=0, shape="step")
+    assert lvis.factor(138888) == 1.0 and math.isclose(lvis.factor(138889), 0.1)
+    assert math.isclose(lvis.factor(150462), 0.1) and math.isclose(lvis.factor(150463), 0.01)
+    # In optimizer steps of 10 samples, each taken at its middle sample: 8/9 of 900 samples
+    # (800) falls in step 80, 26/27 (866.7) just after step 86's middle, so step 87.
+    small = LRSchedule(base_lr=1.0, total_samples=900, warmup_samples=0, shape="step")
+    lrs = [small.lr_for_step(s, 10) for s in range(90)]
+    assert sorted(set(lrs), reverse=True) == pytest.approx([1.0, 0.1, 0.01])
+    assert lrs.index(pytest.approx(0.1)) == 80 and lrs.index(pytest.approx(0.01)) == 87
 
 
 def test_no_weight_decay_on_norms_biases_and_embeddings():

@@ -30,8 +30,10 @@ STEPS = {
     "lit",
     "finetune",
     "finetune-video",
+    "finetune-detection",
     "eval",
     "eval-video",
+    "eval-detection",
     "linear-probe",
     "lowshot",
     "zeroshot",
@@ -148,6 +150,23 @@ def test_torch_runtime_installs_the_train_extra_before_mawsflow_whose_torch_pypr
         assert not {"GIT_COMMIT", "MAWSFLOW_VERSION"} & set(image.build_args), name
     checks = " ".join(c.value[0] for c in _instructions(_parse(IMAGES / "Dockerfile.torch"), "RUN"))
     assert "torch.version.cuda" in checks
+
+
+def test_torch_images_carry_what_the_detection_evaluators_load():
+    """lvis and tidecv require PyPI's opencv-python, whose native module links libGL, libxcb
+    and glib: without Debian's packages for them `import lvis` fails in the image ("libxcb.so.1:
+    cannot open shared object file", found by running the built image). The torch runtime
+    installs them after the pip layer (which stays cached), and the torch base imports the
+    evaluators at build time, so a missing library fails the build, not an eval-detection run."""
+    train = _pyproject()["project"]["optional-dependencies"]["train"]
+    assert {"lvis", "tidecv", "pycocotools"} <= {re.match(r"[a-z]+", r).group() for r in train}
+    runs = [c.value[0] for c in _instructions(_parse(IMAGES / "Dockerfile.torch-runtime"), "RUN")]
+    pip = next(i for i, r in enumerate(runs) if "pip install" in r)
+    (apt,) = [i for i, r in enumerate(runs) if "apt-get install" in r]
+    assert apt > pip
+    assert {"libgl1", "libglib2.0-0", "libxcb1"} <= set(runs[apt].split())
+    checks = " ".join(c.value[0] for c in _instructions(_parse(IMAGES / "Dockerfile.torch"), "RUN"))
+    assert 'python3 -c "import pycocotools.mask, lvis, tidecv"' in checks
 
 
 @pytest.mark.parametrize("name", sorted(PACKAGE_BASES))

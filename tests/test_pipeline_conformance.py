@@ -275,8 +275,13 @@ def test_not_a_pipeline_spec_is_named(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [[], ["--baselines"], ["--baselines", "--control", "--video", "k400", "--video", "ssv2"]],
-    ids=["maws", "with-baselines", "with-baselines-control-and-video"],
+    [
+        [],
+        ["--baselines"],
+        ["--baselines", "--control", "--video", "k400", "--video", "ssv2"],
+        ["--control", "--detection", "lvis", "--detection", "coco", "--video", "k400"],
+    ],
+    ids=["maws", "with-baselines", "with-baselines-control-and-video", "with-detection"],
 )
 def test_the_shipped_variants_pass_on_every_supported_backend(options, tmp_path):
     path = tmp_path / "maws.yaml"
@@ -288,17 +293,27 @@ def test_the_shipped_variants_pass_on_every_supported_backend(options, tmp_path)
     assert not any("importer" in e for e in spec["deploymentSpec"]["executors"].values())
 
 
-def test_the_video_datasets_are_data_the_cache_must_follow(tmp_path):
-    """The video branch's dataset URIs are DATA_PARAMETERS: its cached dataset check passes
-    only because it takes the uncached listing's fingerprint; without it, the rule fires."""
-    assert {"k400_dataset", "ssv2_dataset"} <= set(conformance.DATA_PARAMETERS)
+@pytest.mark.parametrize(
+    ("flag", "sets", "check_component"),
+    [
+        ("--video", ("k400", "ssv2"), "video-dataset"),
+        ("--detection", ("lvis", "coco"), "detection-dataset"),
+    ],
+    ids=["video", "detection"],
+)
+def test_the_branch_datasets_are_data_the_cache_must_follow(flag, sets, check_component, tmp_path):
+    """A branch's dataset URIs are DATA_PARAMETERS: its cached dataset check passes only
+    because it takes the uncached listing's fingerprint; without it, the rule fires."""
+    assert {f"{s}_dataset" for s in sets} <= set(conformance.DATA_PARAMETERS)
     path = tmp_path / "maws.yaml"
-    assert command.main(["--compile", str(path), "--video", "k400", "--video", "ssv2"]) == 0
+    assert command.main(["--compile", str(path), flag, sets[0], flag, sets[1]]) == 0
     spec = pipeline_spec(str(path))
     assert check(spec) == []
     tasks = spec["root"]["dag"]["tasks"]
     checks = [
-        k for k, t in tasks.items() if t["componentRef"]["name"].startswith("comp-video-dataset")
+        k
+        for k, t in tasks.items()
+        if t["componentRef"]["name"].startswith(f"comp-{check_component}")
     ]
     assert len(checks) == 2  # one per set
     for key in checks:
@@ -307,8 +322,7 @@ def test_the_video_datasets_are_data_the_cache_must_follow(tmp_path):
     assert rules_of(found) == {"cache-follows-data"}
     assert sorted(v.task for v in found) == sorted(checks)
     assert {v.message.split(" reads ")[1].split(" ")[0] for v in found} == {
-        "k400_dataset",
-        "ssv2_dataset",
+        f"{s}_dataset" for s in sets
     }
 
 
@@ -342,11 +356,16 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
             "video-dataset",
             "finetune-video",
             "evaluate-video",
+            "detection-dataset",
+            "finetune-detection",
+            "evaluate-detection",
         )
     }
 
     @dsl.pipeline(name="from-yaml")
-    def from_yaml(raw_corpus: str, dataset: str, eval_dataset: str, video_dataset: str):
+    def from_yaml(
+        raw_corpus: str, dataset: str, eval_dataset: str, video_dataset: str, lvis_dataset: str
+    ):
         settings = dict(min_count=1, max_classes=0, resample_ratio=0.0, samples_per_shard=100)
         plan = load["build-dataset-plan"](raw_corpus=raw_corpus, shard_groups=2, seed=0, **settings)
         plan.set_caching_options(False)
@@ -389,6 +408,20 @@ def test_a_pipeline_built_from_the_component_yaml_files_alone_passes(tmp_path):
             finetuned=tuned.outputs["model"], video_dataset=video.outputs["dataset"],
             eval_name="K400", loader_workers=0,
         )  # fmt: skip
+        # The detection branch: a checked LVIS dataset, ViTDet finetuning, box/mask AP and TIDE.
+        listed = load["eval-fingerprint"](uri=lvis_dataset).set_caching_options(False)
+        lvis = load["detection-dataset"](
+            uri=lvis_dataset, name="LVIS", variant="lvis", fingerprint=listed.output
+        )
+        detector = load["finetune-detection"](
+            pretrained=mae.outputs["model"], detection_dataset=lvis.outputs["dataset"],
+            variant="lvis", preset="tiny", arch="", epochs=0.0, backend="local", nodes=1,
+            gpus_per_node=0, job_image="", shm_size="", node_selector={}, tolerations=[],
+        )  # fmt: skip
+        load["evaluate-detection"](
+            finetuned=detector.outputs["model"], detection_dataset=lvis.outputs["dataset"],
+            eval_name="LVIS", loader_workers=0,
+        )  # fmt: skip
 
     assert check(compiled(from_yaml, tmp_path)) == []
 
@@ -406,5 +439,5 @@ def test_each_component_says_what_it_needs_from_its_environment(path):
         return
     assert "S3 Secret" in description and "AWS_ENDPOINT_URL" in description, path.name
     assert "components/README.md" in description, path.name  # the descriptor-URI convention
-    if path.stem in ("mae", "wsp", "lit", "finetune", "finetune-video"):
+    if path.stem in ("mae", "wsp", "lit", "finetune", "finetune-video", "finetune-detection"):
         assert "launcher's\nRBAC" in description or "launcher's RBAC" in description, path.name

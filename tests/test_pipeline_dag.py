@@ -16,7 +16,12 @@ from kfp import components as kfp_components
 from mawsflow.errors import ConfigError
 from mawsflow.orchestration.command import main
 from mawsflow.orchestration.components import IMAGE_OF
-from mawsflow.orchestration.dag import OBJECT_STORE_KEYS, check_video_sets
+from mawsflow.orchestration.dag import (
+    OBJECT_STORE_KEYS,
+    check_detection_sets,
+    check_video_sets,
+    maws_pipeline,
+)
 from mawsflow.orchestration.images import read_images
 
 REPO = Path(__file__).resolve().parent.parent
@@ -517,14 +522,44 @@ def test_the_script_is_the_command_line():
 
 
 # --------------------------------------------------------------------------------------------
-# The video branch (--video k400 --video ssv2): Table 22's K400 and SSv2 columns
+# The optional branches: --video k400 --video ssv2 (Table 22's K400 and SSv2 columns) and
+# --detection lvis --detection coco (its LVIS and COCO columns, and Table 21's TIDE errors).
+# Both have one shape: per chosen set, a checked dataset at the root and, per row of the
+# report, a `<branch>-transfer` sub-pipeline: finetune → evaluation, collected by the report.
 
 
-@pytest.fixture(scope="module")
-def with_video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    # Given out of Table 22's order: the columns still come K400, then SSv2.
-    assert main(["--compile", str(path), "--video", "ssv2", "--video", "k400"]) == 0
+@dataclass(frozen=True)
+class BranchCase:
+    flag: str
+    sets: dict[str, str]  # set → the report's default column, in Table 22's order
+    check: str  # the dataset check's component
+    finetune: str
+    evaluate: str
+    dataset_input: str  # the finetune's and the evaluation's dataset input
+    finetune_image: str  # step-images' outputs
+    eval_image: str
+    unknown_set: str  # a set the branch does not have
+
+    @property
+    def name(self) -> str:
+        return self.flag.removeprefix("--")
+
+
+BRANCHES = {
+    "video": BranchCase(
+        "--video", {"k400": "K400", "ssv2": "SSv2"}, "video-dataset", "finetune-video",
+        "evaluate-video", "video_dataset", "finetune_video", "eval_video", "ucf101",
+    ),
+    "detection": BranchCase(
+        "--detection", {"lvis": "LVIS", "coco": "COCO"}, "detection-dataset",
+        "finetune-detection", "evaluate-detection", "detection_dataset", "finetune_detection",
+        "eval_detection", "objects365",
+    ),
+}  # fmt: skip
+
+
+def _compile(path: Path, *args: str) -> dict:
+    assert main(["--compile", str(path), *args]) == 0
     pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
     return {
         "path": path,
@@ -533,81 +568,107 @@ def with_video(tmp_path_factory):
     }
 
 
-VIDEO_SETS = {"k400": "K400", "ssv2": "SSv2"}
+@pytest.fixture(scope="module", params=list(BRANCHES))
+def with_branch(request, tmp_path_factory):
+    branch = BRANCHES[request.param]
+    path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    # The sets given out of Table 22's order: the columns still come in its order.
+    args = [arg for s in reversed(branch.sets) for arg in (branch.flag, s)]
+    return {"branch": branch, **_compile(path, *args)}
 
 
-def test_video_branch_adds_its_run_parameters_only_when_chosen(compiled, with_video):
-    loaded = kfp_components.load_component_from_file(str(with_video["path"]))
-    assert loaded.name == "maws-with-k400-and-ssv2"
+def test_branch_adds_its_run_parameters_only_when_chosen(compiled, with_branch):
+    branch = with_branch["branch"]
+    loaded = kfp_components.load_component_from_file(str(with_branch["path"]))
+    assert loaded.name == "maws-with-" + "-and-".join(branch.sets)
     inputs = loaded.component_spec.inputs
-    for variant, column in VIDEO_SETS.items():
-        assert not inputs[f"{variant}_dataset"].optional  # a chosen set needs its data
-        assert inputs[f"{variant}_name"].default == column
-        assert inputs[f"{variant}_epochs"].default == 0.0
+    prefixes = tuple(f"{s}_" for s in branch.sets)
+    for name, column in branch.sets.items():
+        assert not inputs[f"{name}_dataset"].optional  # a chosen set needs its data
+        assert inputs[f"{name}_name"].default == column
+        assert inputs[f"{name}_epochs"].default == 0.0
     # Every other parameter is there as without the branch, with the same defaults.
     plain = kfp_components.load_component_from_file(str(compiled["path"])).component_spec.inputs
     assert {n: i.default for n, i in plain.items()} == {
-        n: i.default for n, i in inputs.items() if not n.startswith(("k400_", "ssv2_"))
+        n: i.default for n, i in inputs.items() if not n.startswith(prefixes)
     }
-    # Without the branch: no video parameter and no video task.
-    assert not [n for n in plain if n.startswith(("k400", "ssv2"))]
-    assert not [t for t in walk(compiled["spec"]) if "video" in t.key]
+    # Without the branch: no parameter of its sets and no task of it.
+    assert not [n for n in plain if n.startswith(prefixes)]
+    assert not [t for t in walk(compiled["spec"]) if branch.name in t.key]
 
 
-def test_video_branch_only_k400(tmp_path):
-    path = tmp_path / "k400.yaml"
-    assert main(["--compile", str(path), "--video", "k400"]) == 0
-    spec = next(yaml.safe_load_all(path.read_text()))
-    assert spec["pipelineInfo"]["name"] == "maws-with-k400"
-    assert not [n for n in spec["root"]["inputDefinitions"]["parameters"] if "ssv2" in n]
-    (transfer,) = [t for t in walk(spec) if t.key.startswith("video-transfer")]
-    assert transfer.spec["inputs"]["parameters"]["variant"]["runtimeValue"]["constant"] == "k400"
+def test_branch_with_its_first_set_only(with_branch, tmp_path):
+    branch = with_branch["branch"]
+    first, second = branch.sets
+    spec = _compile(tmp_path / "one.yaml", branch.flag, first)["spec"]
+    assert spec["pipelineInfo"]["name"] == f"maws-with-{first}"
+    assert not [n for n in spec["root"]["inputDefinitions"]["parameters"] if second in n]
+    (transfer,) = [t for t in walk(spec) if t.key.startswith(f"{branch.name}-transfer")]
+    assert transfer.spec["inputs"]["parameters"]["variant"]["runtimeValue"]["constant"] == first
     report = spec["root"]["dag"]["tasks"]["report"]["inputs"]["artifacts"]
-    assert "k400" in report and "ssv2" not in report
+    assert first in report and second not in report
 
 
-def test_video_branch_unknown_set_or_parameter_is_refused(tmp_path, capsys):
+def test_branch_unknown_set_or_parameter_is_refused(with_branch, tmp_path, capsys):
+    branch = with_branch["branch"]
+    first, second = branch.sets
     target = tmp_path / "x.yaml"
     with pytest.raises(SystemExit):
-        main(["--compile", str(target), "--video", "ucf101"])
-    assert "invalid choice: 'ucf101'" in capsys.readouterr().err
-    # A video parameter of a set the pipeline was not compiled with is named as unknown.
-    args = ["--compile", str(target), "--video", "ssv2", "--param", "k400_dataset=s3://v/k400"]
+        main(["--compile", str(target), branch.flag, branch.unknown_set])
+    assert f"invalid choice: '{branch.unknown_set}'" in capsys.readouterr().err
+    # A parameter of a set the pipeline was not compiled with is named as unknown.
+    args = ["--compile", str(target), branch.flag, second, "--param", f"{first}_dataset=s3://d"]
     assert main(args) == 1
-    assert "k400_dataset: the pipeline has no such parameter" in capsys.readouterr().err
+    assert f"{first}_dataset: the pipeline has no such parameter" in capsys.readouterr().err
+    # An empty dataset or column name is refused before anything is written.
+    args = ["--compile", str(target), branch.flag, first, "--param", f"{first}_name= "]
+    assert main(args) == 1
+    assert f"{first}_name: empty" in capsys.readouterr().err
+    # A sweep sweeps the image evaluations only.
+    with pytest.raises(SystemExit):
+        main(["--compile", str(target), "--sweep", "epochs", branch.flag, first])
+    assert "--detection are not available with --sweep" in capsys.readouterr().err
     assert not target.exists()
-    with pytest.raises(ConfigError, match="'ucf101': choose among k400, ssv2"):
-        check_video_sets(["k400", "ucf101"])
-    assert check_video_sets(["ssv2", "k400", "ssv2"]) == ("k400", "ssv2")
+    check = {"video": check_video_sets, "detection": check_detection_sets}[branch.name]
+    with pytest.raises(ConfigError, match=f"'{branch.unknown_set}': choose among {first}, "):
+        check([first, branch.unknown_set])
+    assert check([second, first, second]) == (first, second)
 
 
-def test_video_datasets_are_checked_once_and_keyed_on_their_listing(with_video):
-    spec = with_video["spec"]
+def test_branch_datasets_are_checked_once_and_keyed_on_their_listing(with_branch):
+    branch, spec = with_branch["branch"], with_branch["spec"]
     root = {t.key: t for t in walk(spec) if not t.parents}
     checks = {
         t.spec["inputs"]["parameters"]["uri"]["componentInputParameter"]: t
         for t in root.values()
-        if t.spec["componentRef"]["name"].startswith("comp-video-dataset")
+        if t.spec["componentRef"]["name"].startswith(f"comp-{branch.check}")
     }
-    assert set(checks) == {"k400_dataset", "ssv2_dataset"}
-    for variant, check in checks.items():
-        variant = variant.removesuffix("_dataset")
+    assert set(checks) == {f"{s}_dataset" for s in branch.sets}
+    for name, check in checks.items():
+        name = name.removesuffix("_dataset")
         params = check.spec["inputs"]["parameters"]
-        assert params["name"]["componentInputParameter"] == f"{variant}_name"
+        assert params["name"]["componentInputParameter"] == f"{name}_name"
         listing = root[params["fingerprint"]["taskOutputParameter"]["producerTask"]]
         assert listing.spec["componentRef"]["name"].startswith("comp-eval-fingerprint")
         assert listing.spec["inputs"]["parameters"]["uri"]["componentInputParameter"] == (
-            f"{variant}_dataset"
+            f"{name}_dataset"
         )
         assert not listing.spec.get("cachingOptions", {}).get("enableCache")
-        assert listing.spec["taskInfo"]["name"] == f"{variant}-fingerprint"
+        assert listing.spec["taskInfo"]["name"] == f"{name}-fingerprint"
+        assert check.spec["taskInfo"]["name"] == f"{name}-dataset"
         assert check.spec["cachingOptions"] == {"enableCache": True}
+        assert parameter_origin(check, "name") == ("root", f"{name}_name")
+        # A detection set's check is told the set: its annotation format decides the scoring.
+        if branch.name == "detection":
+            assert params["variant"]["runtimeValue"]["constant"] == name
+        else:
+            assert "variant" not in params
 
 
-def test_video_branch_runs_per_row_and_set_and_fans_in_to_the_report(with_video):
-    spec = with_video["spec"]
+def test_branch_runs_per_row_and_set_and_fans_in_to_the_report(with_branch):
+    branch, spec = with_branch["branch"], with_branch["spec"]
     root = spec["root"]["dag"]["tasks"]
-    transfers = [t for t in walk(spec) if t.key.startswith("video-transfer")]
+    transfers = [t for t in walk(spec) if t.key.startswith(f"{branch.name}-transfer")]
     assert len(transfers) == 2
     loop_name, loop = _loop_of(spec, transfers[0].key)
     assert set(dag_of(spec, loop)["tasks"]) == {
@@ -615,68 +676,106 @@ def test_video_branch_runs_per_row_and_set_and_fans_in_to_the_report(with_video)
         "transfer-evaluations",
         *(t.key for t in transfers),
     }
-    by_variant = {}
+    by_set = {}
     for transfer in transfers:
         params = transfer.spec["inputs"]["parameters"]
-        variant = params["variant"]["runtimeValue"]["constant"]
-        by_variant[variant] = transfer
+        name = params["variant"]["runtimeValue"]["constant"]
+        by_set[name] = transfer
         # The row's model; the set's checked data, its column name and its length.
         assert _artifact_input(transfer.spec, "model") == ("pick-model", "model")
-        producer, key = _artifact_input(transfer.spec, "video_data")
-        assert producer == "parent"  # from the loop, which takes the root's video-dataset
+        producer, key = _artifact_input(transfer.spec, "data")
+        assert producer == "parent"  # from the loop, which takes the root's dataset check
         outer = loop["inputs"]["artifacts"][key]["taskOutputArtifact"]
-        uri = root[outer["producerTask"]]["inputs"]["parameters"]["uri"]
-        assert uri["componentInputParameter"] == f"{variant}_dataset"
-        assert parameter_origin(transfer, "eval_name") == ("root", f"{variant}_name")
-        assert parameter_origin(transfer, "epochs") == ("root", f"{variant}_epochs")
-        assert parameter_origin(transfer, "finetune_video_image") == (
-            "step-images",
-            "finetune_video",
-        )
-        # Inside: finetune-video from the row's model, then evaluate-video of what it made.
+        check = root[outer["producerTask"]]
+        assert check["componentRef"]["name"].startswith(f"comp-{branch.check}")
+        assert check["inputs"]["parameters"]["uri"]["componentInputParameter"] == f"{name}_dataset"
+        assert parameter_origin(transfer, "eval_name") == ("root", f"{name}_name")
+        assert parameter_origin(transfer, "epochs") == ("root", f"{name}_epochs")
+        assert parameter_origin(transfer, "preset") == ("root", "preset")
+        for image, output in (("finetune", branch.finetune_image), ("eval", branch.eval_image)):
+            assert parameter_origin(transfer, f"{image}_image") == ("step-images", output)
+        # Inside: the finetune from the row's model, then the evaluation of what it made.
         body = dag_of(spec, transfer.spec)
-        assert set(body["tasks"]) == {"finetune-video", "evaluate-video"}
-        finetune, evaluate = body["tasks"]["finetune-video"], body["tasks"]["evaluate-video"]
+        assert set(body["tasks"]) == {branch.finetune, branch.evaluate}
+        finetune, evaluate = body["tasks"][branch.finetune], body["tasks"][branch.evaluate]
         assert _artifact_input(finetune, "pretrained") == ("parent", "model")
-        assert _artifact_input(finetune, "video_dataset") == ("parent", "video_data")
+        assert _artifact_input(finetune, branch.dataset_input) == ("parent", "data")
         assert finetune["inputs"]["parameters"]["variant"]["componentInputParameter"] == "variant"
-        assert _artifact_input(evaluate, "finetuned") == ("finetune-video", "model")
-        assert _artifact_input(evaluate, "video_dataset") == ("parent", "video_data")
+        assert _artifact_input(evaluate, "finetuned") == (branch.finetune, "model")
+        assert _artifact_input(evaluate, branch.dataset_input) == ("parent", "data")
+        assert evaluate["inputs"]["parameters"]["eval_name"] == {
+            "componentInputParameter": "eval_name"
+        }
         (selector,) = body["outputs"]["artifacts"]["Output"]["artifactSelectors"]
-        assert selector == {"producerSubtask": "evaluate-video", "outputArtifactKey": "result"}
-    assert set(by_variant) == set(VIDEO_SETS)
+        assert selector == {"producerSubtask": branch.evaluate, "outputArtifactKey": "result"}
+    assert set(by_set) == set(branch.sets)
     # The report collects each set's results over the rows, as its own input.
     report = root["report"]
-    for variant, transfer in by_variant.items():
-        assert _artifact_input(report, variant) == (
+    for name, transfer in by_set.items():
+        assert _artifact_input(report, name) == (
             loop_name,
             f"pipelinechannel--{transfer.key}-Output",
         )
     inputs = spec["components"][report["componentRef"]["name"]]["inputDefinitions"]["artifacts"]
-    for variant in VIDEO_SETS:
-        assert inputs[variant]["isArtifactList"] and inputs[variant]["isOptional"]
+    for name in [*BRANCHES["video"].sets, *BRANCHES["detection"].sets]:
+        assert inputs[name]["isArtifactList"] and inputs[name]["isOptional"]
 
 
-def test_video_tasks_resources_and_placement(with_video):
-    spec, kubernetes = with_video["spec"], with_video["kubernetes"]
+def test_branch_tasks_resources_and_placement(with_branch):
+    branch = with_branch["branch"]
+    spec, kubernetes = with_branch["spec"], with_branch["kubernetes"]
     executors = spec["deploymentSpec"]["executors"]
-    finetune = executors["exec-finetune-video"]["container"]["resources"]
-    evaluate = executors["exec-evaluate-video"]["container"]["resources"]
+    finetune = executors[f"exec-{branch.finetune}"]["container"]["resources"]
+    evaluate = executors[f"exec-{branch.evaluate}"]["container"]["resources"]
     assert "accelerator" not in finetune  # the launcher: its job's pods have the GPUs
+    assert finetune["resourceMemoryLimit"] == "8Gi"
     assert evaluate["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    settings = kubernetes["exec-evaluate-video"]
+    assert evaluate["resourceMemoryLimit"] == "32Gi"
+    settings = kubernetes[f"exec-{branch.evaluate}"]
     assert settings["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
-    # Placement from the video sub-pipeline's own inputs, which come from the root's.
+    # Placement from the sub-pipeline's own inputs, which come from the root's.
     assert settings["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == (
         "node_selector"
     )
-    (transfer, _) = [t for t in walk(spec) if t.key.startswith("video-transfer")]
+    (transfer, _) = [t for t in walk(spec) if t.key.startswith(f"{branch.name}-transfer")]
     assert parameter_origin(transfer, "node_selector") == ("root", "node_selector")
     assert parameter_origin(transfer, "backend") == ("root", "backend")
-    assert "secretAsEnv" in kubernetes["exec-finetune-video"]
+    for component in (branch.check, branch.finetune, branch.evaluate):
+        assert "secretAsEnv" in kubernetes[f"exec-{component}"], component
+    # Every task of the branch runs in its step's image (components.IMAGE_OF), from
+    # step-images, and is retried.
     for task in walk(spec):
-        if (
-            "video" in task.key
-            and "dag" not in spec["components"][task.spec["componentRef"]["name"]]
-        ):
-            assert task.spec["retryPolicy"]["maxRetryCount"] >= 1, task.path
+        component = spec["components"][task.spec["componentRef"]["name"]]
+        if branch.name not in task.key or "dag" in component:
+            continue
+        assert task.spec["retryPolicy"]["maxRetryCount"] >= 1, task.path
+        step = IMAGE_OF[component["executorLabel"].removeprefix("exec-").rstrip("-0123456789")]
+        image = executors[component["executorLabel"]]["container"]["image"]
+        image_input = image.removeprefix("{{$.inputs.parameters['").removesuffix("']}}")
+        assert parameter_origin(task, image_input) == ("step-images", step.replace("-", "_"))
+
+
+def test_both_branches_together_give_table_22s_column_order(tmp_path):
+    spec = _compile(
+        tmp_path / "both.yaml", "--detection", "coco", "--video", "ssv2", "--detection", "lvis",
+        "--baselines",
+    )["spec"]  # fmt: skip
+    assert spec["pipelineInfo"]["name"] == "maws-with-baselines-and-ssv2-and-lvis-and-coco"
+    assert (
+        "video finetuning on SSv2; detection finetuning on LVIS and COCO"
+        in (spec["pipelineInfo"]["description"])
+    )
+    # The parameters in the order --list-params shows them (the YAML sorts them).
+    pipeline = maws_pipeline(detection=["coco", "lvis"], video=["ssv2"], baselines=True)
+    parameters = list(pipeline.component_spec.inputs)
+    assert set(parameters) == set(spec["root"]["inputDefinitions"]["parameters"])
+    branch_parameters = [p for p in parameters if p.split("_")[0] in ("ssv2", "lvis", "coco")]
+    assert branch_parameters == [
+        "ssv2_dataset", "lvis_dataset", "coco_dataset",
+        "ssv2_name", "ssv2_epochs", "lvis_name", "lvis_epochs", "coco_name", "coco_epochs",
+    ]  # fmt: skip
+    report = spec["root"]["dag"]["tasks"]["report"]["inputs"]["artifacts"]
+    assert {"ssv2", "lvis", "coco"} <= set(report) and "k400" not in report
+    transfers = [t.key for t in walk(spec) if t.key.endswith("-transfer") or "-transfer-" in t.key]
+    assert sum(k.startswith("video-transfer") for k in transfers) == 1
+    assert sum(k.startswith("detection-transfer") for k in transfers) == 2

@@ -1,10 +1,12 @@
-"""The whole MAWS DAG, both baselines, the control and the video branch (K400) included, end to
-end on this machine: `pipelines/maws.py --local` runs every task with kfp.local's
-SubprocessRunner and the local launcher (torchrun), on a small demo corpus of real Fashion-MNIST
-images and the demo videos in S3 (SeaweedFS), with the `tiny` preset and short lengths. The
-report must hold every row (MAE, WSP, MAE→WSP, the control) and every column the run evaluated,
-the video set's included, with finetuning and linear-probe cells over two seeds. And the `mae`
-task starting from a given checkpoint instead of training, under kfp.local too."""
+"""The whole MAWS DAG, both baselines, the control, the video branch (K400) and the detection
+branch (LVIS) included, end to end on this machine: `pipelines/maws.py --local` runs every task
+with kfp.local's SubprocessRunner and the local launcher (torchrun), on a small demo corpus of
+real Fashion-MNIST images, the demo videos and the demo detection set (Fashion-MNIST items on
+scikit-image's photos, converted by prepare-eval --layout lvis) in S3 (SeaweedFS), with the
+`tiny` preset and short lengths. The report must hold every row (MAE, WSP, MAE→WSP, the
+control) and every column the run evaluated, the video and detection sets' included, with
+finetuning and linear-probe cells over two seeds, and the TIDE table of the detection set. And
+the `mae` task starting from a given checkpoint instead of training, under kfp.local too."""
 
 import json
 import logging
@@ -20,11 +22,13 @@ from demo_inputs import write_demo_data
 from mawsflow import storage
 from mawsflow.cli import main as cli_main
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings
+from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detection_demo
 from mawsflow.evaluation.results import CONTROL_ROW, pretraining_lineage
 from mawsflow.models.artifacts import METRICS_FILE, read_model_card
 from mawsflow.models.vit import create_trunk
 from mawsflow.orchestration import components
 from mawsflow.orchestration.command import main
+from mawsflow.steps import prepare_eval
 from mawsflow.steps.demo_corpus import DemoCorpusConfig, write_video_datasets
 
 EVAL_NAME = "Fashion-MNIST"
@@ -37,12 +41,18 @@ COLUMNS = [
     # The video branch: inflated, finetuned and evaluated on the video set. One set keeps the
     # run's time down; SSv2 takes the same tasks (tests/test_pipeline_dag.py compiles both).
     "K400",
+    # The detection branch: each model the trunk of a ViTDet Cascade Mask R-CNN, finetuned and
+    # scored on the LVIS-format set (box AP, Table 22's column, and mask AP). COCO takes the
+    # same tasks (tests/test_pipeline_dag.py compiles both).
+    "LVIS APbox",
+    "LVIS APmask",
 ]
-PIPELINE = "maws-with-baselines-and-control-and-k400"
+PIPELINE = "maws-with-baselines-and-control-and-k400-and-lvis"
+TIDE_COLUMNS = ["AP", "Cls", "Loc", "Both", "Dupl", "Bkgd", "Miss"]
 
 
 @pytest.fixture
-def demo_data(s3_bucket) -> dict[str, str]:
+def demo_data(s3_bucket, tmp_path_factory) -> dict[str, str]:
     """The demo corpus and the evaluation dataset in a bucket of a real S3 server (SeaweedFS):
     the run reads its data from S3 while its artifacts stay in local folders."""
     settings = DemoCorpusSettings(
@@ -53,6 +63,17 @@ def demo_data(s3_bucket) -> dict[str, str]:
     # Few, short videos: the video branch is there to run, not to learn.
     video = DemoCorpusConfig("", "", settings, video_out=data["video"], video_train=8, video_test=4)
     write_video_datasets(video)
+    # Few, small images: the detection branch is there to run, not to learn. In a local folder,
+    # not the bucket: eval-detection hands the val split's ground-truth URI to pycocotools,
+    # lvis and tidecv, which open local files only (an s3:// set fails there today).
+    detection = tmp_path_factory.mktemp("detection-demo")
+    spec = DetectionDemoSpec(image_size=64, max_items=3, item_sizes=(16, 24, 32))
+    generate_detection_demo(
+        detection / "source", images_per_split={"train": 8, "val": 4}, spec=spec
+    )
+    data["lvis"] = str(detection / "lvis")
+    layout = ["--layout", "lvis", "--source", str(detection / "source"), "--output", data["lvis"]]
+    assert prepare_eval.main(layout) == 0
     return data
 
 
@@ -62,7 +83,7 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
     root_handlers = logging.getLogger().handlers[:]
     code = main(
         [
-            "--local", "--baselines", "--control", "--video", "k400",
+            "--local", "--baselines", "--control", "--video", "k400", "--detection", "lvis",
             "--work-dir", str(work),
             "--param", "preset=tiny",
             "--param", f"raw_corpus={demo_data['corpus']}",
@@ -87,6 +108,8 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
             "--param", "lowshot_grouping=model",
             "--param", f"k400_dataset={demo_data['video']}/k400",
             "--param", "k400_epochs=0.25",
+            "--param", f"lvis_dataset={demo_data['lvis']}",
+            "--param", "lvis_epochs=0.25",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -141,6 +164,20 @@ def test_whole_dag_runs_locally_and_reports_every_row_and_column(demo_data, tmp_
     # The video columns come from the branch's own tasks, one finetune per row and set.
     video_models = list(pipeline_run.glob("**/finetune-video*/executor_output.json"))
     assert len(video_models) == len(report["rows"]), video_models
+    # So do the detection columns, and each model's TIDE breakdown at both IoU thresholds
+    # (Table 21), in the report's row order.
+    detection_models = list(pipeline_run.glob("**/finetune-detection*/executor_output.json"))
+    assert len(detection_models) == len(report["rows"]), detection_models
+    tide = report["tide"]["LVIS"]
+    assert [(t["row"], t["iou"]) for t in tide] == [
+        (row, iou) for iou in (0.5, 0.75) for row in report["rows"]
+    ]
+    for breakdown in tide:
+        assert set(breakdown) == {"row", "iou", *TIDE_COLUMNS}, breakdown
+        assert all(0.0 <= breakdown[c] <= 100.0 for c in TIDE_COLUMNS), breakdown
+    markdown = (folder / "report.md").read_text()
+    assert "## TIDE errors" in markdown and "| Method | IoU | AP | Cls |" in markdown
+    assert "<h2>TIDE errors</h2>" in html
     assert (folder / "report.md").read_text().startswith("# mawsflow run report")
 
 

@@ -348,6 +348,9 @@ PAPER["detection-lvis"] = _detection(
 )
 for _c in ("wsp-vit_l16", "wsp-vit_h14", "wsp-vit_2b14", "mae-vit_2b14"):
     PAPER["detection-lvis"][f"variant:{_c}"]["schedule.lr_schedule"] = "step"
+# Not in Table 18: ViTDet's LVIS test settings (detectron2 projects/ViTDet/configs/LVIS).
+PAPER["detection-lvis"][None]["detector.detections_per_img"] = 300
+PAPER["detection-lvis"][None]["detector.score_thresh"] = 0.02
 PAPER["detection-coco"] = _detection(
     "Table 19",
     118_000,
@@ -515,6 +518,13 @@ def test_presets_shrink_sizes_and_lengths_only(name, preset):
         "text.context_length",
         "video.num_frames",
         "vpt.dim_tokens",
+        # The detector's widths, anchor sizes (they follow the image size) and RoI counts.
+        "detector.fpn_channels",
+        "detector.anchor_sizes",
+        "detector.rpn_",
+        "detector.box_head_",
+        "detector.mask_head_",
+        "detector.rois_per_image",
         "seeds",
         "checkpoint.",
         "runtime.compile",

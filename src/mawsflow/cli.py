@@ -24,14 +24,22 @@ STEPS: dict[str, tuple[str, str]] = {
     "random-init": ("random_init", "the control: an untrained, randomly initialised trunk"),
     "prepare-eval": (
         "prepare_eval",
-        "image (ImageFolder, iNat18…) or video (K400, SSv2) eval shards",
+        "image (ImageFolder, iNat18…), video (K400, SSv2) or detection (COCO, LVIS) eval shards",
     ),
     "lit": ("lit", "LiT: align a pretrained text tower to the frozen image tower (Table 12)"),
     "zeroshot": ("zeroshot", "zero-shot classification of a test set with prompt ensembling"),
     "finetune": ("finetune", "finetune with a linear head (Tables 14/15) and evaluate"),
     "finetune-video": ("finetune_video", "video finetune of an inflated trunk (Table 16)"),
+    "finetune-detection": (
+        "finetune_detection",
+        "ViTDet + Cascade Mask R-CNN on a pretrained trunk: LVIS, COCO (Tables 18, 19)",
+    ),
     "eval": ("evaluate", "evaluate a finetuned model: top-1/5, ReaL, label-subset test sets"),
     "eval-video": ("eval_video", "evaluate a finetuned video model: temporal × spatial views"),
+    "eval-detection": (
+        "eval_detection",
+        "box and mask AP (COCO, LVIS federated) and TIDE errors of a detector (Tables 18-21)",
+    ),
     "linear-probe": ("linear_probe", "linear classifier on frozen trunk features"),
     "lowshot": ("lowshot", "K-shot VPT (Table 17) or logistic regression over seeded splits"),
     "report": ("report", "Table 22-shaped results, loss and low-shot plots (Markdown/HTML/JSON)"),

@@ -330,6 +330,33 @@ class LowShotRecipe:
 
 
 @dataclass
+class DetectorConfig:
+    """The detector's shape (`mawsflow.models.vitdet.ViTDetConfig`): ViTDet's Cascade Mask
+    R-CNN at 1024 px by default; the CPU presets shrink the heads and anchors."""
+
+    window_size: int = 14  # tokens per side of a windowed-attention block
+    fpn_channels: int = 256
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one per pyramid level
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)  # (training, testing)
+    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
+    box_head_convs: int = 4
+    box_head_fc: int = 1024
+    mask_head_convs: int = 4
+    rois_per_image: int = 512
+    score_thresh: float = 0.05
+    detections_per_img: int = 100
+
+
+@dataclass
+class DetectionAugmentConfig:
+    """Large-scale jitter (ViTDet): resize by a factor in `scale_range` of `model.img_size`,
+    pad/crop to the square; horizontal flips."""
+
+    scale_range: tuple[float, float] = (0.1, 2.0)
+    hflip: float = 0.5
+
+
+@dataclass
 class DetectionRecipe:
     """ViTDet + Cascade Mask R-CNN transfer (Table 18 LVIS, Table 19 COCO)."""
 
@@ -337,11 +364,14 @@ class DetectionRecipe:
     framework: str = "cascade_mask_rcnn"
     backbone: str = "vitdet"
     model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    augment: DetectionAugmentConfig = field(default_factory=DetectionAugmentConfig)
     init_checkpoint: str = ""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     output: str = ""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 

@@ -8,6 +8,12 @@ The best value of each column is bold, as in the paper. A "Reading" section says
 numbers, how MAE→WSP compares with WSP (the paper's claim) and what pretraining adds over the
 control, and which differences are within the spread over seeds.
 
+Detection results (`eval-detection`: columns `<set> APbox`, what Table 22 reports for LVIS and
+COCO, and `<set> APmask`) also fill a TIDE table per detection set, shaped like the paper's
+Table 21: a row per model and IoU threshold (0.5, 0.75), the AP TIDE measured and the AP each
+main error type costs (Cls, Loc, Both, Dupl, Bkgd, Miss, progressive mode), read from the
+result's `<set>_tide_<IoU>_<error>` metrics.
+
 A sweep (several models per method: mawsflow.orchestration.sweeps) keys its rows by method ×
 architecture × pretraining dataset, plus the epochs when they vary, and adds a plot of
 accuracy against pretraining FLOPs (a line per method, a point per grid cell; the paper's
@@ -35,6 +41,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 from mawsflow import storage
+from mawsflow.evaluation.detection_metrics import TIDE_ERRORS
 from mawsflow.evaluation.results import (
     CONTROL_ROW,
     PAPER_ROWS,
@@ -48,6 +55,15 @@ REPORT_FORMAT = "mawsflow.report/1"  # report.json
 FLOPS_PLOT = "Accuracy against pretraining FLOPs"
 # The facets of a pretraining run that name a row when a run has several (a sweep), in order.
 ROW_FACETS = ("arch", "dataset", "epochs")
+# The steps whose table cells are box AP, not top-1 (Table 22's LVIS and COCO columns).
+DETECTION_STEPS = ("eval-detection", "finetune-detection")
+# Table 21's columns: the AP TIDE measured, then the AP each main error type costs.
+TIDE_COLUMNS = ("AP", *TIDE_ERRORS.values())
+# A result's TIDE metric: `[<set>_]tide_<IoU threshold>_<column>`, the set's prefix as
+# eval-detection writes it (lvis_tide_0.5_cls, coco_tide_0.75_ap).
+_TIDE_METRIC = re.compile(r"^(?:(?P<set>.+)_)?tide_(?P<iou>\d*\.?\d+)_(?P<column>[a-z]+)$", re.I)
+# What a detection step's column adds after the set's name: "LVIS APbox", "LVIS APmask".
+_AP_KIND = re.compile(r" AP(box|mask)$")
 
 
 @dataclass
@@ -76,11 +92,23 @@ class ReportTable:
 
 
 @dataclass
+class TideRow:
+    """One model's TIDE breakdown at one IoU threshold: Table 21's AP and error columns (AP
+    points; a column the result lacks is absent)."""
+
+    row: str
+    iou: float
+    values: dict[str, float]
+
+
+@dataclass
 class Report:
     table: ReportTable
     results: list[EvalResult]
     histories: list[TrainingHistory] = field(default_factory=list)
     plots: dict[str, bytes] = field(default_factory=dict)  # title → PNG
+    # Per detection evaluation (its name: LVIS, COCO), Table 21's rows.
+    tide: dict[str, list[TideRow]] = field(default_factory=dict)
     # A scheduled retraining run's promotion gate decision (promotion_gate's gate.json).
     gate: dict[str, Any] | None = None
 
@@ -320,6 +348,84 @@ def plot_flops(points: dict[str, dict[str, list[FlopsPoint]]]) -> bytes:
     return _png(figure)
 
 
+def _metric_prefix(name: str) -> str:
+    """A test set's name as the steps prefix its metrics with ('LVIS v1' → 'lvis_v1'; the
+    rule of mawsflow.evaluation.classify.metric_key, which imports torch: the report's image
+    has none)."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def tide_breakdown(result: EvalResult) -> dict[str, dict[float, dict[str, float]]]:
+    """Detection set → IoU threshold → Table 21's columns, from the result's
+    `[<set>_]tide_<IoU>_<column>` metrics (any case: lvis_tide_0.5_cls is LVIS's Cls at IoU
+    0.5). The set is named as in the result's table ("LVIS APbox" → LVIS); metrics without a
+    set prefix belong to the result's evaluation."""
+    by_name = {column.lower(): column for column in TIDE_COLUMNS}
+    sets = {_metric_prefix(_AP_KIND.sub("", column)): _AP_KIND.sub("", column) for column in
+            result.table}  # fmt: skip
+    breakdown: dict[str, dict[float, dict[str, float]]] = {}
+    for key, value in result.metrics.items():
+        match = _TIDE_METRIC.match(key)
+        if match is None or match["column"].lower() not in by_name:
+            continue
+        prefix = match["set"]
+        name = result.evaluation if prefix is None else sets.get(prefix.lower(), prefix)
+        columns = breakdown.setdefault(name, {}).setdefault(float(match["iou"]), {})
+        columns[by_name[match["column"].lower()]] = float(value)
+    return breakdown
+
+
+def tide_tables(
+    results: Sequence[EvalResult], facets: Sequence[str] = (), row_order: Sequence[str] = ()
+) -> dict[str, list[TideRow]]:
+    """Per detection set, Table 21's rows: the models (named as the main table's rows,
+    `facets` as row_name's) at each IoU threshold, the lower threshold first and the models in
+    `row_order` (the main table's) within it. Results without TIDE metrics add nothing."""
+    found: dict[str, list[TideRow]] = {}
+    for result in results:
+        for name, thresholds in tide_breakdown(result).items():
+            rows = found.setdefault(name, [])
+            for iou, values in thresholds.items():
+                rows.append(TideRow(row_name(result, facets), iou, values))
+    order = {row: i for i, row in enumerate(row_order)}
+    for rows in found.values():
+        rows.sort(key=lambda r: (r.iou, order.get(r.row, len(order))))
+    return found
+
+
+def _tide_cell(row: TideRow, column: str) -> str:
+    value = row.values.get(column)
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+TIDE_TITLE = "TIDE errors"
+TIDE_CAPTION = (
+    "TIDE's error breakdown of each detection set, as the paper's Table 21: the AP TIDE "
+    "measured at each IoU threshold, then the AP each main error type costs in progressive "
+    "mode (classification, localisation, both, duplicate, background, missed); lower is better."
+)
+
+
+def _caption(report: Report) -> str:
+    """What the main table's cells are: top-1, and AP for the detection steps' columns."""
+    text = (
+        "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
+        "paper's Table 22; the best value of each column is bold."
+    )
+    detection = [
+        column
+        for column in report.table.columns
+        if any(r.step in DETECTION_STEPS and column in r.table for r in report.results)
+    ]
+    if detection:
+        text += (
+            f" The detection columns ({', '.join(detection)}) are average precision (AP, "
+            "0–100): APbox of the boxes, what Table 22 reports for LVIS and COCO, and APmask "
+            "of the instance masks (Tables 7 and 8)."
+        )
+    return text
+
+
 def build_report(
     results: Sequence[EvalResult], histories: Sequence[TrainingHistory] = ()
 ) -> Report:
@@ -336,7 +442,8 @@ def build_report(
         points = flops_points(table)
         if points:
             plots[FLOPS_PLOT] = plot_flops(points)
-    return Report(table, list(results), list(histories), plots)
+    tide = tide_tables(results, varying_facets(results), table.rows)
+    return Report(table, list(results), list(histories), plots, tide)
 
 
 def _cell(table: ReportTable, row: str, column: str) -> tuple[str, bool]:
@@ -489,10 +596,7 @@ def gate_html(gate: Mapping[str, Any] | None) -> str:
 def render_markdown(report: Report) -> str:
     table = report.table
     lines = ["# mawsflow run report", ""]
-    lines.append(
-        "Top-1 accuracy (%) by pretraining method (rows) and evaluation (columns), as the "
-        "paper's Table 22; the best value of each column is bold."
-    )
+    lines.append(_caption(report))
     lines.append("")
     escaped = [c.replace("|", "\\|") for c in table.columns]
     lines.append("| Method | " + " | ".join(escaped) + " |")
@@ -503,6 +607,15 @@ def render_markdown(report: Report) -> str:
             text, best = _cell(table, row, column)
             texts.append(f"**{text}**" if best else text)
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    if report.tide:
+        lines += ["", f"## {TIDE_TITLE}", "", TIDE_CAPTION]
+        for evaluation, rows in report.tide.items():
+            lines += ["", f"**{evaluation}**", ""]
+            lines.append("| Method | IoU | " + " | ".join(TIDE_COLUMNS) + " |")
+            lines.append("| --- | ---: |" + " ---: |" * len(TIDE_COLUMNS))
+            for tide_row in rows:
+                cells = " | ".join(_tide_cell(tide_row, c) for c in TIDE_COLUMNS)
+                lines.append(f"| {tide_row.row} | {tide_row.iou:g} | {cells} |")
     read = reading(table) + training_lines(report.histories)
     if read:
         lines += ["", "## Reading", ""] + [f"- {line}" for line in read]
@@ -535,6 +648,21 @@ def render_html(report: Report) -> str:
         + "</li>"
         for r in report.results
     )
+    tide_html = ""
+    if report.tide:
+        tide_head = "".join(f"<th>{esc(c)}</th>" for c in TIDE_COLUMNS)
+        tide_html = f"<h2>{esc(TIDE_TITLE)}</h2><p>{esc(TIDE_CAPTION)}</p>"
+        for evaluation, rows in report.tide.items():
+            body_rows = "".join(
+                f"<tr><th>{esc(r.row)}</th><td>{r.iou:g}</td>"
+                + "".join(f"<td>{_tide_cell(r, c)}</td>" for c in TIDE_COLUMNS)
+                + "</tr>"
+                for r in rows
+            )
+            tide_html += (
+                f"<h3>{esc(evaluation)}</h3><table class='tide'><tr><th>Method</th><th>IoU</th>"
+                f"{tide_head}</tr>{body_rows}</table>"
+            )
     read = reading(table) + training_lines(report.histories)
     read_html = (
         "<h2>Reading</h2><ul>" + "".join(f"<li>{esc(line)}</li>" for line in read) + "</ul>"
@@ -549,9 +677,8 @@ def render_html(report: Report) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>mawsflow run report</title>"
         "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
         "th,td{border:1px solid #bbb;padding:4px 10px}td{text-align:right}</style></head><body>"
-        "<h1>mawsflow run report</h1><p>Top-1 accuracy (%) by pretraining method (rows) and "
-        "evaluation (columns), as the paper's Table 22; the best value of each column is bold."
-        f"</p><table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>{read_html}"
+        f"<h1>mawsflow run report</h1><p>{esc(_caption(report))}</p>"
+        f"<table><tr><th>Method</th>{head}</tr>{''.join(body)}</table>{tide_html}{read_html}"
         f"{gate_html(report.gate)}"
         f"<h2>Evaluations</h2><ul>{items}</ul>{figures}</body></html>\n"
     )
@@ -586,6 +713,11 @@ def render_json(report: Report) -> dict[str, Any]:
         if FLOPS_PLOT in report.plots
         else {},
         "pretrained": {row: p.to_dict() for row, p in table.pretrained.items()},
+        # Table 21 per detection evaluation: [{"row", "iou", "AP", "Cls", …}, …].
+        "tide": {
+            evaluation: [{"row": r.row, "iou": r.iou, **r.values} for r in rows]
+            for evaluation, rows in report.tide.items()
+        },
         "gate": report.gate,
     }
 

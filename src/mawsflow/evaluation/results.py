@@ -167,7 +167,7 @@ def pretraining_lineage(
             return pretraining_lineage(read_parent(parent), read_parent)
         return f"WSP ({init} init)"
     parent = recipe.get("image_checkpoint") or recipe.get("init_checkpoint")
-    if step in {"lit", "finetune", "finetune-video", "lowshot"} and parent:
+    if step in {"lit", "finetune", "finetune-video", "finetune-detection", "lowshot"} and parent:
         return pretraining_lineage(read_parent(parent), read_parent)
     raise ValueError(
         f"cannot tell how a model from step {step!r} was pretrained; pass --pretraining"

@@ -35,8 +35,15 @@ for the paper's numbers, not for the CPU-sized models the tests train):
   stage trains on the RPN's proposals plus the ground-truth boxes, sampled to 512 a quarter
   foreground; later stages on the previous stage's refined boxes, re-matched at their IoU, not
   resampled; the mask branch on the first stage's foreground RoIs. Detectron2's scaling of each
-  stage's gradient by 1/3 is NOT applied; nor is LVIS's federated loss or repeat-factor
-  sampling (training-side LVIS rules).
+  stage's gradient by 1/3 is NOT applied, nor is LVIS's repeat-factor sampling;
+- LVIS's federated annotation in training: when the targets carry `verified` (the classes an
+  image says anything about: its annotated ones, its `neg_category_ids` and the background) and
+  `not_exhaustive` class flags (`mawsflow.data.detection.DetectionTrainDecoder`), each stage's
+  softmax runs over that image's verified classes only, and for its background RoIs also
+  without its not-exhaustive classes: a class nobody checked in an image is neither rewarded
+  nor penalised there. Detectron2's ViTDet LVIS configs use instead a sigmoid "federated
+  loss" over the batch's classes plus frequency-sampled negatives (Zhou et al. 2021), which
+  approximates the same rule without per-image lists; ours applies LVIS's rule as annotated.
 
 Labels are torchvision's: 0 is the background, 1..num_classes the foreground classes, used as
 the dataset's category ids (COCO's run to 90 with gaps: num_classes=90 covers them, or map
@@ -208,6 +215,14 @@ class ViTDetBackbone(nn.Module):
                 f"{config.img_size} px"
             )
         self.trunk = trunk
+        # What ViTDet does not use of the trunk (the class token, the final norm, a classifier
+        # head) gets no gradient: frozen, so that DDP does not wait for one.
+        unused = [trunk.cls_token, trunk.reg_token]
+        for module in (trunk.norm, trunk.fc_norm, trunk.head):
+            unused += list(module.parameters())
+        for param in unused:
+            if param is not None:
+                param.requires_grad_(False)
         self.img_size = config.img_size
         self.window_size = config.window_size
         self.global_blocks = frozenset(global_block_indices(len(trunk.blocks), config))
@@ -293,10 +308,16 @@ class CascadeStage(nn.Module):
         proposals: list[torch.Tensor],
         labels: list[torch.Tensor],
         matched_gt: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy over all RoIs and L1 box loss on the foreground ones, normalised by the
+        """Cross-entropy over all RoIs (over each image's verified classes when the targets
+        carry LVIS's federated flags) and L1 box loss on the foreground ones, normalised by the
         number of RoIs (Fast R-CNN's normalisation)."""
         all_labels = torch.cat(labels)
+        if targets is not None and targets and "verified" in targets[0]:
+            class_logits = class_logits.masked_fill(
+                ~federated_classes(labels, targets), float("-inf")
+            )
         targets = self.box_coder.encode(matched_gt, proposals)
         regression_targets = torch.cat(targets)
         foreground = all_labels > 0
@@ -304,6 +325,20 @@ class CascadeStage(nn.Module):
             box_deltas[foreground], regression_targets[foreground], reduction="sum"
         ) / max(all_labels.numel(), 1)
         return F.cross_entropy(class_logits, all_labels), box_loss
+
+
+def federated_classes(
+    labels: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """[RoIs, classes + 1] flags of the classes each RoI's loss may see: its image's verified
+    classes, less the not-exhaustive ones for a background RoI (LVIS's federated rules)."""
+    rows = []
+    for roi_labels, target in zip(labels, targets, strict=True):
+        verified = target["verified"].bool()
+        background = verified & ~target["not_exhaustive"].bool()
+        background[0] = True
+        rows.append(torch.where((roi_labels > 0)[:, None], verified, background))
+    return torch.cat(rows)
 
 
 class CascadeRoIHeads(nn.Module):
@@ -382,7 +417,9 @@ class CascadeRoIHeads(nn.Module):
                 t["boxes"][m.clamp(min=0)] if len(t["boxes"]) else torch.zeros_like(b)
                 for b, m, t in zip(boxes, matches, targets, strict=True)
             ]
-            cls_loss, box_loss = stage.loss(class_logits, deltas, boxes, labels, matched_gt)
+            cls_loss, box_loss = stage.loss(
+                class_logits, deltas, boxes, labels, matched_gt, targets
+            )
             losses[f"loss_classifier_stage{k}"] = cls_loss
             losses[f"loss_box_reg_stage{k}"] = box_loss
             boxes = self._refine(stage, deltas, boxes, image_sizes)
@@ -390,7 +427,9 @@ class CascadeRoIHeads(nn.Module):
         positive = [label > 0 for label in first_labels]
         mask_boxes = [b[p] for b, p in zip(first_boxes, positive, strict=True)]
         if sum(len(b) for b in mask_boxes) == 0:
-            losses["loss_mask"] = sum(p.sum() for p in self.mask_predictor.parameters()) * 0.0
+            # A zero that still touches every mask parameter: DDP expects a gradient for each.
+            mask_params = [*self.mask_head.parameters(), *self.mask_predictor.parameters()]
+            losses["loss_mask"] = sum(p.sum() for p in mask_params) * 0.0
         else:
             mask_logits = self.mask_predictor(
                 self.mask_head(self.mask_pool(features, mask_boxes, image_sizes))
@@ -519,5 +558,28 @@ __all__ = [
     "ViTDetBackbone",
     "ViTDetConfig",
     "build_vitdet",
+    "federated_classes",
     "global_block_indices",
+    "load_detector",
 ]
+
+
+def load_detector(uri: str) -> tuple[ViTDet, dict]:
+    """The detector `mawsflow finetune-detection` wrote at `uri` (its model card's `detector`
+    config and its weights), and the card."""
+    from mawsflow.models.artifacts import read_model_card, read_model_weights
+
+    card = read_model_card(uri)
+    if card.get("step") != "finetune-detection" or "detector" not in card:
+        raise ConfigError(
+            f"{uri}: not a finetune-detection output (its model.json says step "
+            f"{card.get('step')!r})"
+        )
+    fields = {
+        k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        for k, v in card["detector"].items()
+    }
+    config = ViTDetConfig(**fields)
+    model = ViTDet(create_trunk(config.arch, img_size=config.img_size), config)
+    model.load_state_dict(read_model_weights(uri))
+    return model, card

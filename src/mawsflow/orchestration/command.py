@@ -29,7 +29,13 @@ from kfp.dsl.graph_component import GraphComponent
 from mawsflow import __version__
 from mawsflow.launch.spec import BACKENDS
 from mawsflow.orchestration.conformance import ConformanceError, pipeline_spec, require_conformance
-from mawsflow.orchestration.dag import VIDEO_SETS, ClusterSettings, maws_pipeline, pipeline_name
+from mawsflow.orchestration.dag import (
+    DETECTION_SETS,
+    VIDEO_SETS,
+    ClusterSettings,
+    maws_pipeline,
+    pipeline_name,
+)
 from mawsflow.orchestration.images import ImageError, retag
 from mawsflow.orchestration.local_run import LocalReport, LocalRunFailed, run_locally
 from mawsflow.orchestration.parameters import ParameterError, declared_parameters, parse_arguments
@@ -107,7 +113,10 @@ def check_arguments(arguments: Mapping[str, Any]) -> None:
             f"epoch_grid={grid!r}: expected a non-empty list of "
             '{"mae_epochs": > 0, "wsp_epochs": > 0}'
         )
-    for name in ("raw_corpus", "dataset", "eval_dataset", "eval_name"):
+    # A branch's set's data and column name: empty is no dataset, and no column.
+    sets = [*VIDEO_SETS, *DETECTION_SETS]
+    branches = [f"{s}_{what}" for s in sets for what in ("dataset", "name")]
+    for name in ("raw_corpus", "dataset", "eval_dataset", "eval_name", *branches):
         if name in arguments and not str(arguments[name]).strip():
             raise ParameterError(f"{name}: empty")
     for name, minimum in (("shard_groups", 1), ("nodes", 1), ("samples_per_shard", 1)):
@@ -195,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         "and <set>_epochs",
     )
     parser.add_argument(
+        "--detection",
+        action="append",
+        default=[],
+        choices=tuple(DETECTION_SETS),
+        help="also finetune every model as a ViTDet Cascade Mask R-CNN on this detection set "
+        "and evaluate it (repeatable: --detection lvis --detection coco), the report's "
+        "LVIS/COCO box-AP columns and its TIDE table; adds the run parameters <set>_dataset "
+        "(required: a prepare-eval --layout lvis|coco output), <set>_name and <set>_epochs",
+    )
+    parser.add_argument(
         "--retrain",
         action="store_true",
         help="scheduled retraining against a model registry: snapshot the corpus, train only "
@@ -273,8 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.sweep and args.retrain:
         parser.error("--retrain is not available with --sweep: a sweep compares, it does not serve")
-    if args.sweep and args.video:
-        parser.error("--video is not available with --sweep: sweep the image evaluations only")
+    if args.sweep and (args.video or args.detection):
+        parser.error(
+            "--video and --detection are not available with --sweep: sweep the image "
+            "evaluations only"
+        )
     if args.containers and not args.local:
         parser.error("--containers runs the --local run in containers: give --local too")
     if (args.submit or args.schedule) and not args.host:
@@ -288,14 +310,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline = (
             sweep_pipeline(args.sweep, **options)
             if args.sweep
-            else maws_pipeline(video=args.video, retrain=args.retrain, **options)
+            else maws_pipeline(
+                video=args.video, detection=args.detection, retrain=args.retrain, **options
+            )
         )
     except ImageError as exc:
         return _fail(str(exc))
     name = (
         sweep_name(args.sweep, args.baselines, args.control)
         if args.sweep
-        else pipeline_name(args.baselines, args.control, args.video, args.retrain)
+        else pipeline_name(
+            args.baselines, args.control, args.video, args.detection, retrain=args.retrain
+        )
     )
     if args.list_params:
         for p in declared_parameters(pipeline.component_spec).values():
@@ -344,7 +370,9 @@ def _run_in_containers(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     folders = {work_dir.resolve()}
-    for name in ("raw_corpus", "dataset", "eval_dataset"):
+    # The branches' `<set>_dataset`s too: every dataset the run reads.
+    datasets = [name for name in arguments if name.endswith("_dataset")]
+    for name in ("raw_corpus", "dataset", *datasets):
         value = str(arguments.get(name, ""))
         if value and "://" not in value:
             folder = Path(value).resolve()

@@ -42,6 +42,9 @@ IMAGE_OF = {
     "video-dataset": "prepare-eval",
     "finetune-video": "finetune-video",
     "evaluate-video": "eval-video",
+    "detection-dataset": "prepare-eval",
+    "finetune-detection": "finetune-detection",
+    "evaluate-detection": "eval-detection",
     "evaluate": "eval",
     "seed-summary": "eval",
     "linear-probe": "linear-probe",
@@ -78,8 +81,10 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
         ("lit", str),
         ("finetune", str),
         ("finetune_video", str),
+        ("finetune_detection", str),
         ("eval", str),
         ("eval_video", str),
+        ("eval_detection", str),
         ("linear_probe", str),
         ("lowshot", str),
         ("zeroshot", str),
@@ -93,7 +98,7 @@ def step_images(references: dict[str, str], image_tag: str) -> NamedTuple(
     from mawsflow.orchestration.images import retag
 
     steps = ["build-dataset", "prepare-eval", "mae", "wsp", "lit", "finetune", "finetune-video"]
-    steps += ["eval", "eval-video"]
+    steps += ["finetune-detection", "eval", "eval-video", "eval-detection"]
     steps += ["linear-probe", "lowshot", "zeroshot", "report"]
     return tuple(retag(references[step], image_tag) for step in steps)
 
@@ -323,6 +328,44 @@ def video_dataset(uri: str, name: str, fingerprint: str, dataset: Output[Dataset
     location = uri.rstrip("/")
     write_reference(storage_uri(dataset.uri), location, name=name, fingerprint=fingerprint)
     dataset.metadata.update({"location": location, "name": name, "fingerprint": fingerprint})
+
+
+@_component("detection-dataset")
+def detection_dataset(
+    uri: str, name: str, variant: str, fingerprint: str, dataset: Output[Dataset]
+) -> None:
+    """Check a detection dataset (`mawsflow prepare-eval --layout coco|lvis`) before anything
+    trains for it: a train and a val split with the same categories must read, annotated in
+    `variant`'s format (`lvis` or `coco`: the evaluator follows the format, so an LVIS column
+    scored with COCO's rules is refused here). `dataset` is a reference (in the pipeline root)
+    to it, with the fingerprint of its listing.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.data.detection_shards import open_detection_split
+    from mawsflow.orchestration.artifact_uris import storage_uri, write_reference
+
+    if not name.strip():
+        raise ValueError(
+            "the detection dataset's name is empty: it names the report's column, e.g. LVIS"
+        )
+    train = open_detection_split(uri, "train")
+    val = open_detection_split(uri, "val")
+    for split in (train, val):
+        if split.annotation_format != variant:
+            raise ValueError(
+                f"{uri}: annotated in {split.annotation_format!r} format, but the {variant!r} "
+                f"set needs a prepare-eval --layout {variant} output"
+            )
+    if list(train.categories) != list(val.categories):
+        raise ValueError(f"{uri}: the train and val splits have different categories")
+    location = uri.rstrip("/")
+    write_reference(storage_uri(dataset.uri), location, name=name, fingerprint=fingerprint)
+    dataset.metadata.update(
+        {"location": location, "name": name, "fingerprint": fingerprint, "format": variant}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,6 +644,54 @@ def finetune_video(
     )  # fmt: skip
 
 
+@_component("finetune-detection")
+def finetune_detection(
+    pretrained: Input[Model],
+    detection_dataset: Input[Dataset],
+    variant: str,
+    preset: str,
+    arch: str,
+    epochs: float,
+    backend: str,
+    nodes: int,
+    gpus_per_node: int,
+    job_image: str,
+    shm_size: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, str]],
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> None:
+    """Detection and instance-segmentation finetuning (Tables 18 and 19): ViTDet with a Cascade
+    Mask R-CNN on the pretrained trunk, on the detection dataset's train split; `variant` is
+    the set, `lvis` or `coco`, whose recipe (detection-lvis, detection-coco) it trains with.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MAWSFLOW_S3_*) as env, and the launcher's
+    RBAC for its job (charts/mawsflow's Role, or kubeflow-edit); artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
+
+    if variant not in ("lvis", "coco"):
+        raise ValueError(f"detection set {variant!r}: Table 22's columns are lvis and coco")
+    settings = {
+        "model.arch": arch,
+        "schedule.epochs": epochs,
+        "init_checkpoint": model_folder(pretrained.uri),
+        "data.train": dataset_location(detection_dataset.uri),
+    }
+    launch = {
+        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
+    }  # fmt: skip
+    rt.train(
+        "finetune-detection", model, metrics,
+        preset=preset, settings=settings, launch=launch, recipe=f"detection-{variant}",
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluations: one process in the component's pod. Each result is a Metrics artifact whose
 # folder holds the step's metrics.json (the report's input) and whose metadata holds its numbers.
@@ -659,6 +750,37 @@ def evaluate_video(
         [
             "--model", model_folder(finetuned.uri),
             "--test-set", f"{eval_name}={dataset_location(video_dataset.uri)}",
+            "--num-workers", str(loader_workers),
+        ],
+    )  # fmt: skip
+
+
+@_component("evaluate-detection")
+def evaluate_detection(
+    finetuned: Input[Model],
+    detection_dataset: Input[Dataset],
+    eval_name: str,
+    loader_workers: int,
+    result: Output[Metrics],
+) -> None:
+    """The finetuned detector on the detection dataset's val split: box and mask AP (LVISEval
+    with LVIS's federated rules for an LVIS set, COCOeval for COCO) and TIDE's error breakdown
+    at IoU 0.5 and 0.75 (Table 21); the report's column is the box AP (Table 22). Invalid
+    predictions are skipped and counted.
+
+    Needs the S3 Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the object-store
+    ConfigMap (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) as env; artifact URIs follow
+    components/README.md. KFP backend >= 2.16.0.
+    """
+    from mawsflow.orchestration import task_runtime as rt
+    from mawsflow.orchestration.artifact_uris import dataset_location, model_folder
+
+    rt.evaluate(
+        "eval-detection",
+        result,
+        [
+            "--model", model_folder(finetuned.uri),
+            "--test-set", f"{eval_name}={dataset_location(detection_dataset.uri)}",
             "--num-workers", str(loader_workers),
         ],
     )  # fmt: skip
@@ -899,11 +1021,14 @@ def report(
     files: Output[Artifact],
     k400: Input[list[Metrics]] = None,
     ssv2: Input[list[Metrics]] = None,
+    lvis: Input[list[Metrics]] = None,
+    coco: Input[list[Metrics]] = None,
     gate: Input[Artifact] = None,
 ) -> None:
     """Table 22's shape: a row per pretrained model (MAE, WSP, MAE→WSP, from each result's
     lineage), a column per evaluation (finetuning, low-shot K, zero-shot, linear probe, then
-    the video branch's K400 and SSv2 where the pipeline has them), and plots of the pretraining
+    the video branch's K400 and SSv2 and the detection branch's LVIS and COCO box AP where the
+    pipeline has them, with a TIDE table of the detection errors), and plots of the pretraining
     losses and of low-shot accuracy against K. `markdown` and `html` are what the Kubeflow UI
     shows; `files` holds report.md, report.html and report.json.
 
@@ -917,8 +1042,10 @@ def report(
     from mawsflow.steps.report import ReportConfig, run
 
     setup_logging()
-    # The video results are optional inputs: absent (None) from a pipeline without the branch.
-    kinds = (finetune, lowshot, zeroshot, linear, k400 or [], ssv2 or [])
+    # The video and detection results are optional inputs: absent (None) from a pipeline
+    # without the branch.
+    branches = (k400, ssv2, lvis, coco)
+    kinds = (finetune, lowshot, zeroshot, linear, *(branch or [] for branch in branches))
     results = [storage_uri(a.uri) for kind in kinds for a in kind]
     training = [model_folder(m.uri) for m in pretrained]
     folder = storage_uri(files.uri)

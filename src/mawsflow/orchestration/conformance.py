@@ -25,7 +25,14 @@ MIN_BACKEND = "2.16.0"
 SUPPORTED_BACKENDS = ("2.16.0", "2.17.0")
 # Root parameters that name data the pipeline reads but does not own: a cached task that reads
 # one of them must also take a fingerprint of that data (rule `cache-follows-data`).
-DATA_PARAMETERS = ("raw_corpus", "eval_dataset", "k400_dataset", "ssv2_dataset")
+DATA_PARAMETERS = (
+    "raw_corpus",
+    "eval_dataset",
+    "k400_dataset",
+    "ssv2_dataset",
+    "lvis_dataset",
+    "coco_dataset",
+)
 
 Spec = Mapping[str, Any]
 

@@ -14,21 +14,36 @@
         → lowshot-summary                                                      ⇒ Metrics
         with `video`: video-transfer per video set, a sub-pipeline: finetune-video →
         evaluate-video                                                         ⇒ Metrics
+        with `detection`: detection-transfer per detection set, a sub-pipeline:
+        finetune-detection → evaluate-detection                                ⇒ Metrics
     report                 Table 22's shape (rows MAE, WSP, MAE→WSP, control; columns from
-                           every evaluation, then K400 and SSv2) and plots ⇒ Markdown, HTML
+                           every evaluation, then K400, SSv2, LVIS and COCO), the TIDE table
+                           (Table 21) and plots                          ⇒ Markdown, HTML
 
 With `baselines` the same run also trains WSP from scratch, and the transfer evaluations run on
 it and on MAE alone: the paper's two comparisons. With `control` they also run on the same
 trunk untrained, which shows what any pretraining adds. With `video` (Kinetics-400 `k400`
 and/or Something-Something-v2 `ssv2`), every pretrained model is also inflated into a video ViT,
 finetuned on each video set and evaluated with the multi-view protocol: Table 22's K400 and
-SSv2 columns. Each chosen set adds run parameters `<set>_dataset` (a `prepare-eval --layout
-kinetics|ssv2` output; required), `<set>_name` (the report's column) and `<set>_epochs` (0: the
-recipe's); a set left out has none, so a run cannot set a video dataset that nothing reads.
+SSv2 columns. With `detection` (LVIS `lvis` and/or COCO `coco`), every pretrained model is
+also finetuned as the trunk of a ViTDet Cascade Mask R-CNN on each detection set and evaluated
+on its val split: Table 22's LVIS and COCO columns (box AP) and Table 21's TIDE errors. Each
+chosen set adds run parameters `<set>_dataset` (a `prepare-eval --layout kinetics|ssv2|lvis|coco`
+output; required), `<set>_name` (the report's column) and `<set>_epochs` (0: the recipe's); a
+set left out has none, so a run cannot set a dataset that nothing reads. Both branches are one
+table (`Branch`: the sets, the dataset check, the finetune and the evaluation) and one
+sub-pipeline shape (`branch_transfer_pipeline`).
 
-The video branch is chosen when the pipeline is compiled, like `baselines`, not at run time
-with `dsl.If` on a parameter: the report collects the branch's results over the fan-out, and a
-conditional output reaches a consumer only through `dsl.OneOf`, which kfp (2.17,
+With `retrain` (scheduled retraining, pipelines/README.md) a `retrain-plan` task comes first:
+it snapshots the corpus and, under a `dsl.If` on its one output (`train`, or `unchanged` when
+the registry's newest model saw the same data), everything above runs on that snapshot, with
+MAE and WSP warm-started where the plan says; `promotion-gate` then registers MAE→WSP and
+promotes it only if it passes the gate's rules, and the report shows the decision. The report
+sits inside the condition, so the retraining pipeline has no pipeline outputs.
+
+The video and detection branches are chosen when the pipeline is compiled, like `baselines`,
+not at run time with `dsl.If` on a parameter: the report collects a branch's results over the
+fan-out, and a conditional output reaches a consumer only through `dsl.OneOf`, which kfp (2.17,
 dsl/pipeline_channel.py) accepts only with a task in a `dsl.Else` branch (a placeholder result
 for a skipped set, which the report would have to tell from a real one) and never around a
 `dsl.Collected`; whether the backend's driver resolves a OneOf collected over a ParallelFor of
@@ -136,6 +151,9 @@ RESOURCES: Mapping[str, Resources] = {
     "video-dataset": Resources("500m", "1Gi", retries=2),
     "finetune-video": _LAUNCHER,
     "evaluate-video": _EVALUATION,
+    "detection-dataset": Resources("500m", "1Gi", retries=2),
+    "finetune-detection": _LAUNCHER,
+    "evaluate-detection": _EVALUATION,
     "transfer-rows": _TINY,
     "pick-model": Resources("100m", "256Mi", retries=2),
     "zeroshot": _EVALUATION,
@@ -470,16 +488,95 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
     return transfer_evaluations
 
 
-def video_transfer_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
-    """One pretrained model on one video set (the video branch): the trunk inflated into a
-    video ViT and finetuned on the set's train split (Table 16's column `variant`), then
-    scored with the multi-view protocol on its test split. Its own sub-pipeline, like
-    transfer-evaluations, so that its tasks get the GPU nodes' placement parameters."""
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a dict key
+class Branch:
+    """An optional transfer branch of the DAG: on every pretrained model of the report, a
+    finetune and its evaluation per chosen set, each set a column of Table 22 after the image
+    evaluations. The branch is chosen when the pipeline is compiled (the module's docstring
+    says why); each chosen set adds the run parameters `<set>_dataset`, `<set>_name` and
+    `<set>_epochs`."""
 
-    @dsl.pipeline(name="video-transfer", description="Video finetuning of one model on one set")
-    def video_transfer(
+    name: str  # its sub-pipeline is `<name>-transfer`
+    what: str  # for the sub-pipeline's and the pipeline's descriptions
+    # The sets: the finetune's `variant` → the report's default column name, in Table 22's
+    # column order.
+    sets: Mapping[str, str]
+    # The components: the dataset check, the training (a launcher) and the evaluation. The
+    # finetune and the evaluation take the checked dataset as `dataset_input`.
+    check: Callable[..., PipelineTask]
+    finetune: Callable[..., PipelineTask]
+    evaluate: Callable[..., PipelineTask]
+    dataset_input: str
+    # The step-images outputs of the finetune's and the evaluation's images.
+    finetune_image: str
+    eval_image: str
+    # Whether the check is told the set (`variant`): the detection check is, since the set's
+    # annotation format decides how it is scored.
+    check_takes_variant: bool = False
+
+    def check_sets(self, chosen: Sequence[str]) -> tuple[str, ...]:
+        """The chosen sets in Table 22's column order, each once."""
+        unknown = [v for v in chosen if v not in self.sets]
+        if unknown:
+            raise ConfigError(
+                f"{self.name} set(s) {', '.join(map(repr, unknown))}: choose among "
+                f"{', '.join(self.sets)}"
+            )
+        return tuple(v for v in self.sets if v in chosen)
+
+
+VIDEO = Branch(
+    name="video",
+    what="video finetuning",
+    sets={"k400": "K400", "ssv2": "SSv2"},
+    check=c.video_dataset,
+    finetune=c.finetune_video,
+    evaluate=c.evaluate_video,
+    dataset_input="video_dataset",
+    finetune_image="finetune_video",
+    eval_image="eval_video",
+)
+DETECTION = Branch(
+    name="detection",
+    what="detection finetuning",
+    sets={"lvis": "LVIS", "coco": "COCO"},
+    check=c.detection_dataset,
+    finetune=c.finetune_detection,
+    evaluate=c.evaluate_detection,
+    dataset_input="detection_dataset",
+    finetune_image="finetune_detection",
+    eval_image="eval_detection",
+    check_takes_variant=True,
+)
+# In Table 22's column order: K400, SSv2, then LVIS, COCO.
+BRANCHES = (VIDEO, DETECTION)
+VIDEO_SETS = VIDEO.sets
+DETECTION_SETS = DETECTION.sets
+
+
+def check_video_sets(video: Sequence[str]) -> tuple[str, ...]:
+    """The chosen video sets in Table 22's column order (K400, SSv2), each once."""
+    return VIDEO.check_sets(video)
+
+
+def check_detection_sets(detection: Sequence[str]) -> tuple[str, ...]:
+    """The chosen detection sets in Table 22's column order (LVIS, COCO), each once."""
+    return DETECTION.check_sets(detection)
+
+
+def branch_transfer_pipeline(branch: Branch, place: Callable[..., _Placement]) -> GraphComponent:
+    """One pretrained model on one set of `branch`: the branch's finetune from the model on the
+    set's train split (the set's recipe: `variant`), then its evaluation. Its own
+    sub-pipeline, like transfer-evaluations, so that its tasks get the GPU nodes' placement
+    parameters."""
+
+    @dsl.pipeline(
+        name=f"{branch.name}-transfer",
+        description=f"{branch.what.capitalize()} of one model on one set",
+    )
+    def branch_transfer(
         model: Input[Model],
-        video_data: Input[Dataset],
+        data: Input[Dataset],
         variant: str,
         eval_name: str,
         epochs: float,
@@ -492,8 +589,8 @@ def video_transfer_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
         shm_size: str,
         node_selector: dict,
         tolerations: list,
-        finetune_video_image: str,
-        eval_video_image: str,
+        finetune_image: str,
+        eval_image: str,
         s3_secret: str,
         object_store_config: str,
     ) -> Metrics:
@@ -513,54 +610,41 @@ def video_transfer_pipeline(place: Callable[..., _Placement]) -> GraphComponent:
         }
         finetuned = _train(
             configure,
-            c.finetune_video,
-            finetune_video_image,
+            branch.finetune,
+            finetune_image,
             launch,
             pretrained=model,
-            video_dataset=video_data,
             variant=variant,
             preset=preset,
             arch=arch,
             epochs=epochs,
+            **{branch.dataset_input: data},
         )
         evaluation = configure(
-            c.evaluate_video(
+            branch.evaluate(
                 finetuned=finetuned.outputs["model"],
-                video_dataset=video_data,
                 eval_name=eval_name,
                 loader_workers=loader_workers,
+                **{branch.dataset_input: data},
             ),
-            eval_video_image,
+            eval_image,
         )
         return evaluation.outputs["result"]
 
-    return video_transfer
+    return branch_transfer
 
 
-# The video sets of the optional branch: Table 16's variant → the report's default column name.
-VIDEO_SETS: Mapping[str, str] = {"k400": "K400", "ssv2": "SSv2"}
-
-
-def check_video_sets(video: Sequence[str]) -> tuple[str, ...]:
-    """The chosen video sets in Table 22's column order (K400, SSv2), each once."""
-    unknown = [v for v in video if v not in VIDEO_SETS]
-    if unknown:
-        raise ConfigError(
-            f"video set(s) {', '.join(map(repr, unknown))}: choose among {', '.join(VIDEO_SETS)}"
-        )
-    return tuple(v for v in VIDEO_SETS if v in video)
-
-
-def _with_video_parameters(
-    pipeline_func: Callable[..., Any],
-    video: Sequence[str],
-    retrain: bool = False,
+def _with_branch_parameters(
+    pipeline_func: Callable[..., Any], chosen: Sequence[str], retrain: bool = False
 ) -> Callable[..., Any]:
-    """`pipeline_func` (whose `**video_inputs` takes the branch's parameters) with a signature
-    that declares them for the chosen sets only: `<set>_dataset` required, after the other
-    required parameters; `<set>_name` and `<set>_epochs` with defaults, at the end. kfp builds
-    the pipeline's inputs from the signature and calls the function with one positional
-    argument per parameter (kfp/dsl/graph_component.py)."""
+    """`pipeline_func` (whose `**branch_inputs` takes the branches' parameters) with a signature
+    that declares them for the `chosen` sets only (of any branch): `<set>_dataset` required,
+    after the other required parameters; `<set>_name` (default: the set's column in Table 22)
+    and `<set>_epochs` (0: the recipe's) at the end. kfp builds the pipeline's inputs from the
+    signature and calls the function with one positional argument per parameter
+    (kfp/dsl/graph_component.py). With `retrain`, scheduled retraining's: `registry` required,
+    RETRAIN_PARAMETERS with their defaults, and no pipeline outputs."""
+    columns = {name: column for branch in BRANCHES for name, column in branch.sets.items()}
     base = inspect.signature(pipeline_func)
     declared = [p for p in base.parameters.values() if p.kind is not p.VAR_KEYWORD]
     required = [p for p in declared if p.default is p.empty]
@@ -570,16 +654,16 @@ def _with_video_parameters(
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         return inspect.Parameter(name, kind, default=default, annotation=annotation)
 
-    datasets = [parameter(f"{v}_dataset", str) for v in video]
-    if retrain:  # scheduled retraining's own parameters (RETRAIN_PARAMETERS)
+    datasets = [parameter(f"{s}_dataset", str) for s in chosen]
+    if retrain:
         datasets.append(parameter("registry", str))
         optional += [parameter(n, t, d) for n, (t, d) in RETRAIN_PARAMETERS.items()]
     settings = [
         setting
-        for v in video
+        for s in chosen
         for setting in (
-            parameter(f"{v}_name", str, VIDEO_SETS[v]),
-            parameter(f"{v}_epochs", float, 0.0),
+            parameter(f"{s}_name", str, columns[s]),
+            parameter(f"{s}_epochs", float, 0.0),
         )
     ]
     signature = base.replace(parameters=[*required, *datasets, *optional, *settings])
@@ -627,10 +711,14 @@ RETRAIN_PARAMETERS: Mapping[str, tuple[type, Any]] = {
 
 
 def pipeline_name(
-    baselines: bool, control: bool = False, video: Sequence[str] = (), retrain: bool = False
+    baselines: bool,
+    control: bool = False,
+    video: Sequence[str] = (),
+    detection: Sequence[str] = (),
+    retrain: bool = False,
 ) -> str:
     extras = [name for name, on in (("baselines", baselines), ("control", control)) if on]
-    extras += list(check_video_sets(video))
+    extras += [*check_video_sets(video), *check_detection_sets(detection)]
     if retrain:
         extras.append("retraining")
     return "-".join([PIPELINE_NAME, "with", "-and-".join(extras)] if extras else [PIPELINE_NAME])
@@ -641,6 +729,7 @@ def maws_pipeline(
     baselines: bool = False,
     control: bool = False,
     video: Sequence[str] = (),
+    detection: Sequence[str] = (),
     retrain: bool = False,
     cluster: ClusterSettings | None = None,
     retries: bool = True,
@@ -648,15 +737,17 @@ def maws_pipeline(
     """The MAWS DAG; with `baselines`, WSP from scratch and MAE alone beside MAE→WSP; with
     `control`, the same trunk with a random initialisation and no pretraining, put through the
     same transfer evaluations (the row that shows what pretraining adds); with `video` (`k400`,
-    `ssv2`), each model also finetuned and evaluated on those video sets. With `retrain`,
-    scheduled retraining against a model registry: `retrain-plan` snapshots the corpus and
-    decides whether there is new data to train on (everything else runs under that condition)
-    and which registry models to warm-start from; `promotion-gate` registers the new model and
-    promotes it only if it passes the gate's rules; the report shows the decision. Without
-    `retries` a failed task fails the run at once (what a local run wants: there are no
-    preempted pods or flaky nodes to wait out)."""
+    `ssv2`), each model also finetuned and evaluated on those video sets; with `detection`
+    (`lvis`, `coco`), each model also finetuned as a ViTDet Cascade Mask R-CNN and evaluated on
+    those detection sets. With `retrain`, scheduled retraining against a model registry:
+    `retrain-plan` snapshots the corpus and decides whether there is new data to train on
+    (everything else runs under that condition) and which registry models to warm-start from;
+    `promotion-gate` registers the new model and promotes it only if it passes the gate's
+    rules; the report shows the decision. Without `retries` a failed task fails the run at once
+    (what a local run wants: there are no preempted pods or flaky nodes to wait out)."""
     cluster = cluster or ClusterSettings()
-    video = check_video_sets(video)
+    # Each branch's chosen sets, in Table 22's column order.
+    chosen = {VIDEO: check_video_sets(video), DETECTION: check_detection_sets(detection)}
     references = read_images()
 
     def place(**names: Any) -> _Placement:
@@ -664,13 +755,17 @@ def maws_pipeline(
 
     build_dataset = build_dataset_pipeline(place)
     transfer_evaluations = transfer_evaluations_pipeline(place)
-    video_transfer = video_transfer_pipeline(place)
+    branch_transfers = {branch: branch_transfer_pipeline(branch, place) for branch in BRANCHES}
     description = (
         "MAWS: dataset build, MAE pre-pretraining, MAE→WSP pretraining, LiT and transfer "
         "evaluations, report"
         + ("; WSP-from-scratch and MAE baselines in the same run" if baselines else "")
         + ("; a control row without pretraining" if control else "")
-        + (f"; video finetuning on {' and '.join(VIDEO_SETS[v] for v in video)}" if video else "")
+        + "".join(
+            f"; {branch.what} on {' and '.join(branch.sets[s] for s in sets)}"
+            for branch, sets in chosen.items()
+            if sets
+        )
         + ("; scheduled retraining with a model registry and a promotion gate" if retrain else "")
     )
 
@@ -715,16 +810,16 @@ def maws_pipeline(
         image_tag: str = "",
         s3_secret: str = "mlpipeline-minio-artifact",
         object_store_config: str = "mawsflow-object-store",
-        # The video branch's `<set>_dataset`, `<set>_name`, `<set>_epochs` (only the chosen sets)
-        # and, with `retrain`, `registry` and RETRAIN_PARAMETERS.
-        **video_inputs: Any,
+        # The video and detection branches' `<set>_dataset`, `<set>_name`, `<set>_epochs` (only
+        # the chosen sets) and, with `retrain`, `registry` and RETRAIN_PARAMETERS.
+        **branch_inputs: Any,
     ) -> Report:
         names = {"s3_secret": s3_secret, "object_store_config": object_store_config}
         configure = place(**names)
         # Runs in components/images.yaml's launch image and tells every other task its image.
         images = configure(c.step_images(references=references, image_tag=image_tag)).outputs
         retraining = (
-            {name: video_inputs[name] for name in ("registry", *RETRAIN_PARAMETERS)}
+            {name: branch_inputs[name] for name in ("registry", *RETRAIN_PARAMETERS)}
             if retrain
             else {}
         )
@@ -842,24 +937,25 @@ def maws_pipeline(
                 ),
                 images["report"],
             )
-            # Each video set checked once, keyed (like the evaluation data) on its listing.
-            video_data = {}
-            for variant in video:
-                uri = video_inputs[f"{variant}_dataset"]
-                video_listing = configure(
-                    c.eval_fingerprint(uri=uri),
-                    images["prepare_eval"],
-                    name=f"{variant}-fingerprint",
-                )
-                video_data[variant] = configure(
-                    c.video_dataset(
+            # Each set of a branch checked once, keyed (like the evaluation data) on its listing.
+            branch_data = {}
+            for branch, sets in chosen.items():
+                for variant in sets:
+                    uri = branch_inputs[f"{variant}_dataset"]
+                    set_listing = configure(
+                        c.eval_fingerprint(uri=uri),
+                        images["prepare_eval"],
+                        name=f"{variant}-fingerprint",
+                    )
+                    told = {"variant": variant} if branch.check_takes_variant else {}
+                    check = branch.check(
                         uri=uri,
-                        name=video_inputs[f"{variant}_name"],
-                        fingerprint=video_listing.output,
-                    ),
-                    images["prepare_eval"],
-                    name=f"{variant}-dataset",
-                ).outputs["dataset"]
+                        name=branch_inputs[f"{variant}_name"],
+                        fingerprint=set_listing.output,
+                        **told,
+                    )
+                    checked = configure(check, images["prepare_eval"], name=f"{variant}-dataset")
+                    branch_data[variant] = (branch, checked.outputs["dataset"])
 
             # Every transfer evaluation of every pretrained model: a fan-out over the report's rows.
             with dsl.ParallelFor(rows.output) as row:
@@ -890,27 +986,28 @@ def maws_pipeline(
                     **{f"{step}_image": images[step] for step in _TRANSFER_IMAGES},
                     **names,
                 )
-                video_results = {
-                    variant: video_transfer(
+                # The branches: per chosen set, its finetune and evaluation of the row's model.
+                branch_results = {
+                    variant: branch_transfers[branch](
                         model=model,
-                        video_data=data,
+                        data=data,
                         variant=variant,
-                        eval_name=video_inputs[f"{variant}_name"],
-                        epochs=video_inputs[f"{variant}_epochs"],
+                        eval_name=branch_inputs[f"{variant}_name"],
+                        epochs=branch_inputs[f"{variant}_epochs"],
                         preset=preset,
                         arch=arch,
                         loader_workers=loader_workers,
-                        finetune_video_image=images["finetune_video"],
-                        eval_video_image=images["eval_video"],
+                        finetune_image=images[branch.finetune_image],
+                        eval_image=images[branch.eval_image],
                         **launch,
                         **names,
                     ).output
-                    for variant, data in video_data.items()
+                    for variant, (branch, data) in branch_data.items()
                 }
 
             def collected() -> dict[str, dsl.Collected]:
-                """The evaluations' results over the rows, afresh for each consumer: kfp's
-                compiler rewrites a Collected in place for the first task that takes it
+                """The evaluations' results over the rows, afresh for each consumer: kfp's compiler
+                rewrites a Collected in place for the first task that takes it
                 (compiler_utils.get_outputs_for_all_groups), so two tasks cannot share one."""
                 return {
                     kind: dsl.Collected(results.outputs[kind])
@@ -942,8 +1039,10 @@ def maws_pipeline(
                 c.report(
                     **collected(),
                     pretrained=dsl.Collected(model),
-                    # Table 22's K400 and SSv2 columns, after the image evaluations'.
-                    **{variant: dsl.Collected(result) for variant, result in video_results.items()},
+                    # Table 22's K400, SSv2, LVIS and COCO columns, after the image evaluations'.
+                    **{
+                        variant: dsl.Collected(result) for variant, result in branch_results.items()
+                    },
                     **gate,
                 ),
                 images["report"],
@@ -952,9 +1051,10 @@ def maws_pipeline(
             return None
         return Report(report.outputs["markdown"], report.outputs["html"], report.outputs["files"])
 
-    return dsl.pipeline(
-        name=pipeline_name(baselines, control, video, retrain), description=description
-    )(_with_video_parameters(maws, video, retrain))
+    name = pipeline_name(baselines, control, video, detection, retrain)
+    return dsl.pipeline(name=name, description=description)(
+        _with_branch_parameters(maws, [s for sets in chosen.values() for s in sets], retrain)
+    )
 
 
 # The step-images outputs the transfer evaluations take, as `<step>_image`.

@@ -14,6 +14,14 @@ Video layouts (the video finetuning's K400 and SSv2, docs/data-formats.md "Video
 is probed with PyAV first: missing, corrupt, empty and too-short ones (shorter than half the
 paper's clip unless --min-seconds says otherwise) are skipped, counted per split and reason in
 the log and in `<output>/conversion.json`.
+
+Detection layouts (ViTDet's LVIS and COCO, docs/data-formats.md "Detection"): `coco`
+(`annotations/instances_{train,val}*.json` and the images they name) and `lvis`
+(`lvis_v1_{train,val}.json`, images by their `coco_url`), converted by
+`mawsflow.evaluation.detection_converters` into detection shards with `train/` and `val/`
+splits, the val split's annotation JSON kept for the evaluator. Missing and undecodable images are
+skipped and counted in `<output>/conversion.json`; a malformed JSON entry stops the conversion
+with an error naming it.
 """
 
 from __future__ import annotations
@@ -33,14 +41,24 @@ from mawsflow.data.eval_shards import (
 )
 from mawsflow.data.video_shards import DEFAULT_VIDEOS_PER_SHARD, VIDEO_EXTENSIONS
 from mawsflow.errors import ConfigError
-from mawsflow.evaluation import converters, video_converters
+from mawsflow.evaluation import converters, detection_converters, video_converters
 from mawsflow.log import setup_logging
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["imagefolder", "food101", "fashion-mnist", "inat18", "kinetics", "ssv2"]
+Layout = Literal[
+    "imagefolder", "food101", "fashion-mnist", "inat18", "kinetics", "ssv2", "coco", "lvis"
+]
 VIDEO_LAYOUTS: tuple[str, ...] = ("kinetics", "ssv2")
-LAYOUTS: tuple[str, ...] = ("imagefolder", "food101", "fashion-mnist", "inat18", *VIDEO_LAYOUTS)
+DETECTION_LAYOUTS: tuple[str, ...] = detection_converters.DETECTION_LAYOUTS
+LAYOUTS: tuple[str, ...] = (
+    "imagefolder",
+    "food101",
+    "fashion-mnist",
+    "inat18",
+    *VIDEO_LAYOUTS,
+    *DETECTION_LAYOUTS,
+)
 
 
 @dataclass
@@ -61,12 +79,24 @@ class PrepareEvalConfig:
     class_names: str | None = None  # kinetics with label indices: a file of names, one a line
     probe: bool = True  # probe every video with PyAV; skip and count the unusable ones
     min_seconds: float | None = None  # shortest video kept; None: half the paper's clip
+    # Detection layouts only: the dataset's name (default: LVIS or COCO).
+    name: str | None = None
 
 
 def run(config: PrepareEvalConfig) -> dict[str, int]:
     """Convert the source; returns the number of samples written per split."""
     if config.layout in VIDEO_LAYOUTS:
         return {split: c["written"] for split, c in run_video(config).items()}
+    if config.layout in DETECTION_LAYOUTS:
+        _refuse_image_options(config)
+        counts = detection_converters.prepare_detection_dataset(
+            config.layout,
+            config.source,
+            config.output,
+            samples_per_shard=config.samples_per_shard,
+            name=config.name,
+        )
+        return {split: c["written"] for split, c in counts.items()}
     if config.layout == "imagefolder":
         classes, splits = converters.imagefolder_samples(config.source, split=config.split)
     elif config.layout == "food101":
@@ -159,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--output s3://eval/k400\n"
             "  mawsflow prepare-eval --layout ssv2 --source /data/ssv2/labels "
             "--video-dir /data/ssv2/20bn-something-something-v2 --output s3://eval/ssv2\n"
+            "  mawsflow prepare-eval --layout coco --source /data/coco --output s3://eval/coco\n"
+            "  mawsflow prepare-eval --layout lvis --source /data/lvis --output s3://eval/lvis\n"
             "\n"
             "Video layouts probe each video with PyAV (mawsflow's train extra: the finetune-video\n"
             "image has it, the CPU-only prepare-eval image does not; there pass --no-probe)."
@@ -181,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-map", help="class_map.json for a label-subset test set")
     parser.add_argument("--real-labels", help="ReaL-style labels: a JSON list of label lists")
     parser.add_argument("--real-split", default="val", choices=SPLITS)
+    detection = parser.add_argument_group("detection layouts (coco, lvis)")
+    detection.add_argument(
+        "--name", help="the dataset's name, e.g. for the report (default: COCO or LVIS)"
+    )
     video = parser.add_argument_group("video layouts (kinetics, ssv2)")
     video.add_argument(
         "--video-dir", help="ssv2: the folder of <id>.<ext> videos (default: <source>/videos)"
@@ -230,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             class_names=args.class_names,
             probe=args.probe,
             min_seconds=args.min_seconds,
+            name=args.name,
         )
     )
     return 0
