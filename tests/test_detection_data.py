@@ -19,6 +19,7 @@ from mawsflow.data.detection import (
     large_scale_jitter,
     open_detection_split,
 )
+from mawsflow.data.members import CorruptSample
 from mawsflow.data.shards import samples_in_order
 from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detection_demo
 from mawsflow.errors import DataFormatError
@@ -147,6 +148,10 @@ def test_train_decoder_gives_jittered_targets_and_lvis_flags(source, tmp_path):
     # COCO is exhaustive: no flags.
     plain = DetectionTrainDecoder(64, 10)(raws[0], seed=0)["target"]
     assert "verified" not in plain
+    # A broken record is a corrupt sample, which the training loader skips and counts.
+    for member in (b"{not json", b'{"objects": [{"bbox": [1, 2], "label": 0}]}', b'{"objects": 3}'):
+        with pytest.raises(CorruptSample):
+            decoder({**raws[0], "detection.json": member}, seed=0)
 
 
 def test_federated_classes_leave_unverified_classes_out_of_the_loss():

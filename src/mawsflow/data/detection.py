@@ -31,6 +31,7 @@ from mawsflow.data.detection_shards import (
 )
 from mawsflow.data.members import CorruptSample, image_member
 from mawsflow.data.transforms import seeded_host_rngs
+from mawsflow.errors import DataFormatError
 
 TARGET_KEYS = ("image_id", "boxes", "labels", "masks")
 
@@ -137,17 +138,30 @@ class DetectionTrainDecoder:
         self.federated = federated
 
     def __call__(self, raw: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        record = parse_sample(dict(raw))
         with Image.open(io.BytesIO(image_member(raw))) as img:
             pixels = np.array(img.convert("RGB"))
         height, width = pixels.shape[:2]
-        objects = [o for o in record["objects"] if not o.get("iscrowd")]
-        labels = torch.tensor([int(o["label"]) for o in objects], dtype=torch.int64)
+        try:
+            record = parse_sample(dict(raw))
+            objects = [o for o in record["objects"] if not o.get("iscrowd")]
+            labels = torch.tensor([int(o["label"]) for o in objects], dtype=torch.int64)
+            xywh = torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4)
+            masks = segmentation_masks([o.get("segmentation") for o in objects], height, width)
+        except (
+            DataFormatError,
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            RuntimeError,
+        ) as exc:
+            # The loader skips and counts a CorruptSample; a broken record must not stop a run.
+            key = raw.get("__key__", "?")
+            raise CorruptSample(f"sample {key}: bad detection record ({exc})") from exc
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise CorruptSample(f"labels {labels.tolist()} outside {self.num_classes} classes")
-        xywh = torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4)
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
-        masks = segmentation_masks([o.get("segmentation") for o in objects], height, width)
         sample = {
             "image": tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1)),
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
