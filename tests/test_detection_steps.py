@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fashion_mnist_corpus import require_fashion_mnist
-from mawsflow import cli
+from mawsflow import cli, storage
 from mawsflow.data.detection import open_detection_split
 from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detection_demo
 from mawsflow.evaluation.detection_eval import score_detections
@@ -75,6 +75,23 @@ def test_scores_of_the_ground_truth_fed_back(datasets, layout):
             assert metrics[f"tide_{threshold}_{error}"] == pytest.approx(0.0)
     # LVIS reports the frequency groups the ground truth has (the demo's val: rare ones).
     assert ("box_apr" in metrics) == (layout == "lvis")
+
+
+def test_a_set_in_object_storage_is_scored_too(datasets, s3_bucket):
+    """pycocotools, lvis and tidecv open local files only; a detection set lives in S3 on a
+    cluster, and its ground truth must still be scored (copied to a temporary file)."""
+    copy = f"{s3_bucket}/lvis"
+    for path in sorted(Path(datasets["lvis"]).rglob("*")):
+        if path.is_file():
+            relative = path.relative_to(datasets["lvis"]).as_posix()
+            storage.upload_file(str(path), f"{copy}/{relative}")
+    split = open_detection_split(copy, "val")
+    assert split.ground_truth.startswith("s3://")
+    local = open_detection_split(datasets["lvis"], "val")
+    predictions = _ground_truth_as_predictions(local.ground_truth)
+    metrics = score_detections(split, predictions)
+    assert metrics["box_ap"] == pytest.approx(100.0)
+    assert metrics["tide_0.5_ap"] == pytest.approx(100.0)
 
 
 def test_finetune_then_evaluate_through_the_steps(datasets, tmp_path):

@@ -63,15 +63,14 @@ def demo_data(s3_bucket, tmp_path_factory) -> dict[str, str]:
     # Few, short videos: the video branch is there to run, not to learn.
     video = DemoCorpusConfig("", "", settings, video_out=data["video"], video_train=8, video_test=4)
     write_video_datasets(video)
-    # Few, small images: the detection branch is there to run, not to learn. In a local folder,
-    # not the bucket: eval-detection hands the val split's ground-truth URI to pycocotools,
-    # lvis and tidecv, which open local files only (an s3:// set fails there today).
+    # Few, small images: the detection branch is there to run, not to learn. Converted into the
+    # bucket like every other set (eval-detection scores a ground truth that is in S3).
     detection = tmp_path_factory.mktemp("detection-demo")
     spec = DetectionDemoSpec(image_size=64, max_items=3, item_sizes=(16, 24, 32))
     generate_detection_demo(
         detection / "source", images_per_split={"train": 8, "val": 4}, spec=spec
     )
-    data["lvis"] = str(detection / "lvis")
+    data["lvis"] = f"{s3_bucket}/lvis"
     layout = ["--layout", "lvis", "--source", str(detection / "source"), "--output", data["lvis"]]
     assert prepare_eval.main(layout) == 0
     return data

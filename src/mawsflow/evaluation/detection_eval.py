@@ -17,8 +17,11 @@ The metrics of one test set (what `mawsflow eval-detection` writes, prefixed by 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -28,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mawsflow import storage
 from mawsflow.data.detection import DetectionSplit
 from mawsflow.data.detection_shards import parse_sample
 from mawsflow.data.members import CORRUPT_SAMPLE_ERRORS, image_member
@@ -113,12 +117,32 @@ def score_detections(
 ) -> dict[str, float]:
     """Box and mask AP (COCO or LVIS rules by the split's format) and box TIDE errors of
     `results` on the split's ground truth: the module doc's keys."""
-    lvis = split.annotation_format == "lvis"
+    with _local_ground_truth(split.ground_truth) as ground_truth:
+        return _score(ground_truth, split.annotation_format == "lvis", results, tide=tide)
+
+
+@contextlib.contextmanager
+def _local_ground_truth(uri: str) -> Iterator[str]:
+    """A local path to the ground-truth JSON at `uri`: pycocotools, lvis and tidecv open local
+    files only, and a detection set usually lives in object storage (s3://), so that one is
+    copied to a temporary file for the scoring."""
+    if not storage.is_s3(uri):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="mawsflow-ground-truth-") as folder:
+        path = os.path.join(folder, "ground_truth.json")
+        storage.download_file(uri, path)
+        yield path
+
+
+def _score(
+    ground_truth: str, lvis: bool, results: Sequence[Mapping[str, Any]], *, tide: bool
+) -> dict[str, float]:
     metrics: dict[str, float] = {}
     skipped: Counter[str] = Counter()
     for iou_type in IOU_TYPES:
         evaluate = lvis_metrics if lvis else coco_metrics
-        found = evaluate(split.ground_truth, list(results), iou_type)
+        found = evaluate(ground_truth, list(results), iou_type)
         for name, value in found.metrics.items():
             if value is not None:
                 metrics[f"{_PREFIX[iou_type]}_{name.lower()}"] = 100.0 * value
@@ -127,7 +151,7 @@ def score_detections(
             skipped.update(found.skipped)
     if tide:
         breakdowns, _ = tide_errors(
-            split.ground_truth, list(results), "bbox", lvis=lvis, pos_thresholds=TIDE_THRESHOLDS
+            ground_truth, list(results), "bbox", lvis=lvis, pos_thresholds=TIDE_THRESHOLDS
         )
         for breakdown in breakdowns:
             at = f"tide_{breakdown.pos_threshold:g}"
