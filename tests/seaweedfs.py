@@ -136,10 +136,36 @@ class SeaweedFS:
         self._after_exit()
 
     def restart(self) -> None:
-        """Start again on the same ports and data directory (after `kill()` or `stop()`)."""
+        """Start again on the same ports and data directory (after `kill()` or `stop()`), and
+        return once the data from before is readable again."""
         if self.running:
             self.stop()
         self.start()
+        self._wait_until_data_readable()
+
+    def _wait_until_data_readable(self) -> None:
+        """The S3 gateway answers (list_buckets) before the volume server has registered its
+        volumes again; until then a GET of an object written before the restart answers
+        InternalError "please try again". Wait until one such GET succeeds."""
+        client = self.admin_client()
+        deadline = time.monotonic() + self.start_timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                for bucket in client.list_buckets().get("Buckets", []):
+                    listed = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1)
+                    for item in listed.get("Contents", []):
+                        client.get_object(Bucket=bucket["Name"], Key=item["Key"])["Body"].read()
+                        return
+                return  # nothing stored yet: nothing to wait for
+            except (BotoCoreError, ClientError) as error:
+                last_error = error
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"SeaweedFS at {self.endpoint} restarted but its data is not readable after "
+            f"{self.start_timeout_s:.0f} s (last error: {last_error}); log tail:\n"
+            f"{self.log_tail()}"
+        )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout_s` (it can hang)."""
