@@ -12,6 +12,8 @@ import io
 import multiprocessing
 import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -283,8 +285,27 @@ def test_file_uris_work_like_paths(tmp_path):
     assert storage.list_uris(base) == [uri]
 
 
+def test_pipeline_task_processes_do_not_import_torch():
+    """Every KFP task's own process imports storage and the task runtime: with webdataset
+    (hence torch, ~2 s) among their imports each of the demo's ~70 tasks paid it once more.
+    Shard readers still find webdataset's s3:// scheme routed through storage."""
+    code = (
+        "import sys, mawsflow.storage, mawsflow.orchestration.task_runtime, "
+        "mawsflow.orchestration.components\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'webdataset' not in sys.modules, 'webdataset imported'\n"
+        "import importlib, mawsflow.data.shards\n"
+        "schemes = importlib.import_module('webdataset.gopen').gopen_schemes\n"
+        "assert schemes['s3'] is mawsflow.storage._gopen_s3, schemes.get('s3')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_webdataset_reads_shards(storage_root):
-    storage.register_webdataset()  # already done at import; must stay harmless
+    import mawsflow.data.shards  # noqa: F401  (registers the s3:// scheme)
+
+    storage.register_webdataset()  # already done by mawsflow.data.shards; must stay harmless
     gopen = importlib.import_module("webdataset.gopen")
     assert gopen.gopen_schemes["s3"] is storage._gopen_s3
 

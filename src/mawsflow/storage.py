@@ -18,11 +18,13 @@ Every step reads and writes through this module, so the guarantees live here:
   which is what recovers a multipart upload whose server vanished and came back.
 - **Streaming reads.** `open_read` streams an object without downloading it first, and resumes
   with a ranged GET pinned to the object's ETag if the connection breaks mid-stream.
-- **webdataset.** Importing this module registers the `s3://` scheme with webdataset's URL
+- **webdataset.** `register_webdataset()` registers the `s3://` scheme with webdataset's URL
   opener, so `wds.WebDataset("s3://bucket/shards/train-{000000..000009}.tar")` streams through
-  `open_read` (and `wds.TarWriter("s3://…")` writes through the streaming writer). This costs
-  the webdataset import (which imports torch) once per process; `register_webdataset()` is
-  idempotent for code that wants to be explicit.
+  `open_read` (and `wds.TarWriter("s3://…")` writes through the streaming writer).
+  `mawsflow.data.shards`, which every shard reader imports, calls it. This module does not:
+  webdataset imports torch (~2 s), and every pipeline task's own process (the KFP component
+  that launches a training job, the summaries, the plans) imports storage and nothing else
+  that needs torch.
 
 Configuration comes from the standard AWS environment variables: `AWS_ENDPOINT_URL_S3` or
 `AWS_ENDPOINT_URL` (SeaweedFS, MinIO, …), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
@@ -1013,12 +1015,9 @@ def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> Bina
 
 
 def register_webdataset() -> None:
-    """Route webdataset's `s3://` URLs through this module. Idempotent; runs at import."""
+    """Route webdataset's `s3://` URLs through this module. Idempotent."""
     # `webdataset.gopen` is shadowed by the function of that name on the package, hence
     # import_module to reach the module and its dispatch table.
     schemes = importlib.import_module("webdataset.gopen").gopen_schemes
     with _registration_lock:
         schemes["s3"] = _gopen_s3
-
-
-register_webdataset()

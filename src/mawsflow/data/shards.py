@@ -35,6 +35,10 @@ from mawsflow import storage
 
 log = logging.getLogger(__name__)
 
+# webdataset is loaded here anyway; code that hands it `s3://` URLs itself (wds.WebDataset)
+# finds them routed through mawsflow.storage (whose import stays free of webdataset and torch).
+storage.register_webdataset()
+
 
 def shard_samples(uri: str) -> Iterator[dict[str, Any]]:
     """Every sample of one shard, in order: {"__key__", "__url__", <extension>: bytes, …}."""
