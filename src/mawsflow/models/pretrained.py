@@ -27,7 +27,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -38,15 +38,15 @@ from torch import nn
 from mawsflow import storage
 from mawsflow.errors import ConfigError, DataFormatError
 from mawsflow.models.artifacts import read_model_card, read_model_weights
-from mawsflow.models.lit import LiTModel
-from mawsflow.models.text_tower import (
-    CaptionTokenizer,
-    TextModelSource,
-    build_text_tower,
-    load_caption_tokenizer,
-)
 from mawsflow.models.vit import create_trunk
 from mawsflow.models.vpt import VPTClassifier
+
+if TYPE_CHECKING:
+    # The text tower imports transformers (~1.5 s of CPU per process): only LiT's loaders
+    # need it, and they import it when called, so finetuning, evaluation, low-shot and the
+    # linear probe (most of a pipeline's processes) start without it.
+    from mawsflow.models.lit import LiTModel
+    from mawsflow.models.text_tower import CaptionTokenizer, TextModelSource
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,13 @@ def load_text_encoder(encoder: nn.Module, source: TextModelSource) -> None:
 
 def load_lit_model(uri: str) -> tuple[LiTModel, CaptionTokenizer, dict[str, Any]]:
     """A trained LiT model, its tokenizer and model card, rebuilt from a `lit` output alone."""
+    from mawsflow.models.lit import LiTModel
+    from mawsflow.models.text_tower import (
+        TextModelSource,
+        build_text_tower,
+        load_caption_tokenizer,
+    )
+
     card = read_card_of(uri, ("lit",), "a LiT model")
     prefix = storage.join(uri, card["text_files"]) + "/"
     files = storage.list_uris(prefix)
