@@ -327,6 +327,33 @@ def test_pytorchjob_spec_runs_the_step_image_and_reads_s3_through_the_secret(tmp
     assert manifest["metadata"]["name"] == again.job_name
 
 
+TRAINING_COMPONENTS = ("mae", "wsp", "lit", "finetune", "finetune_video", "finetune_detection")
+
+
+def test_launch_settings_are_what_every_training_component_takes_and_a_launch_needs():
+    given = {
+        "backend": "pytorchjob", "nodes": 2, "gpus_per_node": 8, "shm_size": "64Gi",
+        "node_selector": {"pool": "gpu"}, "tolerations": [{"key": "gpu"}],
+    }  # fmt: skip
+    # The pipeline's side: the parameters by name, no image (each task gets its step's own).
+    settings = task_runtime.launch_settings(**given)
+    assert settings == given
+    # Every training component takes each as a parameter (and its job's image as job_image).
+    for name in TRAINING_COMPONENTS:
+        inputs = getattr(components, name).component_spec.inputs
+        assert {*settings, "job_image"} <= set(inputs), name
+    # The component's side: with the image, exactly what a TrainingLaunch needs but its job name.
+    launch = task_runtime.TrainingLaunch(
+        execution="s3://a/model",
+        task="wsp",
+        **task_runtime.launch_settings(**given, image="ghcr.io/mawsflow/mawsflow-wsp:0.1.0"),
+    )
+    assert (launch.nodes, launch.gpus_per_node, launch.shm_size) == (2, 8, "64Gi")
+    assert launch.image == "ghcr.io/mawsflow/mawsflow-wsp:0.1.0"
+    with pytest.raises(TypeError):  # every launch parameter must be passed
+        task_runtime.launch_settings(backend="local")
+
+
 def test_local_spec_runs_this_interpreter_on_one_machine(tmp_path):
     data = _launch("local").spec("mae", ["--preset", "tiny"], {})
     path = tmp_path / "launch.yaml"

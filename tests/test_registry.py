@@ -17,6 +17,7 @@ from mawsflow.registry import (
     RegistryError,
     decide,
     new_id,
+    record_at,
 )
 from mawsflow.steps import registry as registry_step
 
@@ -54,6 +55,25 @@ def test_records_are_written_once_and_read_back(registry):
     # Human-readable: the record is plain JSON under models/.
     raw = storage.read_json(storage.join(registry.root, "models", "a.json"))
     assert raw["format"] == "mawsflow.registry.model/1" and raw["uri"].endswith("/wsp/model")
+
+
+def test_a_listing_answers_lookups_without_reading_the_registry_again(registry, monkeypatch):
+    registry.register(record("a", 80.0))
+    registry.register(record("b", 81.0))
+    registry.promote("b")
+    records = registry.list()
+    assert record_at(records, "s3://runs/b/wsp/model/").id == "b"  # a trailing slash is alike
+    assert record_at(records, "s3://runs/c/wsp/model") is None
+    assert registry.find_uri("s3://runs/a/wsp/model") == record_at(records, "s3://runs/a/wsp/model")
+    # Production from the listing: no record is read (only the pointer is).
+    read_json = storage.read_json
+    reads = []
+    monkeypatch.setattr(storage, "read_json", lambda uri: reads.append(uri) or read_json(uri))
+    assert registry.production(records) == records[1]
+    assert reads == [storage.join(registry.root, "production.json")]
+    # A listing without it (taken before it was registered): read from the registry.
+    assert registry.production(records[:1]) == records[1]
+    assert reads[-1] == storage.join(registry.root, "models", "b.json")
 
 
 def test_promote_and_rollback_move_one_pointer_and_leave_events(registry):

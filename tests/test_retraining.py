@@ -212,6 +212,35 @@ def test_a_rerun_of_the_same_output_keeps_its_record_and_decision(root):
     assert registry.pointer().revision == 1
 
 
+def test_the_gate_lists_the_registry_once_and_reads_each_record_once(root, monkeypatch):
+    add_shard(root, "2026-11-22")
+    promotion_gate.run(candidate_run(root, "1", [60.0, 20.0, 30.0, 70.0]))
+    add_shard(root, "2026-11-29")
+    config = candidate_run(root, "2", [63.0, 10.0, 10.0, 69.8])
+    models = f"{root}/registry/models/"
+    listings, reads = [], []
+    list_uris, read_json = storage.list_uris, storage.read_json
+
+    def listing(prefix, *args, **kwargs):
+        listings.extend([prefix] if prefix.startswith(models) else [])
+        return list_uris(prefix, *args, **kwargs)
+
+    def reading(uri, *args, **kwargs):
+        reads.extend([uri] if uri.startswith(models) else [])
+        return read_json(uri, *args, **kwargs)
+
+    registered = list_uris(models, suffix=".json")  # run 1's MAE encoder and model
+    monkeypatch.setattr(storage, "list_uris", listing)
+    monkeypatch.setattr(storage, "read_json", reading)
+    decided = promotion_gate.run(config)
+    assert decided["promoted"] and decided["production_before"] is not None
+    # One listing: the rerun lookups and the production record all come from it, so each
+    # record there is read once (the new one is read back by the promotion's own checks).
+    assert listings == [models]
+    assert len(registered) == 2
+    assert sorted(uri for uri in reads if uri in registered) == sorted(registered)
+
+
 def test_models_scored_on_other_data_are_not_compared(root):
     add_shard(root, "2026-11-22")
     promotion_gate.run(candidate_run(root, "1", [60.0, 20.0, 30.0, 70.0]))

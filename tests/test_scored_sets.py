@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.results import read_result
 from mawsflow.evaluation.scored_sets import on_test_sets, score_test_sets, write_test_set_result
-from mawsflow.steps import eval_video, evaluate
+from mawsflow.steps import eval_detection, eval_video, evaluate
 
 K400 = NamedTestSet("K400", "/data/k400", None)
 SSV2 = NamedTestSet("SSv2", "/data/ssv2", "val")
+SSV2_UNNAMED = NamedTestSet("ssv2", "/data/ssv2", None)
 
 
 def _write_card(folder, card):
@@ -85,9 +88,42 @@ def test_a_given_row_dataset_and_extra_metrics_are_kept(tmp_path):
     assert result.metrics == {"k400_top1": 50.0, "train_loss": 1.5}
 
 
-def test_both_eval_steps_write_their_result_through_it():
-    # The steps hold no copy of the result writing (the `duplicates` pair they were).
-    for step in (evaluate, eval_video):
+def test_the_eval_steps_write_their_result_through_it():
+    # The steps hold no copy of the result writing (the `duplicates` pairs they were).
+    for step in (evaluate, eval_video, eval_detection):
         assert step.write_test_set_result is write_test_set_result
         assert step.score_test_sets is score_test_sets
         assert not hasattr(step, "flat_metrics") and not hasattr(step, "write_result")
+
+
+def test_a_step_picks_its_own_report_cells(tmp_path):
+    # Detection's cells are each set's box and mask AP, not a top-1 it does not have.
+    lvis = NamedTestSet("LVIS", "/data/lvis", None)
+    result = write_test_set_result(
+        str(tmp_path / "det"),
+        [(lvis, {"box_ap": 40.0, "mask_ap": 35.0, "images": 4.0})],
+        step="eval-detection",
+        evaluation="detection on LVIS",
+        model=str(tmp_path / "det"),
+        pretraining="MAE",
+        cells=eval_detection.table_cells,
+    )
+    assert read_result(str(tmp_path / "det")) == result
+    assert result.table == {"LVIS APbox": 40.0, "LVIS APmask": 35.0}
+    assert result.metrics == {"lvis_box_ap": 40.0, "lvis_mask_ap": 35.0, "lvis_images": 4.0}
+
+
+def test_the_eval_steps_share_their_common_options(capsys):
+    argv = [
+        "--model", "m", "--output", "o", "--test-set", "K400=/data/k400:val",
+        "--test-set", "/data/ssv2", "--name", "n", "--pretraining", "MAE",
+        "--num-workers", "0", "--device", "cpu",
+    ]  # fmt: skip
+    for step in (evaluate, eval_video, eval_detection):
+        args = step.build_parser().parse_args(argv)
+        assert args.test_sets == [NamedTestSet("K400", "/data/k400", "val"), SSV2_UNNAMED]
+        assert (args.model, args.output, args.name, args.pretraining) == ("m", "o", "n", "MAE")
+        assert (args.num_workers, args.device) == (0, "cpu")
+        with pytest.raises(SystemExit):  # a malformed test set is refused by name
+            step.build_parser().parse_args([*argv, "--test-set", "X=:val"])
+        assert "test set 'X=:val': expected [NAME=]URI[:SPLIT]" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from mawsflow.engine.task import TrainTask
 from mawsflow.engine.trainer import TrainConfig, train
 from mawsflow.errors import ConfigError
 from mawsflow.evaluation.classify import NamedTestSet
+from mawsflow.evaluation.eval_cli import parse_test_set
 from mawsflow.evaluation.features import eval_device
 from mawsflow.evaluation.finetune import (
     ClassificationLoss,
@@ -190,13 +191,6 @@ def write_test_results(
     )
 
 
-def _test_set(value: str) -> NamedTestSet:
-    try:
-        return NamedTestSet.parse(value)
-    except ValueError as exc:  # argparse would replace the message with a generic one
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_evaluation_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """A finetuning step's `--test-set` (repeatable; `what` the datasets it takes) and
     `--pretraining`."""
@@ -205,7 +199,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, what: str) -> None
         dest="test_sets",
         action="append",
         default=[],
-        type=_test_set,
+        type=parse_test_set,
         metavar="[NAME=]URI[:SPLIT]",
         help=f"evaluate the finetuned model on this {what} (repeatable)",
     )

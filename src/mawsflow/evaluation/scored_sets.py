@@ -1,9 +1,11 @@
 """One model scored on named test sets, and the evaluation result that says so.
 
-`mawsflow eval`, `mawsflow eval-video` and the finetuning steps' final evaluation all score a
-model on each `--test-set` in turn and hand the report one result: every set's metrics
-(`<set>_top1`, `<set>_top5`, …), each set's report cell (its top-1, and its ReaL top-1 where it
-has one) and the datasets it was scored on. They differ only in how a set is scored.
+`mawsflow eval`, `mawsflow eval-video`, `mawsflow eval-detection` and the finetuning steps'
+final evaluation all score a model on each `--test-set` in turn and hand the report one result:
+every set's metrics (`<set>_top1`, `<set>_top5`, …, or `<set>_box_ap`, …), each set's report
+cells (by default its top-1, and its ReaL top-1 where it has one; detection's are its box and
+mask AP) and the datasets it was scored on. They differ only in how a set is scored and which
+of its metrics the report's cells are.
 """
 
 from __future__ import annotations
@@ -53,16 +55,18 @@ def write_test_set_result(
     pretraining: str | None = None,
     dataset: str | None = None,
     extra_metrics: Mapping[str, float] | None = None,
+    cells: Callable[[SetScores], dict[str, float]] = table_cells,
 ) -> EvalResult:
     """Write `<output>/metrics.json` for `model` scored on the test sets in `scores`, and return
     it. `pretraining` (the report row) defaults to the model's lineage; `dataset` to the test
-    sets' URIs; `extra_metrics` join the test sets' (a finetune's training loss, say)."""
+    sets' URIs; `extra_metrics` join the test sets' (a finetune's training loss, say). `cells`
+    picks the report's cells from the scores (default: each set's top-1 and ReaL top-1)."""
     result = EvalResult(
         step=step,
         evaluation=evaluation,
         pretraining=pretraining or model_lineage(model),
         metrics={**flat_metrics(scores), **(extra_metrics or {})},
-        table=table_cells(scores),
+        table=cells(scores),
         model=model,
         dataset=" ".join(t.dataset for t, _ in scores) if dataset is None else dataset,
     )

@@ -425,10 +425,10 @@ def mae(
         "schedule.samples_per_epoch": samples_per_epoch,
         "data.train": dataset_location(dataset.uri),
     }
-    launch = {
-        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
-        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
-    }  # fmt: skip
+    launch = rt.launch_settings(
+        backend=backend, image=job_image, nodes=nodes, gpus_per_node=gpus_per_node,
+        shm_size=shm_size, node_selector=node_selector, tolerations=tolerations,
+    )  # fmt: skip
     rt.train("mae", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
@@ -477,10 +477,10 @@ def wsp(
         settings |= {"init": "wsp", "init_checkpoint": init_model}
         if continue_samples > 0:
             settings |= {"schedule.epochs": 1, "schedule.samples_per_epoch": continue_samples}
-    launch = {
-        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
-        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
-    }  # fmt: skip
+    launch = rt.launch_settings(
+        backend=backend, image=job_image, nodes=nodes, gpus_per_node=gpus_per_node,
+        shm_size=shm_size, node_selector=node_selector, tolerations=tolerations,
+    )  # fmt: skip
     rt.train("wsp", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
@@ -542,10 +542,10 @@ def lit(
         "data.train": dataset_location(dataset.uri),
         "image_checkpoint": model_folder(image_model.uri),
     }
-    launch = {
-        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
-        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
-    }  # fmt: skip
+    launch = rt.launch_settings(
+        backend=backend, image=job_image, nodes=nodes, gpus_per_node=gpus_per_node,
+        shm_size=shm_size, node_selector=node_selector, tolerations=tolerations,
+    )  # fmt: skip
     rt.train("lit", model, metrics, preset=preset, settings=settings, launch=launch)
 
 
@@ -586,10 +586,10 @@ def finetune(
         "data.train": dataset_location(eval_dataset.uri),
         "runtime.seed": seed,
     }
-    launch = {
-        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
-        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
-    }  # fmt: skip
+    launch = rt.launch_settings(
+        backend=backend, image=job_image, nodes=nodes, gpus_per_node=gpus_per_node,
+        shm_size=shm_size, node_selector=node_selector, tolerations=tolerations,
+    )  # fmt: skip
     # The recipe follows the trunk's lineage: Table 14 for MAE, Table 15 for (MAE→)WSP.
     rt.train(
         "finetune", model, metrics, preset=preset, settings=settings, launch=launch, recipe="auto"
@@ -634,10 +634,10 @@ def finetune_video(
         "init_checkpoint": model_folder(pretrained.uri),
         "data.train": dataset_location(video_dataset.uri),
     }
-    launch = {
-        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
-        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
-    }  # fmt: skip
+    launch = rt.launch_settings(
+        backend=backend, image=job_image, nodes=nodes, gpus_per_node=gpus_per_node,
+        shm_size=shm_size, node_selector=node_selector, tolerations=tolerations,
+    )  # fmt: skip
     rt.train(
         "finetune-video", model, metrics,
         preset=preset, settings=settings, launch=launch, variant=variant,
@@ -682,10 +682,10 @@ def finetune_detection(
         "init_checkpoint": model_folder(pretrained.uri),
         "data.train": dataset_location(detection_dataset.uri),
     }
-    launch = {
-        "backend": backend, "image": job_image, "nodes": nodes, "gpus_per_node": gpus_per_node,
-        "shm_size": shm_size, "node_selector": node_selector, "tolerations": tolerations,
-    }  # fmt: skip
+    launch = rt.launch_settings(
+        backend=backend, image=job_image, nodes=nodes, gpus_per_node=gpus_per_node,
+        shm_size=shm_size, node_selector=node_selector, tolerations=tolerations,
+    )  # fmt: skip
     rt.train(
         "finetune-detection", model, metrics,
         preset=preset, settings=settings, launch=launch, recipe=f"detection-{variant}",

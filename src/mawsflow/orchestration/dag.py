@@ -81,6 +81,7 @@ from mawsflow.dataset.vocab import DEFAULT_MIN_COUNT, PAPER_VOCABULARY_SIZE
 from mawsflow.errors import ConfigError
 from mawsflow.orchestration import components as c
 from mawsflow.orchestration.images import read_images
+from mawsflow.orchestration.task_runtime import launch_settings
 
 PIPELINE_NAME = "maws"
 # What the object-store ConfigMap of the chart (charts/mawsflow) publishes, all of which the
@@ -386,14 +387,10 @@ def transfer_evaluations_pipeline(place: Callable[..., _Placement]) -> GraphComp
             node_selector=node_selector,
             tolerations=tolerations,
         )
-        launch = {
-            "backend": backend,
-            "nodes": nodes,
-            "gpus_per_node": gpus_per_node,
-            "shm_size": shm_size,
-            "node_selector": node_selector,
-            "tolerations": tolerations,
-        }
+        launch = launch_settings(
+            backend=backend, nodes=nodes, gpus_per_node=gpus_per_node, shm_size=shm_size,
+            node_selector=node_selector, tolerations=tolerations,
+        )  # fmt: skip
         lit = _train(
             configure,
             c.lit,
@@ -600,14 +597,10 @@ def branch_transfer_pipeline(branch: Branch, place: Callable[..., _Placement]) -
             node_selector=node_selector,
             tolerations=tolerations,
         )
-        launch = {
-            "backend": backend,
-            "nodes": nodes,
-            "gpus_per_node": gpus_per_node,
-            "shm_size": shm_size,
-            "node_selector": node_selector,
-            "tolerations": tolerations,
-        }
+        launch = launch_settings(
+            backend=backend, nodes=nodes, gpus_per_node=gpus_per_node, shm_size=shm_size,
+            node_selector=node_selector, tolerations=tolerations,
+        )  # fmt: skip
         finetuned = _train(
             configure,
             branch.finetune,
@@ -850,14 +843,10 @@ def maws_pipeline(
                 ).outputs
                 corpus, dataset_folder = inputs["corpus"], inputs["dataset"]
                 mae_source = inputs["mae_checkpoint"]
-            launch = {
-                "backend": backend,
-                "nodes": nodes,
-                "gpus_per_node": gpus_per_node,
-                "shm_size": shm_size,
-                "node_selector": node_selector,
-                "tolerations": tolerations,
-            }
+            launch = launch_settings(
+                backend=backend, nodes=nodes, gpus_per_node=gpus_per_node, shm_size=shm_size,
+                node_selector=node_selector, tolerations=tolerations,
+            )  # fmt: skip
 
             pretraining = build_dataset(
                 raw_corpus=corpus,

@@ -49,6 +49,7 @@ from mawsflow.orchestration.dag import (
     transfer_evaluations_pipeline,
 )
 from mawsflow.orchestration.images import read_images
+from mawsflow.orchestration.task_runtime import launch_settings
 
 SWEEPS = ("model-size", "epochs")
 # Fig. 3's models (Table 1); at tiny scale a test gives CPU-sized stand-ins (vit_tiny_p4, …).
@@ -111,14 +112,10 @@ def sweep_cell_pipeline(
         names = {"s3_secret": s3_secret, "object_store_config": object_store_config}
         configure = place(**names)
         images = configure(c.step_images(references=references, image_tag=image_tag)).outputs
-        launch = {
-            "backend": backend,
-            "nodes": nodes,
-            "gpus_per_node": gpus_per_node,
-            "shm_size": shm_size,
-            "node_selector": node_selector,
-            "tolerations": tolerations,
-        }
+        launch = launch_settings(
+            backend=backend, nodes=nodes, gpus_per_node=gpus_per_node, shm_size=shm_size,
+            node_selector=node_selector, tolerations=tolerations,
+        )  # fmt: skip
         lengths = {"preset": preset, "arch": arch, "samples_per_epoch": samples_per_epoch}
 
         def train_wsp(name: str, **init: Any) -> Any:

@@ -139,6 +139,32 @@ class TrainingLaunch:
         return spec
 
 
+def launch_settings(
+    *,
+    backend: Any,
+    nodes: Any,
+    gpus_per_node: Any,
+    shm_size: Any,
+    node_selector: Any,
+    tolerations: Any,
+    image: Any = None,
+) -> dict[str, Any]:
+    """The pipeline's launch parameters as one mapping, by their parameter names: what the
+    pipeline hands its sub-pipelines and training tasks as keywords (the values are then
+    pipeline channels, and each task gets its step's image on its own), and what a training
+    component hands `train` (with `image`, the job's). Keyword-only and all required, so that
+    a launch parameter added here is one every caller must pass."""
+    settings = {
+        "backend": backend,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "shm_size": shm_size,
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+    }
+    return settings if image is None else {**settings, "image": image}
+
+
 def launch_training(
     step: str, argv: Sequence[str], launch: TrainingLaunch, env: Mapping[str, str] | None = None
 ) -> None:

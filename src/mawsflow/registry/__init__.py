@@ -1,7 +1,14 @@
 """The model registry in object storage (store) and the promotion gate (gate)."""
 
 from mawsflow.registry.gate import GateDecision, GateRules, decide
-from mawsflow.registry.store import ModelRecord, Pointer, Registry, RegistryError, new_id
+from mawsflow.registry.store import (
+    ModelRecord,
+    Pointer,
+    Registry,
+    RegistryError,
+    new_id,
+    record_at,
+)
 
 __all__ = [
     "GateDecision",
@@ -12,4 +19,5 @@ __all__ = [
     "RegistryError",
     "decide",
     "new_id",
+    "record_at",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -77,6 +77,12 @@ class Pointer:
     previous: tuple[str, ...] = ()
 
 
+def record_at(records: Iterable[ModelRecord], uri: str) -> ModelRecord | None:
+    """The record among `records` (a listing, `Registry.list()`) of the model at `uri`, if any.
+    For a caller that looks up several models: it lists the registry once, not once a model."""
+    return next((r for r in records if r.uri.rstrip("/") == uri.rstrip("/")), None)
+
+
 def new_id(uri: str, now: datetime.datetime | None = None) -> str:
     """`<UTC time>-<8 hex of the URI>`: sorts by registration time, readable, unique per URI."""
     now = now or datetime.datetime.now(datetime.UTC)
@@ -125,10 +131,7 @@ class Registry:
     def find_uri(self, uri: str) -> ModelRecord | None:
         """The record of the model at `uri`, if one was registered (a rerun served from the
         cache registers the same output again: it gets the record it had)."""
-        for record in self.list():
-            if record.uri.rstrip("/") == uri.rstrip("/"):
-                return record
-        return None
+        return record_at(self.list(), uri)
 
     def latest(self, role: str = "model") -> ModelRecord | None:
         """The newest record of `role` (ids sort by registration time)."""
@@ -150,9 +153,14 @@ class Registry:
             raise RegistryError(f"{self._pointer_uri}: not a production pointer")
         return Pointer(data["model"], int(data["revision"]), tuple(data.get("previous", ())))
 
-    def production(self) -> ModelRecord | None:
+    def production(self, records: Iterable[ModelRecord] = ()) -> ModelRecord | None:
+        """The production model's record: from `records` (a listing read before) when it is
+        there, else read from the registry."""
         pointer = self.pointer()
-        return self.get(pointer.model) if pointer else None
+        if pointer is None:
+            return None
+        listed = next((r for r in records if r.id == pointer.model), None)
+        return listed or self.get(pointer.model)
 
     def promote(self, model_id: str, reason: str = "") -> Pointer:
         """Make `model_id` production; the model in production before is kept for rollback."""

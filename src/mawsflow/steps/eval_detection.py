@@ -20,10 +20,12 @@ from collections.abc import Sequence
 
 from mawsflow.data.detection import open_detection_split
 from mawsflow.engine.distributed import init_distributed, shutdown
-from mawsflow.evaluation.classify import NamedTestSet, flat_metrics
+from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.evaluation.detection_eval import evaluate_detector
+from mawsflow.evaluation.eval_cli import model_eval_parser
 from mawsflow.evaluation.features import eval_device
-from mawsflow.evaluation.results import EvalResult, model_lineage, write_result
+from mawsflow.evaluation.results import EvalResult
+from mawsflow.evaluation.scored_sets import on_test_sets, score_test_sets, write_test_set_result
 from mawsflow.log import setup_logging
 from mawsflow.models.vitdet import load_detector
 
@@ -61,53 +63,40 @@ def run(
         model, card = load_detector(model_uri)
         dev = eval_device(device)
         model.to(dev)
-        results = []
-        for test_set in test_sets:
-            split = open_detection_split(test_set.dataset, test_set.split or "val")
-            metrics = evaluate_detector(
+        scores = score_test_sets(
+            test_sets,
+            lambda test_set: evaluate_detector(
                 model,
                 card,
-                split,
+                open_detection_split(test_set.dataset, test_set.split or "val"),
                 device=dev,
                 batch_size=batch_size,
                 num_workers=num_workers,
                 tide=tide,
-            )
-            log.info("evaluated", extra={"test_set": test_set.name, **metrics})
-            results.append((test_set, metrics))
-        names = ", ".join(t.name for t in test_sets)
-        result = EvalResult(
-            step="eval-detection",
-            evaluation=name or f"detection on {names}",
-            pretraining=pretraining or model_lineage(model_uri),
-            metrics=flat_metrics(results),
-            table=table_cells(results),
-            model=model_uri,
-            dataset=" ".join(t.dataset for t in test_sets),
+            ),
         )
-        write_result(output, result)
-        return result
+        return write_test_set_result(
+            output,
+            scores,
+            step="eval-detection",
+            evaluation=name or on_test_sets("detection", scores),
+            model=model_uri,
+            pretraining=pretraining,
+            cells=table_cells,
+        )
     finally:
         shutdown()
 
 
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mawsflow eval-detection",
-        description=(
-            "Score a detector (mawsflow finetune-detection's output) on detection datasets "
-            "(mawsflow prepare-eval --layout coco|lvis): box and mask AP by COCOeval or "
-            "LVISEval (federated rules, APr/APc/APf), and TIDE's error breakdown at IoU 0.5 "
-            "and 0.75. Invalid predictions and undecodable images are skipped and counted."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = model_eval_parser(
+        "eval-detection",
+        "Score a detector (mawsflow finetune-detection's output) on detection datasets "
+        "(mawsflow prepare-eval --layout coco|lvis): box and mask AP by COCOeval or "
+        "LVISEval (federated rules, APr/APc/APf), and TIDE's error breakdown at IoU 0.5 "
+        "and 0.75. Invalid predictions and undecodable images are skipped and counted.",
+        model_help="mawsflow finetune-detection's output",
+        test_set_help="a detection dataset to score, e.g. LVIS=URI; the split defaults to val",
         epilog=(
             "example:\n"
             "  mawsflow eval-detection --model s3://runs/r1/detection-lvis "
@@ -117,40 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
             "AP in points (0-100)."
         ),
     )
-    parser.add_argument("--model", required=True, help="mawsflow finetune-detection's output")
-    parser.add_argument("--output", required=True, help="where metrics.json is written")
-    parser.add_argument(
-        "--test-set",
-        dest="test_sets",
-        action="append",
-        required=True,
-        metavar="[NAME=]URI[:SPLIT]",
-        help="a detection dataset to score (repeatable); NAME is the report's column, e.g. LVIS",
-    )
-    parser.add_argument("--name", help="the evaluation's name in the report")
-    parser.add_argument(
-        "--pretraining", help="the report row (MAE, WSP, MAE→WSP); default: the model's lineage"
-    )
-    parser.add_argument(
-        "--num-workers", type=_non_negative, default=2, help="image decoding processes"
-    )
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     parser.add_argument("--no-tide", dest="tide", action="store_false", help="skip TIDE")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        test_sets = tuple(NamedTestSet.parse(t) for t in args.test_sets)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = build_parser().parse_args(argv)
     setup_logging()
     run(
         args.model,
-        test_sets,
+        tuple(args.test_sets),
         args.output,
         name=args.name,
         pretraining=args.pretraining,

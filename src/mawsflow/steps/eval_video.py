@@ -21,6 +21,7 @@ from typing import Literal
 
 from mawsflow.engine.distributed import init_distributed, shutdown
 from mawsflow.evaluation.classify import NamedTestSet
+from mawsflow.evaluation.eval_cli import model_eval_parser
 from mawsflow.evaluation.results import EvalResult
 from mawsflow.evaluation.scored_sets import on_test_sets, score_test_sets, write_test_set_result
 from mawsflow.evaluation.video_classify import (
@@ -97,14 +98,14 @@ def _positive(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mawsflow eval-video",
-        description=(
-            "Score a finetuned video classifier (mawsflow finetune-video's output) with the "
-            "multi-view test protocol: temporal clips × spatial crops per video, logits "
-            "averaged; corrupt, empty and too-short videos skipped and counted."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = model_eval_parser(
+        "eval-video",
+        "Score a finetuned video classifier (mawsflow finetune-video's output) with the "
+        "multi-view test protocol: temporal clips × spatial crops per video, logits "
+        "averaged; corrupt, empty and too-short videos skipped and counted.",
+        model_help="mawsflow finetune-video's output",
+        test_set_help="a video dataset to score, e.g. K400=URI; the split defaults to test, "
+        "else val",
         epilog=(
             "example:\n"
             "  mawsflow eval-video --model s3://runs/k400-finetune "
@@ -112,20 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
             "The test views default to the model's recipe (video.test_clips × "
             "video.test_crops)."
         ),
-    )
-    parser.add_argument("--model", required=True, help="mawsflow finetune-video's output")
-    parser.add_argument("--output", required=True, help="where metrics.json is written")
-    parser.add_argument(
-        "--test-set",
-        dest="test_sets",
-        action="append",
-        required=True,
-        metavar="[NAME=]URI[:SPLIT]",
-        help="a video dataset to score (repeatable); the split defaults to test, else val",
-    )
-    parser.add_argument("--name", help="the evaluation's name in the report")
-    parser.add_argument(
-        "--pretraining", help="the report row (MAE, WSP, MAE→WSP); default: the model's lineage"
     )
     parser.add_argument("--test-clips", type=_positive, help="temporal views per video")
     parser.add_argument("--test-crops", type=_positive, help="spatial views per clip")
@@ -135,24 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="views in one forward pass: lower it if a video's views do not fit in memory",
     )
-    parser.add_argument("--num-workers", type=int, default=2, help="decoding processes")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        test_sets = tuple(NamedTestSet.parse(t) for t in args.test_sets)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = build_parser().parse_args(argv)
     setup_logging()
     run(
         EvalVideoConfig(
             model=args.model,
             output=args.output,
-            test_sets=test_sets,
+            test_sets=tuple(args.test_sets),
             name=args.name,
             pretraining=args.pretraining,
             test_clips=args.test_clips,

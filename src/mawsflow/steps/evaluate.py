@@ -8,6 +8,7 @@ split across ranks. Writes `<output>/metrics.json`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,25 +69,17 @@ def run(config: EvaluateConfig) -> EvalResult | None:
         shutdown()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = eval_parser(
+def build_parser() -> argparse.ArgumentParser:
+    return eval_parser(
         "eval",
         "Evaluate a finetuned classifier on test sets (top-1/top-5, ReaL, label subsets).",
         model_help="the finetune step's output",
+        test_set_help="a test set; the split defaults to test, else val",
     )
-    parser.add_argument(
-        "--test-set",
-        dest="test_sets",
-        action="append",
-        required=True,
-        metavar="[NAME=]URI[:SPLIT]",
-        help="a test set (repeatable); the split defaults to test, else val",
-    )
-    args = parser.parse_args(argv)
-    try:
-        test_sets = tuple(NamedTestSet.parse(t) for t in args.test_sets)
-    except ValueError as exc:
-        parser.error(str(exc))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
-    run(EvaluateConfig(EvalOptions.from_args(args), test_sets))
+    run(EvaluateConfig(EvalOptions.from_args(args), tuple(args.test_sets)))
     return 0

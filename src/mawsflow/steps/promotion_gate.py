@@ -43,7 +43,15 @@ from mawsflow.errors import ConfigError
 from mawsflow.evaluation.report import ReportTable, build_table, read_results
 from mawsflow.evaluation.results import annotate_pretraining, model_lineage
 from mawsflow.log import setup_logging
-from mawsflow.registry import GateRules, ModelRecord, Registry, RegistryError, decide, new_id
+from mawsflow.registry import (
+    GateRules,
+    ModelRecord,
+    Registry,
+    RegistryError,
+    decide,
+    new_id,
+    record_at,
+)
 from mawsflow.registry.plan import RetrainPlan, read_plan
 
 log = logging.getLogger(__name__)
@@ -99,9 +107,14 @@ def _run_data(plan: RetrainPlan) -> dict[str, Any]:
     }
 
 
-def _register(registry: Registry, record: ModelRecord) -> ModelRecord:
-    """`record`, or the record already kept for its URI (a rerun of the same output)."""
-    return registry.find_uri(record.uri) or registry.register(record)
+def _register(registry: Registry, records: list[ModelRecord], record: ModelRecord) -> ModelRecord:
+    """`record`, or the record already kept for its URI (a rerun of the same output), looked
+    up in `records`, the registry's listing, which then holds it."""
+    kept = record_at(records, record.uri)
+    if kept is None:
+        kept = registry.register(record)
+        records.append(kept)
+    return kept
 
 
 def decision_metrics(promoted: bool, candidate: str) -> CollectorRegistry:
@@ -146,6 +159,8 @@ def run(config: PromotionGateConfig) -> dict[str, Any]:
     headline = resolve_headline(table.columns, config.eval_name, config.headline)
 
     data = _run_data(plan)
+    # The registry listed once: each record is a file, and the lookups below all need it.
+    records = registry.list()
     parents: dict[str, str] = {}
     if plan.mae_record:
         parents["mae"] = plan.mae_record
@@ -154,11 +169,12 @@ def run(config: PromotionGateConfig) -> dict[str, Any]:
             id=new_id(config.mae_model), uri=config.mae_model, metrics={}, data=data,
             images=dict(config.images), role="mae",
         )  # fmt: skip
-        parents["mae"] = _register(registry, mae).id
+        parents["mae"] = _register(registry, records, mae).id
     if plan.wsp_record:
         parents["wsp"] = plan.wsp_record
     candidate = _register(
         registry,
+        records,
         ModelRecord(
             id=new_id(config.model),
             uri=config.model,
@@ -171,7 +187,7 @@ def run(config: PromotionGateConfig) -> dict[str, Any]:
         ),
     )
     rules = GateRules(tuple(headline), config.max_drop, config.min_gain)
-    production = registry.production()
+    production = registry.production(records)
     if production is not None and production.id == candidate.id:
         promoted, reasons = True, ("already in production",)
         comparison = [(m, candidate.metrics.get(m), candidate.metrics.get(m)) for m in headline]
