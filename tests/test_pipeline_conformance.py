@@ -3,6 +3,7 @@ pipeline with the construct the Kubeflow Pipelines backend cannot run and accept
 form; the shipped pipelines pass; a pipeline built from the component YAML files alone passes;
 and the CLI writes nothing that fails."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -403,6 +404,55 @@ def test_the_shipped_variants_pass_on_every_supported_backend(options, tmp_path)
         assert check(spec, backend) == [], backend
     # No importer at all: the datasets and the transfer fan-out's models are task outputs.
     assert not any("importer" in e for e in spec["deploymentSpec"]["executors"].values())
+
+
+@pytest.fixture(scope="module")
+def retraining_spec(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("retrain") / "retrain.yaml"
+    assert command.main(["--retrain", "--compile", str(path)]) == 0
+    return pipeline_spec(str(path))
+
+
+def test_the_retraining_pipeline_passes_and_its_condition_is_guarded(retraining_spec):
+    """`--retrain` wraps the whole DAG in dsl.If(retrain-plan == "train"), with ParallelFors and
+    their dsl.Collected fan-ins inside: it passes every rule on every supported backend, and
+    the condition rules see its construct (breaking it the way a future edit could is caught)."""
+    retraining = copy.deepcopy(retraining_spec)
+    for backend in conformance.SUPPORTED_BACKENDS:
+        assert check(retraining, backend) == [], backend
+    root = retraining["root"]["dag"]["tasks"]
+    condition = root["condition-1"]
+    channel = "pipelinechannel--retrain-plan-Output"
+    assert condition["triggerPolicy"]["condition"] == (
+        f"inputs.parameter_values['{channel}'] == 'train'"
+    )
+    inside = retraining["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    loop = inside["for-loop-2"]  # the transfer fan-out, collected by the gate and the report
+    assert "parameterIterator" in loop
+    collectors = {
+        key
+        for key, task in inside.items()
+        for source in task.get("inputs", {}).get("artifacts", {}).values()
+        if source.get("taskOutputArtifact", {}).get("producerTask") == "for-loop-2"
+    }
+    assert {"promotion-gate", "report"} <= collectors
+
+    # The condition loses the input it reads: the driver could not evaluate it.
+    del condition["inputs"]["parameters"][channel]
+    assert rules_of(check(retraining)) == {"condition-input"}
+    condition["inputs"]["parameters"][channel] = {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "retrain-plan"}
+    }
+    assert check(retraining) == []  # restored
+
+    # A condition inside the transfer loop, on the way to what the gate collects.
+    body = retraining["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    evaluations = body["transfer-evaluations"]
+    name = next(iter(evaluations["inputs"]["parameters"]))
+    evaluations["triggerPolicy"] = {"condition": f"inputs.parameter_values['{name}'] != ''"}
+    found = check(retraining)
+    assert rules_of(found) == {"collected-conditional-output"}
+    assert {v.task for v in found} >= {"condition-1/promotion-gate", "condition-1/report"}
 
 
 @pytest.mark.parametrize(
