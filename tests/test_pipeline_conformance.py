@@ -445,6 +445,11 @@ def test_the_retraining_pipeline_passes_and_its_condition_is_guarded(retraining_
     }
     assert check(retraining) == []  # restored
 
+    # The deciding task served from the cache would replay an old decision over new data.
+    root["retrain-plan"]["cachingOptions"] = {"enableCache": True}
+    assert rules_of(check(retraining)) == {"cache-follows-data"}
+    root["retrain-plan"]["cachingOptions"] = {}
+
     # A condition inside the transfer loop, on the way to what the gate collects.
     body = retraining["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     evaluations = body["transfer-evaluations"]
