@@ -3,6 +3,7 @@ pipeline with the construct the Kubeflow Pipelines backend cannot run and accept
 form; the shipped pipelines pass; a pipeline built from the component YAML files alone passes;
 and the CLI writes nothing that fails."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,114 @@ def test_a_cached_task_reading_data_by_uri_needs_a_fingerprint(tmp_path):
     assert check(compiled(fixed_in_loop, tmp_path)) == []
 
 
+@dsl.component(base_image="python:3.11")
+def decide() -> str:
+    return "train"
+
+
+def test_a_condition_reads_only_the_inputs_of_its_task(tmp_path):
+    @dsl.pipeline(name="if-on-output")
+    def fixed():
+        plan = decide()
+        with dsl.If(plan.output == "train", name="data-changed"):
+            echo(value="trained")
+
+    spec = compiled(fixed, tmp_path)
+    assert check(spec) == []
+    # The SDK hands the decided value to the condition's task as an input of its own; the
+    # condition reads that input. Without it the driver's CEL evaluation has nothing to read.
+    task = spec["root"]["dag"]["tasks"]["condition-1"]
+    channel = "pipelinechannel--decide-Output"
+    assert f"inputs.parameter_values['{channel}']" in task["triggerPolicy"]["condition"]
+    del task["inputs"]["parameters"][channel]
+    found = check(spec)
+    assert rules_of(found) == {"condition-input"}
+    assert found[0].task == "condition-1" and channel in found[0].message
+
+
+def test_an_importer_must_not_carry_a_condition(tmp_path):
+    @dsl.pipeline(name="importer-in-if")
+    def fixed(uri: str):
+        plan = decide()
+        with dsl.If(plan.output == "train"):
+            imported = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+            use_dataset(data=imported.output)
+
+    spec = compiled(fixed, tmp_path)
+    assert check(spec) == []  # the condition sits on the sub-DAG around the importer
+    # A spec that puts the condition on the importer itself (another tool, a hand edit): the
+    # backend's compiler refuses the whole pipeline.
+    root = spec["root"]["dag"]["tasks"]
+    inner = spec["components"][root["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    inner["importer"]["triggerPolicy"] = {"condition": "inputs.parameter_values['uri'] != ''"}
+    inner["importer"]["inputs"]["parameters"]["uri"] = {"componentInputParameter": "uri"}
+    found = check(spec)
+    assert rules_of(found) == {"importer-condition"} and found[0].task == "condition-1/importer"
+
+
+def test_collecting_an_output_made_under_a_condition_in_a_loop_is_rejected(tmp_path):
+    @dsl.pipeline(name="collect-conditional-parameter")
+    def bad():
+        with dsl.ParallelFor(make_list().output) as item, dsl.If(item == "a"):
+            echoed = echo(value=item)
+        use_strings(values=dsl.Collected(echoed.output))
+
+    @dsl.pipeline(name="collect-conditional-artifact")
+    def bad_artifact():
+        with dsl.ParallelFor(make_list().output) as item, dsl.If(item == "a"):
+            made = make_dataset(name=item)
+        use_datasets(data=dsl.Collected(made.outputs["data"]))
+
+    @dsl.pipeline(name="condition-around-loop")
+    def fixed():
+        # The retraining pipeline's shape: the loop and its fan-in both inside the condition.
+        plan = decide()
+        with dsl.If(plan.output == "train"):
+            with dsl.ParallelFor(make_list().output) as item:
+                made = make_dataset(name=item)
+            use_datasets(data=dsl.Collected(made.outputs["data"]))
+
+    @dsl.pipeline(name="condition-in-loop-not-collected")
+    def fixed_uncollected():
+        with dsl.ParallelFor(make_list().output) as item, dsl.If(item == "a"):
+            echo(value=item)
+
+    for pipeline, consumer in ((bad, "use-strings"), (bad_artifact, "use-datasets")):
+        found = check(compiled(pipeline, tmp_path))
+        assert rules_of(found) == {"collected-conditional-output"}, pipeline.name
+        assert found[0].task == consumer and "condition-" in found[0].message
+    assert check(compiled(fixed, tmp_path)) == []
+    assert check(compiled(fixed_uncollected, tmp_path)) == []
+
+
+def test_a_oneof_of_artifacts_needs_backend_2_17(tmp_path):
+    @dsl.pipeline(name="oneof-artifacts")
+    def bad():
+        plan = decide()
+        with dsl.If(plan.output == "train"):
+            trained = make_dataset(name="trained")
+        with dsl.Else():
+            kept = make_dataset(name="kept")
+        use_dataset(data=dsl.OneOf(trained.outputs["data"], kept.outputs["data"]))
+
+    @dsl.pipeline(name="oneof-parameters")
+    def fixed():
+        plan = decide()
+        with dsl.If(plan.output == "train"):
+            trained = echo(value="trained")
+        with dsl.Else():
+            kept = echo(value="kept")
+        echo(value=dsl.OneOf(trained.output, kept.output))
+
+    spec = compiled(bad, tmp_path)
+    found = check(spec, "2.16.0")
+    assert rules_of(found) == {"oneof-artifact-output"} and found[0].task == "use-dataset"
+    assert check(spec, "2.17.0") == []
+    with pytest.raises(ConformanceError, match="oneof-artifact-output"):
+        require_conformance(spec)  # 2.16.0 is still supported
+    assert check(compiled(fixed, tmp_path), "2.16.0") == []
+
+
 def test_every_rule_has_a_test_here():
     tested = {
         "importer_uri_from_task_output",
@@ -257,6 +366,10 @@ def test_every_rule_has_a_test_here():
         "image_placeholder_input",
         "channel_in_constant",
         "cache_follows_data",
+        "condition_input",
+        "importer_condition",
+        "collected_conditional_output",
+        "oneof_artifact_output",
     }
     rules = {r.__name__ for r in conformance.RULES + conformance.VERSIONED_RULES}
     assert rules == tested
@@ -291,6 +404,60 @@ def test_the_shipped_variants_pass_on_every_supported_backend(options, tmp_path)
         assert check(spec, backend) == [], backend
     # No importer at all: the datasets and the transfer fan-out's models are task outputs.
     assert not any("importer" in e for e in spec["deploymentSpec"]["executors"].values())
+
+
+@pytest.fixture(scope="module")
+def retraining_spec(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("retrain") / "retrain.yaml"
+    assert command.main(["--retrain", "--compile", str(path)]) == 0
+    return pipeline_spec(str(path))
+
+
+def test_the_retraining_pipeline_passes_and_its_condition_is_guarded(retraining_spec):
+    """`--retrain` wraps the whole DAG in dsl.If(retrain-plan == "train"), with ParallelFors and
+    their dsl.Collected fan-ins inside: it passes every rule on every supported backend, and
+    the condition rules see its construct (breaking it the way a future edit could is caught)."""
+    retraining = copy.deepcopy(retraining_spec)
+    for backend in conformance.SUPPORTED_BACKENDS:
+        assert check(retraining, backend) == [], backend
+    root = retraining["root"]["dag"]["tasks"]
+    condition = root["condition-1"]
+    channel = "pipelinechannel--retrain-plan-Output"
+    assert condition["triggerPolicy"]["condition"] == (
+        f"inputs.parameter_values['{channel}'] == 'train'"
+    )
+    inside = retraining["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    loop = inside["for-loop-2"]  # the transfer fan-out, collected by the gate and the report
+    assert "parameterIterator" in loop
+    collectors = {
+        key
+        for key, task in inside.items()
+        for source in task.get("inputs", {}).get("artifacts", {}).values()
+        if source.get("taskOutputArtifact", {}).get("producerTask") == "for-loop-2"
+    }
+    assert {"promotion-gate", "report"} <= collectors
+
+    # The condition loses the input it reads: the driver could not evaluate it.
+    del condition["inputs"]["parameters"][channel]
+    assert rules_of(check(retraining)) == {"condition-input"}
+    condition["inputs"]["parameters"][channel] = {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "retrain-plan"}
+    }
+    assert check(retraining) == []  # restored
+
+    # The deciding task served from the cache would replay an old decision over new data.
+    root["retrain-plan"]["cachingOptions"] = {"enableCache": True}
+    assert rules_of(check(retraining)) == {"cache-follows-data"}
+    root["retrain-plan"]["cachingOptions"] = {}
+
+    # A condition inside the transfer loop, on the way to what the gate collects.
+    body = retraining["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    evaluations = body["transfer-evaluations"]
+    name = next(iter(evaluations["inputs"]["parameters"]))
+    evaluations["triggerPolicy"] = {"condition": f"inputs.parameter_values['{name}'] != ''"}
+    found = check(retraining)
+    assert rules_of(found) == {"collected-conditional-output"}
+    assert {v.task for v in found} >= {"condition-1/promotion-gate", "condition-1/report"}
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,23 @@ pipeline CLI runs it before it writes, uploads or schedules anything.
 
 The oldest backend the project supports is MIN_BACKEND: 2.15.0 loses the outputs of a named
 ParallelFor (`named-loop-outputs`), which kubeflow/pipelines#12808 fixed in 2.16.0.
+
+Conditions (`dsl.If`/`Elif`/`Else`): the SDK wraps a condition's tasks in a sub-DAG whose task
+carries `triggerPolicy.condition`, a CEL expression over that task's own resolved inputs. The
+driver evaluates it (driver/dag.go, `DAG`); when false the sub-DAG's execution is recorded
+CANCELED and Argo skips it (compiler/argocompiler/dag.go, `task`: `when: … != false`), so no
+task inside runs. A task outside that depends on it (`depends: <task>.Succeeded`, dag.go
+`depends`) is omitted, never run; the SDK already refuses such a dependency except through
+`dsl.OneOf`. Inside a true condition, outputs — `dsl.Collected` of a ParallelFor included — are
+resolved exactly as at the root: the condition's DAG is the consumers' parent DAG
+(driver/resolve.go, `resolveUpstreamArtifacts`/`resolveUpstreamParameters`, `getDAGTasks`). The
+rules `condition-input`, `importer-condition`, `collected-conditional-output` and
+`oneof-artifact-output` guard what can still go wrong.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +158,32 @@ class _Pipeline:
                 yield from self.artifact_producers(inner, selector.get("outputArtifactKey", ""))
             else:
                 yield inner
+
+    def output_path(self, dag_task: _Task, output_key: str, artifact: bool) -> Iterator[_Task]:
+        """Every task a DAG task's output passes through on its way up from the task that makes
+        it (inner DAGs and the maker), following the DAG's output selectors as the driver does
+        (driver/resolve.go, `GetProducerTask`)."""
+        outputs = self.components.get(dag_task.component, {}).get("dag", {}).get("outputs", {})
+        if artifact:
+            spec = outputs.get("artifacts", {}).get(output_key, {})
+            selectors = [
+                (s.get("producerSubtask", ""), s.get("outputArtifactKey", ""))
+                for s in spec.get("artifactSelectors", [])
+            ]
+        else:
+            spec = outputs.get("parameters", {}).get(output_key, {})
+            chosen = [spec["valueFromParameter"]] if "valueFromParameter" in spec else []
+            chosen += spec.get("valueFromOneof", {}).get("parameterSelectors", [])
+            selectors = [
+                (s.get("producerSubtask", ""), s.get("outputParameterKey", "")) for s in chosen
+            ]
+        for subtask, key in selectors:
+            inner = self.child(dag_task, subtask)
+            if inner is None:
+                continue
+            yield inner
+            if "dag" in self.components.get(inner.component, {}):
+                yield from self.output_path(inner, key, artifact)
 
     def parameter_origins(self, task: _Task, spec: Mapping[str, Any]) -> set[tuple[str, str]]:
         """Where a task's input parameter comes from, followed up through enclosing DAGs and
@@ -343,6 +382,133 @@ def cache_follows_data(p: _Pipeline) -> Iterator[Violation]:
             )
 
 
+def _condition(task: _Task) -> str:
+    return task.spec.get("triggerPolicy", {}).get("condition", "")
+
+
+# `inputs.parameter_values['name']` / `inputs.artifacts["name"]` in a CEL condition.
+_CONDITION_REFERENCE = re.compile(
+    r"inputs\.(parameter_values|artifacts)\[\s*(?:'([^']*)'|\"([^\"]*)\")\s*\]"
+)
+
+
+def condition_input(p: _Pipeline) -> Iterator[Violation]:
+    """A condition may read only the inputs of the task that carries it.
+
+    backend/src/v2/driver/dag.go, `DAG` (and driver/container.go, `Container`): the condition
+    is evaluated by backend/src/v2/expression/expression.go, `Condition`, as CEL over the
+    task's own ExecutorInput, which `resolveInputs` (driver/resolve.go) fills from the task's
+    `inputs` only. A `dsl.If` on an upstream output works because the SDK adds that output to
+    the condition task as the input `pipelinechannel--<task>-<output>`; a name the task lacks
+    is a CEL "no such key" evaluation error, and the driver fails."""
+    for task in p.tasks:
+        condition = _condition(task)
+        if not condition:
+            continue
+        inputs = task.spec.get("inputs", {})
+        for kind, single, double in _CONDITION_REFERENCE.findall(condition):
+            name = single or double
+            section = "parameters" if kind == "parameter_values" else "artifacts"
+            if name not in inputs.get(section, {}):
+                yield Violation(
+                    "condition-input",
+                    task.path,
+                    f"the condition reads input {name!r}, which the task does not have: "
+                    "the driver cannot evaluate it",
+                )
+
+
+def importer_condition(p: _Pipeline) -> Iterator[Violation]:
+    """An importer must not carry a condition itself.
+
+    backend/src/v2/compiler/argocompiler/dag.go, `task`: "triggerPolicy.condition on importer
+    task is not supported" (the importer's single container runs the driver too, so there is
+    no driver output to put a `when` on), and the whole pipeline is refused. An importer inside
+    a `dsl.If` is fine: the SDK puts the condition on the enclosing sub-DAG."""
+    for task in p.tasks:
+        if p.is_importer(task) and _condition(task):
+            yield Violation(
+                "importer-condition",
+                task.path,
+                "an importer with triggerPolicy.condition: the backend refuses the pipeline; "
+                "put it inside a dsl.If instead",
+            )
+
+
+def collected_conditional_output(p: _Pipeline) -> Iterator[Violation]:
+    """`dsl.Collected` must not gather an output made under a condition inside the loop.
+
+    backend/src/v2/driver/resolve.go, `CollectInputs`: the walk expects every iteration to hold
+    the producing task. In an iteration whose condition was false the condition's sub-DAG
+    exists (CANCELED) but the task inside it never ran, so `tasks[…]` is nil and
+    `*currentTask.GetExecution().Type` dereferences nil: the consumer's driver panics, at 2.16.0
+    and 2.17.0 alike. kfp.local collects only the iterations that ran. Keep the condition out
+    of the loop, or collect a value every iteration makes."""
+    for loop in p.tasks:
+        if not p.is_loop(loop):
+            continue
+        for consumer, name in p.consumers(loop):
+            inputs = consumer.spec.get("inputs", {})
+            spec = inputs.get("artifacts", {}).get(name)
+            if spec is not None:
+                key, artifact = spec["taskOutputArtifact"].get("outputArtifactKey", ""), True
+            else:
+                spec = inputs.get("parameters", {}).get(name, {})
+                key, artifact = spec["taskOutputParameter"].get("outputParameterKey", ""), False
+            guarded = [t.path for t in p.output_path(loop, key, artifact) if _condition(t)]
+            if guarded:
+                yield Violation(
+                    "collected-conditional-output",
+                    consumer.path,
+                    f"input {name!r} collects an output made under condition "
+                    f"{guarded[0]!r} inside a ParallelFor: an iteration whose condition is "
+                    "false crashes the driver",
+                )
+
+
+def oneof_artifact_output(p: _Pipeline, backend: str) -> Iterator[Violation]:
+    """Before 2.17.0, a consumed `dsl.OneOf` of artifacts works only when its last branch ran.
+
+    backend/src/v2/driver/resolve.go, `GetProducerTask` at 2.16.0 (and 2.16.1) follows a DAG
+    output artifact through `tempSelectors[len(tempSelectors)-1]` whatever branch ran; when
+    another branch ran, the last branch's task has no execution and `resolveUpstreamArtifacts`
+    fails ("… not in tasks"). 2.17.0 picks the branch whose sub-DAG completed
+    (kubeflow/pipelines#13436, #13437). A `OneOf` of parameters is resolved by branch state at
+    both versions."""
+    if _version(backend) >= (2, 17, 0):
+        return
+    for task in p.tasks:
+        for name, spec in task.spec.get("inputs", {}).get("artifacts", {}).items():
+            source = spec.get("taskOutputArtifact")
+            producer = p.sibling(task, source.get("producerTask", "")) if source else None
+            if producer is None or "dag" not in p.components.get(producer.component, {}):
+                continue
+            if _oneof_on_path(p, producer, source.get("outputArtifactKey", "")):
+                yield Violation(
+                    "oneof-artifact-output",
+                    task.path,
+                    f"input {name!r} is a dsl.OneOf of artifacts: backend {backend} follows "
+                    "the last branch only and fails when another branch ran",
+                )
+
+
+def _oneof_on_path(p: _Pipeline, dag_task: _Task, output_key: str) -> bool:
+    """Whether a DAG output artifact, or one it is selected from, has several selectors."""
+    outputs = p.components.get(dag_task.component, {}).get("dag", {}).get("outputs", {})
+    selectors = outputs.get("artifacts", {}).get(output_key, {}).get("artifactSelectors", [])
+    if len(selectors) > 1:
+        return True
+    for selector in selectors:
+        inner = p.child(dag_task, selector.get("producerSubtask", ""))
+        if (
+            inner is not None
+            and "dag" in p.components.get(inner.component, {})
+            and _oneof_on_path(p, inner, selector.get("outputArtifactKey", ""))
+        ):
+            return True
+    return False
+
+
 RULES = (
     importer_uri_from_task_output,
     importer_display_name,
@@ -351,8 +517,11 @@ RULES = (
     image_placeholder_input,
     channel_in_constant,
     cache_follows_data,
+    condition_input,
+    importer_condition,
+    collected_conditional_output,
 )
-VERSIONED_RULES = (named_loop_outputs,)
+VERSIONED_RULES = (named_loop_outputs, oneof_artifact_output)
 
 
 def check(spec: Spec, backend: str = MIN_BACKEND) -> list[Violation]:
