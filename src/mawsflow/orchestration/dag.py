@@ -46,9 +46,11 @@ not at run time with `dsl.If` on a parameter: the report collects a branch's res
 fan-out, and a conditional output reaches a consumer only through `dsl.OneOf`, which kfp (2.17,
 dsl/pipeline_channel.py) accepts only with a task in a `dsl.Else` branch (a placeholder result
 for a skipped set, which the report would have to tell from a real one) and never around a
-`dsl.Collected`; whether the backend's driver resolves a OneOf collected over a ParallelFor of
-sub-pipelines is not something the conformance rules establish. A compiled pipeline without the
-branch holds none of its tasks.
+`dsl.Collected`; and the backend's driver cannot gather a conditional output over a loop
+(conformance rule `collected-conditional-output`: an iteration whose condition was false
+crashes the consumer's driver) nor, before 2.17.0, follow a OneOf of artifacts through any
+branch but the last (`oneof-artifact-output`). A compiled pipeline without the branch holds
+none of its tasks.
 
 Training tasks are launchers: their step runs as a job on the `backend` parameter
 (`pytorchjob`, `trainjob`, or `local` torchrun).
