@@ -11,7 +11,7 @@ from kfp import compiler
 
 from demo_inputs import write_demo_data
 from mawsflow.dataset.demo_corpus import DemoCorpusSettings
-from mawsflow.orchestration.command import main
+from mawsflow.orchestration.command import canonical_header, main
 from mawsflow.orchestration.conformance import check, pipeline_spec
 from mawsflow.orchestration.sweeps import SWEEPS, sweep_pipeline
 
@@ -75,6 +75,43 @@ def test_cli_compiles_a_sweep_and_rejects_a_bad_grid(tmp_path, capsys):
     grid = ["--param", 'epoch_grid=[{"mae_epochs": 1}]']
     assert main(["--compile", str(path), "--sweep", "epochs", *grid]) == 1
     assert "epoch_grid" in capsys.readouterr().err
+
+
+def test_compiled_header_lists_defaults_in_a_fixed_key_order(tmp_path):
+    """kfp writes the header comment's defaults from a protobuf Struct, in arbitrary key order
+    (the same epochs sweep compiled to different bytes); compile_checked sorts them."""
+    shuffled = (
+        "# PIPELINE DEFINITION\n"
+        "# Inputs:\n"
+        "#    epoch_grid: list [Default: [{'wsp_epochs': 1.0, 'mae_epochs': 0.1}]]\n"
+        "#    node_selector: dict [Default: {'zone': 'b', 'pool': 'a100'}]\n"
+        "#    preset: str [Default: 'tiny']\n"
+        "components:\n"
+        "#    epoch_grid: list [Default: [{'wsp_epochs': 1.0, 'mae_epochs': 0.1}]]\n"
+    )
+    spec = {
+        "root": {
+            "inputDefinitions": {
+                "parameters": {
+                    "epoch_grid": {"defaultValue": [{"wsp_epochs": 1.0, "mae_epochs": 0.1}]},
+                    "node_selector": {"defaultValue": {"zone": "b", "pool": "a100"}},
+                    "preset": {"defaultValue": "tiny"},
+                }
+            }
+        }
+    }
+    lines = canonical_header(shuffled, spec).split("\n")
+    assert lines[2] == "#    epoch_grid: list [Default: [{'mae_epochs': 0.1, 'wsp_epochs': 1.0}]]"
+    assert lines[3] == "#    node_selector: dict [Default: {'pool': 'a100', 'zone': 'b'}]"
+    assert lines[4] == "#    preset: str [Default: 'tiny']"
+    assert lines[6] == shuffled.split("\n")[6]  # below the header nothing is touched
+
+    path = tmp_path / "sweep.yaml"
+    assert main(["--compile", str(path), "--sweep", "epochs"]) == 0
+    header = next(
+        line for line in path.read_text().splitlines() if line.startswith("#    epoch_grid:")
+    )
+    assert header.startswith("#    epoch_grid: list [Default: [{'mae_epochs': ")
 
 
 def _run_tiny_sweep(sweep: str, grid: list[str], demo_data, tmp_path, capsys) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -385,15 +386,56 @@ def _run_in_containers(
         raise LocalRunFailed(str(exc)) from None
 
 
+_HEADER_DEFAULT = re.compile(r"^(#    (?P<name>\S+): \S+ \[Default: ).*\]$")
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
+
+
+def canonical_header(text: str, spec: Mapping[str, Any]) -> str:
+    """The compiled YAML with its header comment's parameter defaults in a fixed key order.
+
+    kfp writes the header's `[Default: …]` from the spec turned back into Python objects
+    (kfp/compiler/pipeline_spec_builder.py, `extract_comments_from_pipeline_spec`, from protobuf's
+    Struct), whose map order is arbitrary: the same pipeline compiled twice gave two files
+    (the epochs sweep's `epoch_grid`). The body is already key-sorted; so is the header now,
+    so that a compiled pipeline kept in git changes only when the pipeline does."""
+    defaults = {
+        name: parameter["defaultValue"]
+        for name, parameter in spec.get("root", {})
+        .get("inputDefinitions", {})
+        .get("parameters", {})
+        .items()
+        if isinstance(parameter.get("defaultValue"), dict | list)
+    }
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if not line.startswith("#"):
+            break  # the header ends at the first line of YAML
+        match = _HEADER_DEFAULT.match(line)
+        if match and match["name"] in defaults:
+            lines[index] = f"{match[1]}{_sorted_keys(defaults[match['name']])}]"
+    return "\n".join(lines)
+
+
 def compile_checked(pipeline: GraphComponent, path: str) -> None:
     """Compile to `path` only if the result passes the backend conformance rules: nothing the
-    Kubeflow Pipelines backend would reject is written, uploaded or scheduled."""
+    Kubeflow Pipelines backend would reject is written, uploaded or scheduled. The same
+    pipeline always compiles to the same bytes (`canonical_header`)."""
     folder = Path(path).resolve().parent
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, delete=False) as f:
         staging = Path(f.name)
     try:
         compiler.Compiler().compile(pipeline, str(staging))
-        require_conformance(pipeline_spec(str(staging)))
+        spec = pipeline_spec(str(staging))
+        require_conformance(spec)
+        text = staging.read_text(encoding="utf-8")
+        staging.write_text(canonical_header(text, spec), encoding="utf-8")
         staging.replace(path)
     finally:
         staging.unlink(missing_ok=True)
