@@ -112,6 +112,10 @@ def pretrain_mae_wsp(out: Path, args: argparse.Namespace) -> dict[str, float]:
         loss.backward()
         optimizer.step()
     mae_seconds = time.time() - started
+    if args.wsp_steps == 0:  # an MAE trunk alone, to compare the phases
+        card = {"arch": ARCH, "img_size": PRETRAIN_SIZE, "step": "mae"}
+        write_model(str(out), trunk.state_dict(), card, {})
+        return {"mae_seconds": round(mae_seconds, 1)}
     head = torch.nn.Linear(trunk.embed_dim, 10)
     params = list(trunk.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.pretrain_lr, weight_decay=0.05)
