@@ -11,10 +11,10 @@ MAE→WSP. The random trunk is the same architecture untrained (`random-init`'s 
 detectors train with the same recipe, seed and data order on the detection demo and are scored
 on its val split.
 
-What makes the pretrained trunk count at this size is its MAE phase. With the same ~70 s of
-pretraining, a trunk trained mostly to classify the items (30 MAE + 1500 WSP steps, 48% item
-accuracy) detects WORSE than a random trunk once the detectors have trained 800 steps (box AP
-7.5 vs 13.0), while 300 MAE + 100 WSP steps (16% item accuracy) reach 28.4 (MAE alone: 27.5):
+What makes the pretrained trunk count at this size is its MAE phase. A trunk trained mostly
+to classify the items (30 MAE + 1500 WSP steps, ~190 s, 48% item accuracy) detects WORSE than
+a random trunk once the detectors have trained 800 steps (box AP 7.5 vs 13.0), while 300 MAE +
+100 WSP steps (~55 s, 16% item accuracy) reach 28.4 (MAE alone: 27.5):
 the patch-level reconstruction keeps the spatial features the heads read; the class-token
 objective of a few hundred steps does not. That is the paper's point about MAE
 pre-pretraining, and why ViTDet starts from MAE.
