@@ -19,8 +19,9 @@ the patch-level reconstruction keeps the spatial features the heads read; the cl
 objective of a few hundred steps does not. That is the paper's point about MAE
 pre-pretraining, and why ViTDet starts from MAE.
 
-The detector's recipe is the tables' (layer decay 0.8, the same for both trunks) plus a linear
-warmup, as ViTDet's configs have (250 iterations; here a tenth of the 400 steps), so the first
+The detector's recipe is the tables' (layer decay 0.8, the same for both trunks) with a linear
+warmup as ViTDet's configs have. The recipe's is ViTDet's 250 iterations, a fraction of its
+~170k that would be less than one of these 400 steps; here it is a tenth of them, so the first
 gradients of the untrained heads do not scramble the pretrained trunk.
 
 Measured seeds, sizes and timings: bench/results/detection-transfer-ci-cpu.txt (the bench
