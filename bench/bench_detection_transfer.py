@@ -36,18 +36,13 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.detection_demo import (
-    MASK_THRESHOLD,
     DetectionDemoSpec,
+    PastedItemImages,
     generate_detection_demo,
-    load_photos,
-    photo_crop,
 )
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.models.artifacts import write_model
@@ -69,45 +64,24 @@ DETECTOR_SETTINGS = [
 ]
 
 
-class PastedItems:
-    """Pretraining batches: one Fashion-MNIST item (half to all of the side, tinted, inside its
-    mask) on a photo crop, normalised, and the item's class. Crops come from a pool made once:
-    cropping and resizing a full photo per image would cost more than the trunk's step."""
-
-    def __init__(self, seed: int, pool: int = 2048) -> None:
-        self.rng = np.random.default_rng(seed)
-        photos = load_photos()
-        self.backgrounds = [photo_crop(self.rng, photos, PRETRAIN_SIZE) for _ in range(pool)]
-        self.items, self.labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, "train")
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        for _ in range(n):
-            canvas = self.backgrounds[int(self.rng.integers(len(self.backgrounds)))].copy()
-            index = int(self.rng.integers(len(self.items)))
-            side = int(self.rng.integers(PRETRAIN_SIZE // 2, PRETRAIN_SIZE + 1))
-            item = Image.fromarray(self.items[index]).resize((side, side), Image.BILINEAR)
-            pixels = np.asarray(item, np.float32)
-            top, left = self.rng.integers(0, PRETRAIN_SIZE + 1 - side, size=2)
-            mask = pixels > MASK_THRESHOLD
-            tint = self.rng.uniform(0.35, 1.0, 3).astype(np.float32)
-            canvas[top : top + side, left : left + side][mask] = (pixels[..., None] * tint)[mask]
-            images.append(torch.from_numpy(canvas).permute(2, 0, 1) / 255)
-            labels.append(int(self.labels[index]))
-        return (torch.stack(images) - MEAN) / STD, torch.tensor(labels)
+def pasted_items(data: PastedItemImages, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalised batch of pasted items (mawsflow.dataset.detection_demo) and their classes."""
+    images, labels = data.batch(n)
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2) / 255
+    return (tensor - MEAN) / STD, torch.from_numpy(labels)
 
 
 def pretrain_mae_wsp(out: Path, args: argparse.Namespace) -> dict[str, float]:
     """MAE then item classification; returns the held-out item accuracy and phase seconds."""
     torch.manual_seed(args.seed)
-    data = PastedItems(seed=args.seed)
+    data = PastedItemImages(seed=args.seed, size=PRETRAIN_SIZE)
     trunk = create_trunk(ARCH, img_size=PRETRAIN_SIZE)
     started = time.time()
     mae = MaskedAutoencoder(trunk, decoder_depth=1, decoder_dim=64, decoder_heads=4)
     params = [p for p in mae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.pretrain_lr, weight_decay=0.05)
     for _ in range(args.mae_steps):
-        loss = mae(data.batch(args.pretrain_batch)[0])[0]
+        loss = mae(pasted_items(data, args.pretrain_batch)[0])[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -126,13 +100,15 @@ def pretrain_mae_wsp(out: Path, args: argparse.Namespace) -> dict[str, float]:
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
     for _ in range(args.wsp_steps):
-        images, labels = data.batch(args.pretrain_batch)
+        images, labels = pasted_items(data, args.pretrain_batch)
         loss = F.cross_entropy(head(trunk(images)), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-    images, labels = PastedItems(seed=10_000 + args.seed, pool=512).batch(512)
+    images, labels = pasted_items(
+        PastedItemImages(seed=10_000 + args.seed, size=PRETRAIN_SIZE, pool=512), 512
+    )
     with torch.no_grad():
         accuracy = (head(trunk(images)).argmax(1) == labels).float().mean().item()
     card = {"arch": ARCH, "img_size": PRETRAIN_SIZE, "step": "wsp", "init": "mae"}

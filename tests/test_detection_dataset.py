@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from fashion_mnist_corpus import require_fashion_mnist
-from mawsflow.dataset.detection_demo import DetectionDemoSpec, generate_detection_demo
+from mawsflow.dataset.detection_demo import (
+    DetectionDemoSpec,
+    PastedItemImages,
+    generate_detection_demo,
+)
 from mawsflow.errors import ConfigError
 
 # Skewed class draws so that LVIS's rare, common and frequent groups all occur in 40 images.
@@ -102,3 +106,18 @@ def test_lvis_file_has_the_federated_fields_lvis_reads(demo):
 def test_bad_spec_is_a_config_error(spec, key, tmp_path):
     with pytest.raises(ConfigError, match=key):
         generate_detection_demo(tmp_path, images_per_split={"val": 1}, spec=spec)
+
+
+def test_pasted_item_images_are_seeded_items_on_photos():
+    """The pretraining batches the detection transfer check trains its trunk on: one item per
+    image on a photo crop, its class the label; the same seed gives the same batch."""
+    require_fashion_mnist()
+    images, labels = PastedItemImages(seed=3, size=32, pool=8).batch(16)
+    assert images.shape == (16, 32, 32, 3) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 255.0
+    assert labels.dtype == np.int64 and set(labels.tolist()) <= set(range(10))
+    again, again_labels = PastedItemImages(seed=3, size=32, pool=8).batch(16)
+    np.testing.assert_array_equal(images, again)
+    np.testing.assert_array_equal(labels, again_labels)
+    other, _ = PastedItemImages(seed=4, size=32, pool=8).batch(16)
+    assert not np.array_equal(images, other)

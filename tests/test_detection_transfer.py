@@ -33,20 +33,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from fashion_mnist_corpus import require_fashion_mnist
-from mawsflow.data.fashion_mnist import DEBIAN_FASHION_MNIST, load_fashion_mnist
 from mawsflow.dataset.detection_demo import (
-    MASK_THRESHOLD,
     DetectionDemoSpec,
+    PastedItemImages,
     generate_detection_demo,
-    load_photos,
-    photo_crop,
 )
 from mawsflow.evaluation.classify import NamedTestSet
 from mawsflow.models.artifacts import write_model
@@ -80,43 +75,22 @@ STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 pytestmark = pytest.mark.slow
 
 
-class PastedItems:
-    """Pretraining batches: one Fashion-MNIST item (half to all of the side, tinted, inside its
-    mask) on a photo crop, normalised, and the item's class. The crops come from a pool made
-    once: cropping and resizing a whole photo per image costs more than the trunk's step."""
-
-    def __init__(self, seed: int, pool: int = 2048) -> None:
-        self.rng = np.random.default_rng(seed)
-        photos = load_photos()
-        self.backgrounds = [photo_crop(self.rng, photos, PRETRAIN_SIZE) for _ in range(pool)]
-        self.items, self.labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, "train")
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        for _ in range(n):
-            canvas = self.backgrounds[int(self.rng.integers(len(self.backgrounds)))].copy()
-            index = int(self.rng.integers(len(self.items)))
-            side = int(self.rng.integers(PRETRAIN_SIZE // 2, PRETRAIN_SIZE + 1))
-            item = Image.fromarray(self.items[index]).resize((side, side), Image.BILINEAR)
-            pixels = np.asarray(item, np.float32)
-            top, left = self.rng.integers(0, PRETRAIN_SIZE + 1 - side, size=2)
-            mask = pixels > MASK_THRESHOLD
-            tint = self.rng.uniform(0.35, 1.0, 3).astype(np.float32)
-            canvas[top : top + side, left : left + side][mask] = (pixels[..., None] * tint)[mask]
-            images.append(torch.from_numpy(canvas).permute(2, 0, 1) / 255)
-            labels.append(int(self.labels[index]))
-        return (torch.stack(images) - MEAN) / STD, torch.tensor(labels)
+def pasted_items(data: PastedItemImages, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalised batch of pasted items (mawsflow.dataset.detection_demo) and their classes."""
+    images, labels = data.batch(n)
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2) / 255
+    return (tensor - MEAN) / STD, torch.from_numpy(labels)
 
 
 def pretrain_mae_wsp(out: str) -> None:
     torch.manual_seed(0)
-    data = PastedItems(seed=0)
+    data = PastedItemImages(seed=0, size=PRETRAIN_SIZE)
     trunk = create_trunk(ARCH, img_size=PRETRAIN_SIZE)
     mae = MaskedAutoencoder(trunk, decoder_depth=1, decoder_dim=64, decoder_heads=4)
     params = [p for p in mae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=PRETRAIN_LR, weight_decay=0.05)
     for _ in range(MAE_STEPS):
-        loss = mae(data.batch(PRETRAIN_BATCH)[0])[0]
+        loss = mae(pasted_items(data, PRETRAIN_BATCH)[0])[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -130,7 +104,7 @@ def pretrain_mae_wsp(out: str) -> None:
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
     for _ in range(WSP_STEPS):
-        images, labels = data.batch(PRETRAIN_BATCH)
+        images, labels = pasted_items(data, PRETRAIN_BATCH)
         loss = F.cross_entropy(head(trunk(images)), labels)
         optimizer.zero_grad()
         loss.backward()
