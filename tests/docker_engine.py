@@ -74,7 +74,13 @@ class DockerEngine:
     def _answers(self) -> bool:
         if not self.socket.exists():
             return False
-        client = self.client(timeout=5)
+        # The SDK asks the engine for its API version while it is constructed, so a socket file
+        # with nobody listening (an engine that was killed, or one still starting) fails here,
+        # not at ping: both must read as "not answering", or start() raises instead of starting.
+        try:
+            client = self.client(timeout=5)
+        except (docker.errors.DockerException, OSError):
+            return False
         try:
             return bool(client.ping())
         except (docker.errors.DockerException, OSError):
@@ -82,16 +88,62 @@ class DockerEngine:
         finally:
             client.close()
 
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "dockerd.pid"
+
+    def _clear_stale_run_dir(self) -> None:
+        """Remove what a killed engine left in the run dir: its socket and the pidfiles of it
+        and of its containerd.
+
+        A machine restored from a snapshot, or a session whose processes were killed, keeps
+        /run's files; the socket then refuses connections. dockerd replaces a stale socket
+        itself, but it refuses to start while its pidfile names a live process, and after a
+        restart that pid may belong to anything. Its containerd supervisor
+        (moby libcontainerd/supervisor, `getContainerdPid`) is stricter still: if the pid in
+        exec-root/containerd/containerd.pid exists at all (kill(pid, 0)), it waits for that
+        "containerd" instead of starting one, and fails after a timeout. Where PID 1 does not
+        reap orphans (containers without an init, this sandbox), a killed engine's containerd
+        stays a zombie and holds that pid.
+        So each pidfile goes unless it names a running process of its own kind. A running
+        dockerd is an engine that owns this run dir and has not answered yet, which start()
+        waits for rather than start a second engine over the same exec root."""
+        if _running_pid(self.pidfile, "dockerd") is not None:
+            return
+        containerd_pidfile = self.run_dir / "exec" / "containerd" / "containerd.pid"
+        if _running_pid(containerd_pidfile, "containerd") is None:
+            containerd_pidfile.unlink(missing_ok=True)
+        self.pidfile.unlink(missing_ok=True)
+        self.socket.unlink(missing_ok=True)
+
+    def _live_owner(self) -> int | None:
+        """The pid of a running dockerd that this run dir's pidfile names, if any."""
+        return _running_pid(self.pidfile, "dockerd")
+
     def start(self, timeout_s: float = 120.0) -> None:
         if self._answers():
             return  # started by an earlier session that is still running: share it
+        owner = self._live_owner()
+        if owner is not None:
+            # Another session's engine, still starting: share it once it answers.
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self._answers():
+                    return
+                time.sleep(0.5)
+            raise RuntimeError(
+                f"a dockerd (pid {owner}, {self.pidfile}) owns {self.run_dir} but did not "
+                f"answer on {self.socket} within {timeout_s:.0f} s; stop it (kill {owner}) "
+                "and run again"
+            )
+        self._clear_stale_run_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         command = [
             "dockerd",
             f"--data-root={self.state_dir / 'data'}",
             f"--exec-root={self.run_dir / 'exec'}",
-            f"--pidfile={self.run_dir / 'dockerd.pid'}",
+            f"--pidfile={self.pidfile}",
             f"--host={self.url}",
             "--storage-driver=overlay2",
             "--iptables=false",
@@ -132,6 +184,19 @@ class DockerEngine:
         except subprocess.TimeoutExpired:
             os.kill(self._process.pid, signal.SIGKILL)
             self._process.wait()
+
+
+def _running_pid(pidfile: Path, command: str) -> int | None:
+    """The pid in `pidfile` if it is a running (not zombie) process named `command`."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # /proc/PID/stat: "pid (comm) state ...", and comm may itself hold spaces or parentheses.
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    state = stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
+    return pid if name == command and state not in ("Z", "X") else None
 
 
 def ensure_local_debian(engine: DockerEngine, reference: str = LOCAL_DEBIAN_IMAGE) -> str:
