@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from docker_engine import DockerEngine, why_unavailable
 
 
@@ -25,7 +26,9 @@ from docker_engine import DockerEngine, why_unavailable
 def run_dir() -> Iterator[Path]:
     # Under /run and short: a unix socket's path must fit in 108 bytes, and containerd's
     # sockets live below the exec root.
-    path = Path(tempfile.mkdtemp(prefix="mf-dk-", dir="/run" if os.access("/run", os.W_OK) else None))
+    path = Path(
+        tempfile.mkdtemp(prefix="mf-dk-", dir="/run" if os.access("/run", os.W_OK) else None)
+    )
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
