@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,14 @@ def test_an_engine_starts_where_a_killed_one_left_its_socket_and_pidfile(
             client.close()
     finally:
         second.stop()
+        # dockerd bind-mounts its data root onto itself and leaves it mounted when it exits; the
+        # test's own data root must not outlive it (pytest could not remove the directory).
+        # (os.path.ismount cannot see a bind mount within one filesystem; /proc/mounts can.)
+        data_root = str((tmp_path / "state" / "data").resolve())
+        while data_root in _mount_points():
+            subprocess.run(["umount", data_root], check=True)
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        return {line.split()[1] for line in mounts}
