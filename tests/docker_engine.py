@@ -105,11 +105,9 @@ class DockerEngine:
         "containerd" instead of starting one, and fails after a timeout. Where PID 1 does not
         reap orphans (containers without an init, this sandbox), a killed engine's containerd
         stays a zombie and holds that pid.
-        So each pidfile goes unless it names a running process of its own kind. A running
-        dockerd is an engine that owns this run dir and has not answered yet, which start()
-        waits for rather than start a second engine over the same exec root."""
-        if _running_pid(self.pidfile, "dockerd") is not None:
-            return
+        So containerd's pidfile goes unless it names a running containerd. Called only when no
+        running dockerd owns the run dir (start() waits for one that does), so dockerd's own
+        pidfile and socket go too."""
         containerd_pidfile = self.run_dir / "exec" / "containerd" / "containerd.pid"
         if _running_pid(containerd_pidfile, "containerd") is None:
             containerd_pidfile.unlink(missing_ok=True)
@@ -125,12 +123,10 @@ class DockerEngine:
             return  # started by an earlier session that is still running: share it
         owner = self._live_owner()
         if owner is not None:
-            # Another session's engine, still starting: share it once it answers.
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                if self._answers():
-                    return
-                time.sleep(0.5)
+            # Another session's engine, still starting: share it once it answers, rather than
+            # start a second engine over the same exec root.
+            if self._await_answer(timeout_s):
+                return
             raise RuntimeError(
                 f"a dockerd (pid {owner}, {self.pidfile}) owns {self.run_dir} but did not "
                 f"answer on {self.socket} within {timeout_s:.0f} s; stop it (kill {owner}) "
@@ -154,18 +150,27 @@ class DockerEngine:
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        if self._await_answer(timeout_s, self._process):
+            return
+        self.stop()
+        raise RuntimeError(f"dockerd did not answer on {self.socket} within {timeout_s:.0f} s")
+
+    def _await_answer(
+        self, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+    ) -> bool:
+        """Whether the engine answers within `timeout_s`; raises at once if `process` (the
+        engine this object started) exits meanwhile."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if process is not None and process.poll() is not None:
                 raise RuntimeError(
-                    f"dockerd exited with status {self._process.returncode} while starting; "
+                    f"dockerd exited with status {process.returncode} while starting; "
                     f"its log: {self.log_path}\n{self._log_tail()}"
                 )
             if self._answers():
-                return
+                return True
             time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"dockerd did not answer on {self.socket} within {timeout_s:.0f} s")
+        return False
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -59,6 +59,30 @@ def test_a_stale_pidfile_naming_another_process_is_cleared(tmp_path: Path, run_d
     assert not engine.socket.exists()
 
 
+def test_a_running_dockerd_that_owns_the_run_dir_is_waited_for_not_replaced(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    """Another session's engine, still starting, owns the run dir: start() must not clear its
+    files or start a second engine over its exec root, and says whom to stop if it never
+    answers. A process the kernel names `dockerd` (a copy of `sleep`) stands in for it."""
+    impostor = tmp_path / "dockerd"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", impostor)
+    owner = subprocess.Popen([str(impostor), "60"])
+    engine = DockerEngine(tmp_path / "state", run_dir=run_dir)
+    try:
+        _stale_socket(engine.socket)
+        engine.pidfile.write_text(f"{owner.pid}\n")
+        with pytest.raises(RuntimeError, match=rf"pid {owner.pid}.*did not answer"):
+            engine.start(timeout_s=1.0)
+        assert engine._process is None  # no second engine
+        assert engine.pidfile.read_text().strip() == str(owner.pid)
+        assert engine.socket.exists()
+    finally:
+        engine.stop()  # a regression would have started a real engine: do not leak it
+        owner.kill()
+        owner.wait()
+
+
 @pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
 def test_an_engine_starts_where_a_killed_one_left_its_socket_and_pidfile(
     tmp_path: Path, run_dir: Path
